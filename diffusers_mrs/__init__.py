@@ -1,0 +1,37 @@
+"""diffusers-mrs: the MR Sampler for mean-reverting diffusion, as a diffusers plugin.
+
+The schedulers import eagerly (they are light); the network and the pipeline load on
+first use, so ``import diffusers_mrs`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .noise_schedule import MRNoiseSchedule
+from .scheduling_mr_baselines import MREulerMaruyamaScheduler, MRPosteriorScheduler
+from .scheduling_mr_sampler import MRSamplerScheduler
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "MRUNet2DModel": "diffusers_mrs.models.unet_mr",
+    "MRRestorationPipeline": "diffusers_mrs.pipelines",
+}
+
+__all__ = [
+    "MREulerMaruyamaScheduler",
+    "MRNoiseSchedule",
+    "MRPosteriorScheduler",
+    "MRRestorationPipeline",
+    "MRSamplerScheduler",
+    "MRUNet2DModel",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'diffusers_mrs' has no attribute {name!r}")

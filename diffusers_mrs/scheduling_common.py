@@ -1,0 +1,264 @@
+"""What the three MR schedulers share: the noise schedule from the config, prediction
+conversions (MATH.md section 3), forward noising for training, ``mu`` checks, step
+bookkeeping and compatibility lookup outside diffusers' own module."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from .noise_schedule import MRNoiseSchedule
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+
+#: Every scheduler of the family; each lists the others as compatible.
+MR_SCHEDULERS = ("MRSamplerScheduler", "MRPosteriorScheduler", "MREulerMaruyamaScheduler")
+
+
+@dataclass
+class MRSchedulerOutput(BaseOutput):
+    """Output of ``step``.
+
+    Args:
+        prev_sample: x at the next (less noisy) time.
+        pred_original_sample: the data prediction x0 at the current time, when computed.
+    """
+
+    prev_sample: torch.FloatTensor
+    pred_original_sample: torch.FloatTensor | None = None
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"Unknown {name} {value!r}; expected one of {choices}.")
+
+
+def prediction_conversion(
+    prediction_type: str, target: str, alpha: float, sigma: float, max_sigma: float
+) -> tuple[float, float]:
+    """(p, q) with ``target = p * y_t + q * m`` (MATH.md section 3).
+
+    ``target`` is "data" (y_0 = x_0 - mu) or "noise" (eps); ``m`` is the network output,
+    except for ``prediction_type="sample"`` where it is the output minus mu (i.e. y_0).
+    """
+    if target == "data":
+        return {
+            "epsilon": (1.0 / alpha, -sigma / alpha),           # y0 = (y - sigma eps) / alpha
+            "sample": (0.0, 1.0),
+            "v_prediction": (alpha, -sigma / max_sigma),        # y0 = alpha y - (sigma/ms) v
+        }[prediction_type]
+    return {
+        "epsilon": (0.0, 1.0),
+        "sample": (1.0 / sigma, -alpha / sigma),                # eps = (y - alpha y0) / sigma
+        "v_prediction": (sigma / max_sigma**2, alpha / max_sigma),  # (alpha v + sigma/ms y)/ms
+    }[prediction_type]
+
+
+class MRSchedulerBase:
+    """Mixin with the parts every MR scheduler shares. Subclasses also inherit
+    ``SchedulerMixin`` and ``ConfigMixin`` and register the shared config names:
+    ``num_train_timesteps, theta_schedule, trained_thetas, max_sigma, eps, prediction_type``.
+    """
+
+    _compatibles: ClassVar[list[str]] = list(MR_SCHEDULERS)
+    order = 1
+
+    # ---------------------------------------------------------------- construction
+    def _build_schedule(self) -> None:
+        cfg = self.config
+        check_choice("prediction_type", cfg.prediction_type, PREDICTION_TYPES)
+        self.noise_schedule = MRNoiseSchedule.from_config(
+            cfg.num_train_timesteps, cfg.theta_schedule, cfg.trained_thetas, cfg.max_sigma,
+            cfg.eps,
+        )
+        self.num_inference_steps: int | None = None
+        self.timesteps = torch.arange(cfg.num_train_timesteps, -1, -1, dtype=torch.float32)
+        self.init_noise_sigma = float(self.noise_schedule.sigma(cfg.num_train_timesteps))
+        self._step_index: int | None = None
+        self._begin_index: int | None = None
+
+    @classmethod
+    def _get_compatibles(cls) -> list[type]:
+        """diffusers looks compatible names up in its own module; ours live here."""
+        package = importlib.import_module(__name__.split(".")[0])
+        names = {cls.__name__, *cls._compatibles}
+        return [getattr(package, n) for n in sorted(names) if hasattr(package, n)]
+
+    # ---------------------------------------------------------------- step bookkeeping
+    @property
+    def step_index(self) -> int | None:
+        """Index of the step ``step`` will take next (None before the first call)."""
+        return self._step_index
+
+    @property
+    def begin_index(self) -> int | None:
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0) -> None:
+        """Set the first step index (pipelines call this so ``step`` never searches)."""
+        self._begin_index = begin_index
+
+    def _reset_steps(self) -> None:
+        self._step_index = None
+        self._begin_index = None
+
+    def _init_step_index(self, timestep: float | torch.Tensor) -> None:
+        """Find the step index of ``timestep``; a one-off lookup on the first step only."""
+        if self._begin_index is not None:
+            self._step_index = self._begin_index
+            return
+        t = torch.as_tensor(timestep, dtype=self.timesteps.dtype).to(self.timesteps.device)
+        matches = (self.timesteps == t).nonzero()
+        if len(matches) == 0:
+            raise ValueError(f"timestep {timestep} is not in scheduler.timesteps.")
+        self._step_index = int(matches[0])
+
+    def _start_step(self, timestep: float | torch.Tensor) -> int:
+        if self.num_inference_steps is None:
+            raise ValueError("Call set_timesteps before step.")
+        if self._step_index is None:
+            self._init_step_index(timestep)
+        if self._step_index >= self.num_inference_steps:
+            raise ValueError(
+                f"step called {self._step_index + 1} times for {self.num_inference_steps} "
+                "inference steps; call set_timesteps again to restart."
+            )
+        return self._step_index
+
+    def scale_model_input(self, sample: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """MR models take x_t unscaled (diffusers API compatibility)."""
+        return sample
+
+    # ---------------------------------------------------------------- checks
+    @staticmethod
+    def _check_mu(mu: torch.Tensor | None, sample: torch.Tensor) -> None:
+        """Shape check only: reading values here would sync the device every step."""
+        if mu is not None and mu.shape != sample.shape:
+            raise ValueError(
+                f"mu must have the shape of sample {tuple(sample.shape)}, got {tuple(mu.shape)}."
+            )
+
+    def _check_num_steps(self, num_inference_steps: int | None) -> int:
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int):
+            raise ValueError(
+                f"num_inference_steps must be a positive int, got {num_inference_steps!r}."
+            )
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}.")
+        return num_inference_steps
+
+    def _shift(
+        self, model_output: torch.Tensor, sample: torch.Tensor, mu: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(y, m, mu) in the compute dtype (float32 at least): y = x - mu, and m the model
+        output, shifted by mu too when it predicts the sample (so it is y0)."""
+        self._check_mu(mu, sample)
+        if model_output.shape != sample.shape:
+            raise ValueError(
+                f"model_output shape {tuple(model_output.shape)} != sample shape "
+                f"{tuple(sample.shape)}."
+            )
+        dtype = torch.promote_types(sample.dtype, torch.float32)
+        m = model_output.to(dtype)
+        if mu is None:
+            return sample.to(dtype), m, None
+        mu = mu.to(dtype)
+        if self.config.prediction_type == "sample":
+            m = m - mu
+        return sample.to(dtype) - mu, m, mu
+
+    @staticmethod
+    def _convert(m: torch.Tensor, y: torch.Tensor, p: float, q: float) -> torch.Tensor:
+        """D = p y + q m (one conversion of MATH.md section 3, coefficients precomputed)."""
+        return m * q if p == 0.0 else torch.add(m * q, y, alpha=p)
+
+    @staticmethod
+    def _noise_like(
+        sample: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None,
+        variance_noise: torch.Tensor | None,
+    ) -> torch.Tensor:
+        if variance_noise is not None:
+            if variance_noise.shape != sample.shape:
+                raise ValueError(
+                    f"variance_noise must have the shape of sample {tuple(sample.shape)}, got "
+                    f"{tuple(variance_noise.shape)}."
+                )
+            return variance_noise.to(sample.dtype)
+        return randn_tensor(sample.shape, generator=generator, device=sample.device,
+                            dtype=sample.dtype)
+
+    # ---------------------------------------------------------------- training helpers
+    def _alpha_sigma(self, timesteps: torch.Tensor | float, like: torch.Tensor):
+        t = torch.as_tensor(timesteps, device=like.device)
+        if t.ndim == 0:
+            t = t.expand(like.shape[0])
+        if t.shape[0] != like.shape[0]:
+            raise ValueError(
+                f"timesteps must be a scalar or have batch size {like.shape[0]}, got {t.shape[0]}."
+            )
+        compute = torch.promote_types(like.dtype, torch.float32)
+        alpha, sigma = self.noise_schedule.alpha_sigma(t, dtype=compute)
+        view = (-1,) + (1,) * (like.ndim - 1)
+        return alpha.view(view), sigma.view(view)
+
+    def add_noise(
+        self,
+        original_samples: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor | float,
+        mu: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Forward marginal: x_t = alpha_t x_0 + (1 - alpha_t) mu + sigma_t noise (MATH.md 1)."""
+        if mu is not None:
+            self._check_mu(mu, original_samples)
+        alpha, sigma = self._alpha_sigma(timesteps, original_samples)
+        x0 = original_samples.to(alpha.dtype)
+        y0 = x0 if mu is None else x0 - mu.to(alpha.dtype)
+        x_t = alpha * y0 + sigma * noise.to(alpha.dtype)
+        if mu is not None:
+            x_t = x_t + mu.to(alpha.dtype)
+        return x_t.to(original_samples.dtype)
+
+    def get_velocity(
+        self,
+        sample: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor | float,
+        mu: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Velocity target v = max_sigma alpha_t eps - (sigma_t / max_sigma)(x_0 - mu)."""
+        ms = self.config.max_sigma
+        alpha, sigma = self._alpha_sigma(timesteps, sample)
+        y0 = sample.to(alpha.dtype) if mu is None else (sample - mu).to(alpha.dtype)
+        return (ms * alpha * noise.to(alpha.dtype) - (sigma / ms) * y0).to(sample.dtype)
+
+    def predict_original_sample(
+        self,
+        model_output: torch.Tensor,
+        timesteps: torch.Tensor | float,
+        sample: torch.Tensor,
+        mu: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x_0 estimate from a network output at any (batched) times (MATH.md section 3)."""
+        alpha, sigma = self._alpha_sigma(timesteps, sample)
+        y = sample.to(alpha.dtype) if mu is None else (sample - mu).to(alpha.dtype)
+        m = model_output.to(alpha.dtype)
+        kind = self.config.prediction_type
+        if kind == "epsilon":
+            y0 = (y - sigma * m) / alpha
+        elif kind == "v_prediction":
+            y0 = alpha * y - (sigma / self.config.max_sigma) * m
+        else:
+            return m.to(sample.dtype)
+        x0 = y0 if mu is None else y0 + mu.to(alpha.dtype)
+        return x0.to(sample.dtype)
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+

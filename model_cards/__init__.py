@@ -1,0 +1,1 @@
+"""Model card templates, installed as ``diffusers_mrs.model_cards``."""
