@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from diffusers_mrs import MRSamplerScheduler
+
 from oracles import GaussianOracle, make_gaussian_problem, run_sampler
 
 NFES = (20, 30, 40, 60, 80, 100)

@@ -1,0 +1,489 @@
+"""The IR-SDE conditional U-Net, rewritten as a diffusers model.
+
+`MRUNet2DModel` reproduces the network that IR-SDE (Luo et al., 2023) and the MR Sampler
+paper train for image restoration (`ConditionalUNet` in the IR-SDE code base): a U-Net
+whose input is the noisy state *relative to* the degraded image, stacked with the degraded
+image itself, i.e. ``concat(x_t - mu, mu)`` along channels. Its output has the shape of
+``x_t``; what it means (noise, clean image or velocity) is decided by the scheduler's
+``prediction_type``, not by the network.
+
+Layout, for ``depth`` levels and base width ``nf`` (level ``i`` has ``nf * 2**i`` channels):
+
+* ``conv_in``: 7x7 convolution (no bias) from ``2 * in_channels`` to ``nf`` channels;
+* ``time_embedding``: sinusoidal features of the timestep (``nf`` of them), then
+  Linear -> GELU -> Linear to ``4 * nf`` channels, shared by every residual block;
+* ``down_blocks[i]``: two residual blocks, one residual pre-normalised linear (channel)
+  attention, then ``out_conv``: a strided 4x4 convolution that halves the resolution and
+  doubles the width, except on the deepest level, where a 3x3 convolution only doubles the
+  width;
+* ``mid_block``: residual block, attention, residual block at ``nf * 2**depth`` channels;
+* ``up_blocks[j]``: mirror of the down path; each residual block first concatenates one
+  skip tensor; ``out_conv`` is nearest-neighbour upsampling followed by a 3x3 convolution,
+  except on the shallowest level (a 3x3 convolution only);
+* ``final_resnet`` on ``concat(features, conv_in output)`` and the 3x3 ``conv_out``.
+
+The spatial size is padded (reflect) to a multiple of ``2**depth`` and cropped back, so
+any height and width are accepted. Module and parameter names are chosen so that a
+checkpoint of the original network maps one to one onto this one; see
+:mod:`diffusers_mrs.models.irsde_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+__all__ = ["MRUNet2DModel", "MRUNet2DOutput"]
+
+
+@dataclass
+class MRUNet2DOutput(BaseOutput):
+    """Output of :class:`MRUNet2DModel`.
+
+    Args:
+        sample: network prediction with the same shape as the input ``sample``
+            (``[batch, out_channels, height, width]``).
+    """
+
+    sample: torch.Tensor
+
+
+def sinusoidal_embedding(
+    timesteps: torch.Tensor, dim: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Sine/cosine features of ``timesteps`` (shape ``[B]``), as in IR-SDE.
+
+    The ``dim // 2`` frequencies are geometrically spaced from 1 down to 1/10000 (both
+    ends included, computed in float32 as in the original); the result is
+    ``concat(sin(t f), cos(t f))`` of shape ``[B, 2 * (dim // 2)]`` in ``dtype`` (use
+    float32 or float64: half precision is too coarse for the angles).
+    """
+    half = dim // 2
+    step = math.log(10000.0) / (half - 1)
+    freqs = torch.exp(torch.arange(half, device=timesteps.device, dtype=torch.float32) * -step)
+    angles = timesteps.to(dtype)[:, None] * freqs.to(dtype)[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class MRTimestepEmbedding(nn.Module):
+    """Sinusoidal features followed by a two-layer GELU MLP."""
+
+    def __init__(self, num_features: int, embed_dim: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.linear_1 = nn.Linear(num_features, embed_dim)
+        self.act = nn.GELU()
+        self.linear_2 = nn.Linear(embed_dim, embed_dim)
+
+    def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """Map timesteps of shape ``[B]`` to embeddings of shape ``[B, embed_dim]``."""
+        dtype = self.linear_1.weight.dtype
+        compute = torch.float64 if dtype == torch.float64 else torch.float32
+        feats = sinusoidal_embedding(timesteps, self.num_features, compute).to(dtype)
+        return self.linear_2(self.act(self.linear_1(feats)))
+
+
+class ChannelLayerNorm(nn.Module):
+    """Layer normalisation across channels of an NCHW tensor, learned gain, no bias.
+
+    The gain keeps the original's ``[1, C, 1, 1]`` shape so checkpoints map unchanged.
+    Statistics are always computed in (at least) float32 with epsilon 1e-5, which is the
+    original's float32 behaviour. (The original switches to epsilon 1e-3 in half
+    precision; for weights trained in float32 that moves float16/bfloat16 outputs by
+    ~10% of their range, against ~0.1% when normalising in float32 as done here.)
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(1, num_channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x`` over its channel dimension."""
+        xf = x if x.dtype == torch.float64 else x.float()
+        var, mean = torch.var_mean(xf, dim=1, unbiased=False, keepdim=True)
+        return ((xf - mean) * torch.rsqrt(var + self.eps) * self.weight.to(xf.dtype)).to(x.dtype)
+
+
+class MRResnetBlock(nn.Module):
+    """Two 3x3 convolutions with SiLU, timestep scale/shift after the first one.
+
+    ``out = silu(conv2(silu(conv1(x) * (1 + scale) + shift))) + shortcut(x)``, where
+    ``(scale, shift)`` come from ``time_emb_proj(silu(temb))`` and ``shortcut`` is a 1x1
+    convolution when the width changes (identity otherwise). Convolutions have no bias.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, temb_channels: int) -> None:
+        super().__init__()
+        self.time_emb_proj = nn.Linear(temb_channels, 2 * out_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.conv_shortcut: nn.Module
+        if in_channels != out_channels:
+            self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        else:
+            self.conv_shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """Apply the block to ``x`` ``[B, C_in, H, W]`` with embedding ``temb`` ``[B, D]``."""
+        scale, shift = self.time_emb_proj(F.silu(temb))[:, :, None, None].chunk(2, dim=1)
+        h = F.silu(self.conv1(x) * (scale + 1) + shift)
+        h = F.silu(self.conv2(h))
+        return h + self.conv_shortcut(x)
+
+
+class MRLinearAttention(nn.Module):
+    """Residual, pre-normalised linear attention (the original's "channel attention").
+
+    Per head, queries are softmax-normalised over their feature dimension and keys over
+    positions; a ``dim_head x dim_head`` context ``k v^T`` (with ``v`` averaged over the
+    positions) is applied to the queries, so the cost is linear in the number of pixels.
+    The projected result is normalised again (``out_norm``) and added to the input.
+    """
+
+    def __init__(self, channels: int, heads: int = 4, dim_head: int = 32) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dim_head = dim_head
+        inner = heads * dim_head
+        self.norm = ChannelLayerNorm(channels)
+        self.to_qkv = nn.Conv2d(channels, 3 * inner, 1, bias=False)
+        self.to_out = nn.Conv2d(inner, channels, 1)
+        self.out_norm = ChannelLayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``x + attention(norm(x))``."""
+        b, _, height, width = x.shape
+        n = height * width
+        qkv = self.to_qkv(self.norm(x)).reshape(b, 3, self.heads, self.dim_head, n)
+        q, k, v = qkv.unbind(dim=1)  # each [B, heads, dim_head, N]
+        q = q.softmax(dim=-2) * self.dim_head**-0.5
+        k = k.softmax(dim=-1)
+        v = v / n
+        context = torch.matmul(k, v.transpose(-1, -2))  # [B, heads, d_k, d_v]
+        out = torch.matmul(context.transpose(-1, -2), q)  # [B, heads, d_v, N]
+        out = out.reshape(b, self.heads * self.dim_head, height, width)
+        return self.out_norm(self.to_out(out)) + x
+
+
+class MRAttention(nn.Module):
+    """Residual, pre-normalised multi-head softmax self-attention over pixels.
+
+    This is the original's full ``Attention`` (used in the middle of some IR-SDE
+    networks), computed with :func:`torch.nn.functional.scaled_dot_product_attention`, so
+    the ``N x N`` attention matrix is never materialised by the fused kernels.
+    """
+
+    def __init__(self, channels: int, heads: int = 4, dim_head: int = 32) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dim_head = dim_head
+        inner = heads * dim_head
+        self.norm = ChannelLayerNorm(channels)
+        self.to_qkv = nn.Conv2d(channels, 3 * inner, 1, bias=False)
+        self.to_out = nn.Conv2d(inner, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``x + attention(norm(x))``."""
+        b, _, height, width = x.shape
+        n = height * width
+        qkv = self.to_qkv(self.norm(x)).reshape(b, 3, self.heads, self.dim_head, n)
+        q, k, v = qkv.transpose(-1, -2).unbind(dim=1)  # each [B, heads, N, dim_head]
+        out = F.scaled_dot_product_attention(q, k, v)  # default scale: dim_head ** -0.5
+        out = out.transpose(-1, -2).reshape(b, self.heads * self.dim_head, height, width)
+        return self.to_out(out) + x
+
+
+class MRDownBlock(nn.Module):
+    """One encoder level: two residual blocks, linear attention, then ``out_conv``.
+
+    ``out_conv`` halves the resolution (4x4, stride 2, with bias) when ``downsample``,
+    otherwise it is a 3x3 convolution without bias; either way it maps ``in_channels`` to
+    ``out_channels``. The block records its two skip tensors in ``skips``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        temb_channels: int,
+        downsample: bool,
+        heads: int,
+        dim_head: int,
+    ) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            [MRResnetBlock(in_channels, in_channels, temb_channels) for _ in range(2)]
+        )
+        self.attention = MRLinearAttention(in_channels, heads, dim_head)
+        self.downsample = downsample
+        if downsample:
+            self.out_conv = nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1)
+        else:
+            self.out_conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, temb: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(output, skip_0, skip_1)``."""
+        skip_0 = self.resnets[0](x, temb)
+        skip_1 = self.attention(self.resnets[1](skip_0, temb))
+        return self.out_conv(skip_1), skip_0, skip_1
+
+
+class MRUpBlock(nn.Module):
+    """One decoder level: two skip-concatenating residual blocks, attention, ``out_conv``.
+
+    The block works at ``out_channels`` (the width of the matching encoder level's output,
+    ``2 * in_channels``); ``out_conv`` maps back to ``in_channels``, preceded by 2x
+    nearest-neighbour upsampling when ``upsample`` (3x3 with bias), or a bias-free 3x3
+    convolution on the shallowest level.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        temb_channels: int,
+        upsample: bool,
+        heads: int,
+        dim_head: int,
+    ) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            [
+                MRResnetBlock(out_channels + in_channels, out_channels, temb_channels)
+                for _ in range(2)
+            ]
+        )
+        self.attention = MRLinearAttention(out_channels, heads, dim_head)
+        self.upsample = upsample
+        self.out_conv = nn.Conv2d(out_channels, in_channels, 3, padding=1, bias=upsample)
+
+    def forward(
+        self, x: torch.Tensor, skip_0: torch.Tensor, skip_1: torch.Tensor, temb: torch.Tensor
+    ) -> torch.Tensor:
+        """Consume the matching encoder skips (``skip_1`` first, as they were pushed)."""
+        x = self.resnets[0](torch.cat([x, skip_1], dim=1), temb)
+        x = self.resnets[1](torch.cat([x, skip_0], dim=1), temb)
+        x = self.attention(x)
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return self.out_conv(x)
+
+
+class MRMidBlock(nn.Module):
+    """Bottleneck: residual block, attention (linear or full), residual block."""
+
+    def __init__(
+        self, channels: int, temb_channels: int, attention_type: str, heads: int, dim_head: int
+    ) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            [MRResnetBlock(channels, channels, temb_channels) for _ in range(2)]
+        )
+        self.attention: nn.Module
+        if attention_type == "linear":
+            self.attention = MRLinearAttention(channels, heads, dim_head)
+        else:
+            self.attention = MRAttention(channels, heads, dim_head)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """Apply the three layers in order."""
+        x = self.resnets[0](x, temb)
+        x = self.attention(x)
+        return self.resnets[1](x, temb)
+
+
+def _reflect_pad(x: torch.Tensor, pad_w: int, pad_h: int) -> torch.Tensor:
+    """Reflect-pad ``x`` on the right and bottom.
+
+    Identical to ``F.pad(..., "reflect")`` whenever that is defined (pad smaller than the
+    size); larger pads are applied in several reflections, and a size-1 dimension is
+    replicated, so that any input size works.
+    """
+    while pad_w > 0 or pad_h > 0:
+        step_w = min(pad_w, x.shape[-1] - 1)
+        step_h = min(pad_h, x.shape[-2] - 1)
+        if step_w == 0 and step_h == 0:  # 1-pixel-wide and/or -high: nothing to reflect
+            return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        x = F.pad(x, (0, step_w, 0, step_h), mode="reflect")
+        pad_w -= step_w
+        pad_h -= step_h
+    return x
+
+
+class MRUNet2DModel(ModelMixin, ConfigMixin):
+    r"""The IR-SDE conditional U-Net for mean-reverting diffusion image restoration.
+
+    The network receives the current state ``sample`` (x_t), the timestep in training
+    units (0..T) and the condition ``mu`` (the degraded image, same shape as ``sample``),
+    and sees ``concat(sample - mu, mu)``.
+
+    Args:
+        in_channels: channels of ``sample`` and of ``mu`` (the first convolution sees twice
+            as many).
+        out_channels: channels of the prediction.
+        nf: base width; level ``i`` has ``nf * 2**i`` channels and the bottleneck
+            ``nf * 2**depth``. Must be even (it is also the number of sinusoidal
+            timestep features).
+        depth: number of encoder/decoder levels (``depth - 1`` resolution halvings);
+            inputs are padded to a multiple of ``2**depth``, as in the original.
+        upscale: kept for compatibility with IR-SDE option files, which pass it but never
+            use it; only ``1`` is accepted.
+        mid_attention: ``"linear"`` (the IR-SDE ``ConditionalUNet``) or ``"full"``
+            (softmax self-attention, as the unconditional IR-SDE U-Net uses in its middle).
+        attention_heads: heads of every attention layer (4 in the original).
+        attention_head_dim: width of each head (32 in the original).
+    """
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        nf: int = 64,
+        depth: int = 4,
+        upscale: int = 1,
+        mid_attention: str = "linear",
+        attention_heads: int = 4,
+        attention_head_dim: int = 32,
+    ) -> None:
+        super().__init__()
+        if upscale != 1:
+            raise ValueError(
+                f"upscale={upscale} is not supported: the IR-SDE U-Net ignores this option "
+                "and always returns the input resolution; use upscale=1."
+            )
+        if nf < 4 or nf % 2:
+            raise ValueError(f"nf must be an even number >= 4, got {nf}.")
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}.")
+        if mid_attention not in ("linear", "full"):
+            raise ValueError(f"mid_attention must be 'linear' or 'full', got {mid_attention!r}.")
+
+        temb_channels = 4 * nf
+        heads, dim_head = attention_heads, attention_head_dim
+        self.conv_in = nn.Conv2d(2 * in_channels, nf, 7, padding=3, bias=False)
+        self.time_embedding = MRTimestepEmbedding(nf, temb_channels)
+
+        widths = [nf * 2**i for i in range(depth + 1)]
+        self.down_blocks = nn.ModuleList(
+            [
+                MRDownBlock(widths[i], widths[i + 1], temb_channels, i < depth - 1, heads, dim_head)
+                for i in range(depth)
+            ]
+        )
+        self.mid_block = MRMidBlock(widths[depth], temb_channels, mid_attention, heads, dim_head)
+        # up_blocks[j] mirrors down_blocks[depth - 1 - j].
+        self.up_blocks = nn.ModuleList(
+            [
+                MRUpBlock(widths[i], widths[i + 1], temb_channels, i > 0, heads, dim_head)
+                for i in reversed(range(depth))
+            ]
+        )
+        self.final_resnet = MRResnetBlock(2 * nf, nf, temb_channels)
+        self.conv_out = nn.Conv2d(nf, out_channels, 3, padding=1)
+        self.gradient_checkpointing = False
+
+    def _timestep_tensor(
+        self, timestep: float | int | torch.Tensor, batch: int, device: torch.device
+    ) -> torch.Tensor:
+        """Turn a scalar, 0-dim or per-item timestep into a float tensor of shape [B]."""
+        t = torch.as_tensor(timestep, device=device)
+        t = t.to(torch.float64 if t.dtype == torch.float64 else torch.float32)
+        if t.numel() == 1:
+            return t.reshape(1).expand(batch)
+        t = t.reshape(-1)
+        if t.numel() != batch:
+            raise ValueError(
+                f"timestep has {t.numel()} entries but the batch has {batch} items; "
+                "pass a scalar or one timestep per item."
+            )
+        return t
+
+    def _run(self, module: nn.Module, *args: Any) -> Any:
+        """Call ``module``, through activation checkpointing when it is enabled."""
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            func = getattr(self, "_gradient_checkpointing_func", None)
+            if func is not None:
+                return func(module, *args)
+            return torch.utils.checkpoint.checkpoint(module, *args, use_reentrant=False)
+        return module(*args)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: float | int | torch.Tensor,
+        mu: torch.Tensor,
+        return_dict: bool = True,
+    ) -> MRUNet2DOutput | tuple[torch.Tensor]:
+        """Predict from the state ``sample`` at ``timestep`` given the condition ``mu``.
+
+        Args:
+            sample: current state x_t, ``[B, in_channels, H, W]``; any ``H``, ``W``.
+            timestep: time in training units (0..T): a Python number, a 0-dim tensor or a
+                tensor with one entry per batch item.
+            mu: the degraded image (mean-reversion target), same shape as ``sample``.
+            return_dict: return an :class:`MRUNet2DOutput` rather than a tuple.
+
+        Returns:
+            The prediction, ``[B, out_channels, H, W]``, in the parameters' dtype.
+        """
+        if mu.shape != sample.shape:
+            raise ValueError(f"mu must have the shape of sample: {mu.shape} vs {sample.shape}.")
+        batch, _, height, width = sample.shape
+        dtype = self.conv_in.weight.dtype
+        sample = sample.to(dtype)
+        mu = mu.to(dtype)
+
+        temb = self.time_embedding(self._timestep_tensor(timestep, batch, sample.device))
+
+        multiple = 2**self.config.depth
+        x = torch.cat([sample - mu, mu], dim=1)
+        x = _reflect_pad(x, (-width) % multiple, (-height) % multiple)
+
+        x = self.conv_in(x)
+        stem = x
+        skips: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for block in self.down_blocks:
+            x, skip_0, skip_1 = self._run(block, x, temb)
+            skips.append((skip_0, skip_1))
+        x = self._run(self.mid_block, x, temb)
+        for block in self.up_blocks:
+            skip_0, skip_1 = skips.pop()
+            x = self._run(block, x, skip_0, skip_1, temb)
+        x = self._run(self.final_resnet, torch.cat([x, stem], dim=1), temb)
+        x = self.conv_out(x)[..., :height, :width]
+
+        if not return_dict:
+            return (x,)
+        return MRUNet2DOutput(sample=x)
+
+    @classmethod
+    def from_irsde_checkpoint(cls, path: str, **config: Any) -> MRUNet2DModel:
+        """Build a model from an official IR-SDE generator checkpoint (``*_G.pth``).
+
+        Args:
+            path: file saved by IR-SDE (a ``ConditionalUNet`` state dict, possibly with a
+                ``module.`` prefix or nested under ``"params"``/``"state_dict"``...).
+            **config: constructor arguments (``nf``, ``depth``, ...), i.e. the values of
+                ``network_G.setting`` in the IR-SDE option file. Unspecified ones are
+                inferred from the checkpoint's shapes.
+
+        Returns:
+            The model in float32 and eval mode.
+        """
+        from .irsde_checkpoint import load_irsde_checkpoint
+
+        return load_irsde_checkpoint(path, model_cls=cls, **config)
