@@ -7,6 +7,7 @@ sampler is: shift by mu, one exponential-integrator step from :mod:`diffusers_mr
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -259,10 +260,10 @@ def vp_config_from_betas_config(config: dict[str, Any]) -> dict[str, Any]:
 
     ddpm = DDPMScheduler.from_config(config)
     thetas, eps = thetas_from_betas(ddpm.betas.double().numpy())
-    keep = {k: v for k, v in config.items() if not k.startswith("_")}
-    for key in ("beta_schedule", "beta_start", "beta_end", "trained_betas", "timestep_spacing",
-                "algorithm_type", "solver_type"):
-        keep.pop(key, None)
+    ours = set(inspect.signature(MRSamplerScheduler.__init__).parameters) - {"self"}
+    # The DPM-Solver names mean other things here; the spacing default stays ours.
+    ours -= {"algorithm_type", "timestep_spacing"}
+    keep = {k: v for k, v in config.items() if k in ours}
     keep.update(
         num_train_timesteps=len(thetas) - 1,
         trained_thetas=thetas.tolist(),

@@ -51,8 +51,12 @@ def ported(fixture) -> MRUNet2DModel:
 
 
 def tiny(**kwargs) -> MRUNet2DModel:
+    """A small random network; its zero-initialised output layer gets random weights too,
+    so outputs depend on the inputs."""
     torch.manual_seed(0)
-    return MRUNet2DModel(**{"nf": 8, "depth": 2, "attention_head_dim": 8, **kwargs}).eval()
+    model = MRUNet2DModel(**{"nf": 8, "depth": 2, "attention_head_dim": 8, **kwargs}).eval()
+    torch.nn.init.normal_(model.conv_out.weight, std=0.05)
+    return model
 
 
 # --------------------------------------------------------------------------- mapping
@@ -301,3 +305,11 @@ def test_convert_script_end_to_end(fixture, tmp_path):
     with torch.no_grad():
         pred = pipe.unet(fixture["x2"], fixture["t2"], fixture["mu2"]).sample
     torch.testing.assert_close(pred, fixture["out2"], atol=ATOL, rtol=0)
+
+
+def test_new_network_predicts_zero():
+    """Zero output means "the input itself" for velocity/noise targets: training starts
+    from the degraded image, not from noise."""
+    model = MRUNet2DModel(nf=8, depth=2, attention_head_dim=8)
+    out = model(torch.rand(1, 3, 8, 8), 50, torch.rand(1, 3, 8, 8)).sample
+    assert torch.count_nonzero(out) == 0

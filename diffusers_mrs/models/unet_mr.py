@@ -394,6 +394,11 @@ class MRUNet2DModel(ModelMixin, ConfigMixin):
         )
         self.final_resnet = MRResnetBlock(2 * nf, nf, temb_channels)
         self.conv_out = nn.Conv2d(nf, out_channels, 3, padding=1)
+        # A new network starts at output 0: with velocity or noise targets that is "return
+        # the (noisy) input", a sane baseline that training only improves on. Loaded weights
+        # (from_pretrained, IR-SDE checkpoints) replace it.
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
         self.gradient_checkpointing = False
 
     def _timestep_tensor(
