@@ -23,9 +23,15 @@ class GaussianOracle:
     the solver used instead of the float32 ``timestep`` it is handed.
     """
 
-    def __init__(self, schedule: MRNoiseSchedule, m: torch.Tensor, v: torch.Tensor,
-                 mu: torch.Tensor, prediction_type: str = "sample",
-                 times: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        schedule: MRNoiseSchedule,
+        m: torch.Tensor,
+        v: torch.Tensor,
+        mu: torch.Tensor,
+        prediction_type: str = "sample",
+        times: np.ndarray | None = None,
+    ) -> None:
         self.schedule, self.m, self.v, self.mu = schedule, m, v, mu
         self.prediction_type = prediction_type
         self.times = times
@@ -77,8 +83,10 @@ class GaussianOracle:
         cov = (a_T / a_t) * var_t
         return a_t * dm + cov / (a_T**2 * self.v + s_T**2) * (y_T - a_T * dm)
 
-def make_gaussian_problem(schedule: MRNoiseSchedule, shape=(1, 3, 8, 8), seed: int = 0,
-                          dtype=torch.float64):
+
+def make_gaussian_problem(
+    schedule: MRNoiseSchedule, shape=(1, 3, 8, 8), seed: int = 0, dtype=torch.float64
+):
     """Per-pixel m, v and a degraded mu for oracle tests."""
     g = torch.Generator().manual_seed(seed)
     m = 0.3 + 0.4 * torch.rand(shape, generator=g, dtype=dtype)
@@ -87,11 +95,13 @@ def make_gaussian_problem(schedule: MRNoiseSchedule, shape=(1, 3, 8, 8), seed: i
     return m, v, mu
 
 
-def run_sampler(scheduler, model, x: torch.Tensor, mu: torch.Tensor | None,
-                noise=None, generator=None) -> torch.Tensor:
+def run_sampler(
+    scheduler, model, x: torch.Tensor, mu: torch.Tensor | None, noise=None, generator=None
+) -> torch.Tensor:
     """The plain sampling loop of the README."""
     for i, t in enumerate(scheduler.timesteps):
         z = None if noise is None else noise(i)
-        x = scheduler.step(model(x, t), t, x, mu=mu, generator=generator,
-                           variance_noise=z).prev_sample
+        x = scheduler.step(
+            model(x, t), t, x, mu=mu, generator=generator, variance_noise=z
+        ).prev_sample
     return x

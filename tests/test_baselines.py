@@ -58,8 +58,9 @@ def test_jumping_posterior_is_the_first_order_data_sde():
     """MATH.md section 6: a posterior jump from t to s is the first-order data SDE step."""
     times = [100, 80, 55, 30, 12, 3]
     post = MRPosteriorScheduler(step_mode="jump", prediction_type="epsilon")
-    mrs = MRSamplerScheduler(algorithm_type="sde", parameterization="data", solver_order=1,
-                             prediction_type="epsilon")
+    mrs = MRSamplerScheduler(
+        algorithm_type="sde", parameterization="data", solver_order=1, prediction_type="epsilon"
+    )
     post.set_timesteps(timesteps=times)
     mrs.set_timesteps(timesteps=times)
     m, v, mu = make_gaussian_problem(mrs.noise_schedule)
@@ -97,4 +98,5 @@ def test_faithful_baselines_collapse_at_low_nfe(cls):
 
 def test_jumping_posterior_keeps_its_quality_at_low_nfe():
     assert residual_error(MRPosteriorScheduler, 10, "jump") < 1.5 * residual_error(
-        MRPosteriorScheduler, 100, "jump")
+        MRPosteriorScheduler, 100, "jump"
+    )

@@ -28,9 +28,14 @@ def toy_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_matches_diffusers_dpmsolver(algorithm, order, nfe, prediction_type):
     dpm = DPMSolverMultistepScheduler(
-        num_train_timesteps=1000, beta_schedule="scaled_linear", algorithm_type=algorithm,
-        solver_type="heun", solver_order=order, final_sigmas_type="sigma_min",
-        prediction_type=prediction_type, lower_order_final=True,
+        num_train_timesteps=1000,
+        beta_schedule="scaled_linear",
+        algorithm_type=algorithm,
+        solver_type="heun",
+        solver_order=order,
+        final_sigmas_type="sigma_min",
+        prediction_type=prediction_type,
+        lower_order_final=True,
     )
     algorithm_type, parameterization = ALGORITHMS[algorithm]
     mrs = MRSamplerScheduler.from_config(
@@ -47,8 +52,9 @@ def test_matches_diffusers_dpmsolver(algorithm, order, nfe, prediction_type):
     for i, t in enumerate(dpm.timesteps):
         noise = torch.randn(2, 3, 8, 8, generator=g)
         x_dpm = dpm.step(toy_model(x_dpm, t), t, x_dpm, variance_noise=noise).prev_sample
-        x_mrs = mrs.step(toy_model(x_mrs, t), mrs.timesteps[i], x_mrs,
-                         variance_noise=noise).prev_sample
+        x_mrs = mrs.step(
+            toy_model(x_mrs, t), mrs.timesteps[i], x_mrs, variance_noise=noise
+        ).prev_sample
         torch.testing.assert_close(x_mrs, x_dpm, rtol=1e-3, atol=1e-4)  # float32 arithmetic
 
 
@@ -66,14 +72,24 @@ def test_drop_in_for_a_ddpm_pipeline_config():
 def test_ddpm_pipeline_runs_with_the_mr_sampler():
     from diffusers import DDPMPipeline, UNet2DModel
 
-    unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
-                       block_out_channels=(8, 16), norm_num_groups=4,
-                       down_block_types=("DownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "UpBlock2D"))
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    )
     pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000))
     pipe.scheduler = MRSamplerScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    out = pipe(batch_size=1, num_inference_steps=5, output_type="np",
-               generator=torch.Generator().manual_seed(0)).images
+    out = pipe(
+        batch_size=1,
+        num_inference_steps=5,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
     assert out.shape == (1, 8, 8, 3)
     assert torch.isfinite(torch.from_numpy(out)).all()

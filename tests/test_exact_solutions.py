@@ -23,19 +23,29 @@ def logsnr_times(scheduler: MRSamplerScheduler, n: int) -> np.ndarray:
     return times[:-1]
 
 
-def ode_error(n: int, order: int, parameterization: str, prediction_type: str,
-              order3_coefficient: str = "taylor") -> float:
+def ode_error(
+    n: int,
+    order: int,
+    parameterization: str,
+    prediction_type: str,
+    order3_coefficient: str = "taylor",
+) -> float:
     sched = MRSamplerScheduler(
-        algorithm_type="ode", parameterization=parameterization, solver_order=order,
-        prediction_type=prediction_type, order3_coefficient=order3_coefficient,
+        algorithm_type="ode",
+        parameterization=parameterization,
+        solver_order=order,
+        prediction_type=prediction_type,
+        order3_coefficient=order3_coefficient,
     )
     times = logsnr_times(sched, n)
     sched.set_timesteps(timesteps=times)
     m, v, mu = make_gaussian_problem(sched.noise_schedule)
     oracle = GaussianOracle(sched.noise_schedule, m, v, mu, prediction_type, times)
     T = sched.config.num_train_timesteps
-    y_T = 0.05 * torch.randn(m.shape, generator=torch.Generator().manual_seed(1),
-                             dtype=torch.float64) + sched.init_noise_sigma
+    y_T = (
+        0.05 * torch.randn(m.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        + sched.init_noise_sigma
+    )
     x = run_sampler(sched, oracle, y_T + mu, mu)
     exact = oracle.ode_solution(y_T, T, 0.0) + mu
     return float((x - exact).abs().max())
@@ -75,17 +85,23 @@ def test_dpm_solver_3m_coefficient_is_only_second_order():
 def sde_mean_error(n: int, order: int, parameterization: str) -> float:
     """With z = 0 the scheme gives its conditional mean given y_T; the exact one is the
     forward process's E[y_t | y_T] at the final time t = 0."""
-    sched = MRSamplerScheduler(algorithm_type="sde", parameterization=parameterization,
-                               solver_order=order, prediction_type="sample")
+    sched = MRSamplerScheduler(
+        algorithm_type="sde",
+        parameterization=parameterization,
+        solver_order=order,
+        prediction_type="sample",
+    )
     times = logsnr_times(sched, n)
     sched.set_timesteps(timesteps=times)
     m, v, mu = make_gaussian_problem(sched.noise_schedule)
     oracle = GaussianOracle(sched.noise_schedule, m, v, mu, "sample", times)
-    y_T = sched.init_noise_sigma * torch.randn(m.shape, dtype=torch.float64,
-                                               generator=torch.Generator().manual_seed(2))
+    y_T = sched.init_noise_sigma * torch.randn(
+        m.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
+    )
     x = run_sampler(sched, oracle, y_T + mu, mu, noise=lambda i: torch.zeros_like(m))
-    return float((x - mu - oracle.posterior_mean(y_T, sched.config.num_train_timesteps))
-                 .abs().max())
+    return float(
+        (x - mu - oracle.posterior_mean(y_T, sched.config.num_train_timesteps)).abs().max()
+    )
 
 
 @pytest.mark.parametrize("order", [1, 2, 3])
@@ -110,8 +126,12 @@ def test_sde_samples_reach_the_data_distribution(parameterization, order):
     """From the exact prior, SDE samples end with the data's mean and variance."""
     mean_gaps, var_gaps = [], []
     for n in (10, 50, 250):
-        sched = MRSamplerScheduler(algorithm_type="sde", parameterization=parameterization,
-                                   solver_order=order, prediction_type="epsilon")
+        sched = MRSamplerScheduler(
+            algorithm_type="sde",
+            parameterization=parameterization,
+            solver_order=order,
+            prediction_type="epsilon",
+        )
         sched.set_timesteps(n)
         shape = (1, 1, 200, 250)
         m = torch.full(shape, 0.4, dtype=torch.float64)
@@ -122,7 +142,8 @@ def test_sde_samples_reach_the_data_distribution(parameterization, order):
         T = sched.config.num_train_timesteps
         a, s = float(sched.noise_schedule.alpha(T)), float(sched.noise_schedule.sigma(T))
         y_T = a * (m - mu) + (a * a * 0.02 + s * s) ** 0.5 * torch.randn(
-            shape, generator=g, dtype=torch.float64)
+            shape, generator=g, dtype=torch.float64
+        )
         x = run_sampler(sched, oracle, y_T + mu, mu, generator=g)
         mean_gaps.append(abs(float(x.mean()) - 0.4))
         var_gaps.append(abs(float(x.var()) / 0.02 - 1.0))
@@ -132,8 +153,9 @@ def test_sde_samples_reach_the_data_distribution(parameterization, order):
 
 
 def test_final_sigma_zero_returns_the_data_prediction():
-    sched = MRSamplerScheduler(algorithm_type="ode", final_sigmas_type="zero",
-                               prediction_type="sample")
+    sched = MRSamplerScheduler(
+        algorithm_type="ode", final_sigmas_type="zero", prediction_type="sample"
+    )
     sched.set_timesteps(5)
     m, v, mu = make_gaussian_problem(sched.noise_schedule)
     oracle = GaussianOracle(sched.noise_schedule, m, v, mu, "sample")

@@ -25,9 +25,13 @@ NFES = (*range(1, 13), 15, 17, 20, 25, 30, 40, 50, 64, 75, 99, 100)
 )
 def test_every_combination_is_finite_at_nfe_1_to_100(algorithm_type, parameterization, order):
     for spacing, prediction_type in itertools.product(SPACINGS, PREDICTIONS):
-        sched = MRSamplerScheduler(algorithm_type=algorithm_type,
-                                   parameterization=parameterization, solver_order=order,
-                                   timestep_spacing=spacing, prediction_type=prediction_type)
+        sched = MRSamplerScheduler(
+            algorithm_type=algorithm_type,
+            parameterization=parameterization,
+            solver_order=order,
+            timestep_spacing=spacing,
+            prediction_type=prediction_type,
+        )
         m, v, mu = make_gaussian_problem(sched.noise_schedule, shape=(1, 1, 2, 2))
         oracle = GaussianOracle(sched.noise_schedule, m, v, mu, prediction_type)
         g = torch.Generator().manual_seed(0)
@@ -35,19 +39,20 @@ def test_every_combination_is_finite_at_nfe_1_to_100(algorithm_type, parameteriz
             sched.set_timesteps(n)
             assert len(sched.timesteps) == n
             assert torch.all(sched.timesteps[1:] < sched.timesteps[:-1])
-            x = mu + sched.init_noise_sigma * torch.randn(m.shape, generator=g,
-                                                          dtype=torch.float64)
+            x = mu + sched.init_noise_sigma * torch.randn(m.shape, generator=g, dtype=torch.float64)
             out = run_sampler(sched, oracle, x, mu, generator=g)
             assert torch.isfinite(out).all(), (spacing, prediction_type, n)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("scheduler_cls", [MRSamplerScheduler, MRPosteriorScheduler,
-                                           MREulerMaruyamaScheduler])
+@pytest.mark.parametrize(
+    "scheduler_cls", [MRSamplerScheduler, MRPosteriorScheduler, MREulerMaruyamaScheduler]
+)
 def test_half_precision_stays_finite_and_keeps_its_dtype(dtype, scheduler_cls):
     sched = scheduler_cls(prediction_type="v_prediction")
-    m, v, mu = make_gaussian_problem(sched.noise_schedule, shape=(2, 3, 16, 16),
-                                     dtype=torch.float32)
+    m, v, mu = make_gaussian_problem(
+        sched.noise_schedule, shape=(2, 3, 16, 16), dtype=torch.float32
+    )
     oracle = GaussianOracle(sched.noise_schedule, m, v, mu, "v_prediction")
     for n in (1, 5, 10, 50):
         sched.set_timesteps(n)
@@ -67,8 +72,9 @@ def sample_once(seed: int | None = None, noise: torch.Tensor | None = None) -> t
     oracle = GaussianOracle(sched.noise_schedule, m, v, mu, "epsilon")
     g = None if seed is None else torch.Generator().manual_seed(seed)
     x = mu + sched.init_noise_sigma
-    return run_sampler(sched, oracle, x, mu, generator=g,
-                       noise=None if noise is None else (lambda i: noise[i]))
+    return run_sampler(
+        sched, oracle, x, mu, generator=g, noise=None if noise is None else (lambda i: noise[i])
+    )
 
 
 def test_generator_makes_runs_reproducible():
@@ -84,8 +90,13 @@ def test_variance_noise_is_honoured():
 
 
 def test_save_and_from_pretrained_round_trip(tmp_path):
-    sched = MRSamplerScheduler(algorithm_type="ode", solver_order=3, timestep_spacing="karras",
-                               prediction_type="v_prediction", max_sigma=30 / 255)
+    sched = MRSamplerScheduler(
+        algorithm_type="ode",
+        solver_order=3,
+        timestep_spacing="karras",
+        prediction_type="v_prediction",
+        max_sigma=30 / 255,
+    )
     sched.save_pretrained(tmp_path)
     loaded = MRSamplerScheduler.from_pretrained(tmp_path)
     public = lambda cfg: {k: v for k, v in cfg.items() if not k.startswith("_")}  # noqa: E731
@@ -101,13 +112,20 @@ def test_trained_thetas_round_trip(tmp_path):
     assert loaded.noise_schedule.lambda_(5.5) == pytest.approx(sched.noise_schedule.lambda_(5.5))
 
 
-@pytest.mark.parametrize("source", [MRSamplerScheduler, MRPosteriorScheduler,
-                                    MREulerMaruyamaScheduler])
-@pytest.mark.parametrize("target", [MRSamplerScheduler, MRPosteriorScheduler,
-                                    MREulerMaruyamaScheduler])
+@pytest.mark.parametrize(
+    "source", [MRSamplerScheduler, MRPosteriorScheduler, MREulerMaruyamaScheduler]
+)
+@pytest.mark.parametrize(
+    "target", [MRSamplerScheduler, MRPosteriorScheduler, MREulerMaruyamaScheduler]
+)
 def test_from_config_swaps_keep_the_schedule(source, target):
-    shared = dict(num_train_timesteps=50, theta_schedule="linear", max_sigma=0.1, eps=0.01,
-                  prediction_type="sample")
+    shared = dict(
+        num_train_timesteps=50,
+        theta_schedule="linear",
+        max_sigma=0.1,
+        eps=0.01,
+        prediction_type="sample",
+    )
     swapped = target.from_config(source(**shared).config)
     assert isinstance(swapped, target)
     assert {k: swapped.config[k] for k in shared} == shared
@@ -115,8 +133,7 @@ def test_from_config_swaps_keep_the_schedule(source, target):
 
 
 def test_thresholding_bounds_the_data_prediction():
-    sched = MRSamplerScheduler(thresholding=True, sample_max_value=1.0,
-                               prediction_type="sample")
+    sched = MRSamplerScheduler(thresholding=True, sample_max_value=1.0, prediction_type="sample")
     sched.set_timesteps(3)
     x = torch.zeros(1, 3, 4, 4)
     out = sched.step(torch.full_like(x, 5.0), sched.timesteps[0], x, mu=None)
@@ -124,19 +141,22 @@ def test_thresholding_bounds_the_data_prediction():
 
 
 # --------------------------------------------------------------------------- errors
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"algorithm_type": "dpmsolver++"}, "algorithm_type"),
-    ({"parameterization": "score"}, "parameterization"),
-    ({"prediction_type": "flow"}, "prediction_type"),
-    ({"timestep_spacing": "cosine"}, "timestep_spacing"),
-    ({"theta_schedule": "sigmoid"}, "theta_schedule"),
-    ({"final_sigmas_type": "one"}, "final_sigmas_type"),
-    ({"solver_order": 4}, "solver_order"),
-    ({"thresholding": True, "parameterization": "noise"}, "thresholding"),
-    ({"trained_thetas": [0.1, 0.2]}, "trained_thetas"),
-    ({"eps": 1.5}, "eps"),
-    ({"max_sigma": 0.0}, "max_sigma"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"algorithm_type": "dpmsolver++"}, "algorithm_type"),
+        ({"parameterization": "score"}, "parameterization"),
+        ({"prediction_type": "flow"}, "prediction_type"),
+        ({"timestep_spacing": "cosine"}, "timestep_spacing"),
+        ({"theta_schedule": "sigmoid"}, "theta_schedule"),
+        ({"final_sigmas_type": "one"}, "final_sigmas_type"),
+        ({"solver_order": 4}, "solver_order"),
+        ({"thresholding": True, "parameterization": "noise"}, "thresholding"),
+        ({"trained_thetas": [0.1, 0.2]}, "trained_thetas"),
+        ({"eps": 1.5}, "eps"),
+        ({"max_sigma": 0.0}, "max_sigma"),
+    ],
+)
 def test_invalid_config_is_refused_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MRSamplerScheduler(**kwargs)
@@ -178,9 +198,16 @@ def test_step_before_set_timesteps_and_past_the_end_are_refused():
 
 
 # --------------------------------------------------------------------------- speed hygiene
-SYNCING = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__,
-           torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.nonzero,
-           torch.Tensor.cpu, torch.Tensor.numpy}
+SYNCING = {
+    torch.Tensor.item,
+    torch.Tensor.tolist,
+    torch.Tensor.__bool__,
+    torch.Tensor.__float__,
+    torch.Tensor.__int__,
+    torch.Tensor.nonzero,
+    torch.Tensor.cpu,
+    torch.Tensor.numpy,
+}
 
 
 class SyncRecorder(torch.overrides.TorchFunctionMode):
@@ -196,12 +223,15 @@ class SyncRecorder(torch.overrides.TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("scheduler", [
-    MRSamplerScheduler(solver_order=3),
-    MRSamplerScheduler(algorithm_type="ode", thresholding=True),
-    MRPosteriorScheduler(),
-    MREulerMaruyamaScheduler(step_mode="jump"),
-])
+@pytest.mark.parametrize(
+    "scheduler",
+    [
+        MRSamplerScheduler(solver_order=3),
+        MRSamplerScheduler(algorithm_type="ode", thresholding=True),
+        MRPosteriorScheduler(),
+        MREulerMaruyamaScheduler(step_mode="jump"),
+    ],
+)
 def test_step_reads_nothing_back_from_the_device(scheduler):
     scheduler.set_timesteps(8)
     scheduler.set_begin_index(0)

@@ -23,8 +23,10 @@ H = [0.05, 0.3, 1.0, 2.5]
 def kernel_moments(kernel, h: float) -> tuple[float, float, float]:
     """Coefficients on D0, D1 = h f', D2 = h^2 f''/2 of int_0^h kernel(u) f(u) du for
     f(u) = f0 + u f' + u^2 f''/2: (int k, int k u / h, int k u^2 / h^2)."""
-    return tuple(quad(lambda u, j=j: kernel(u) * u**j, 0, h, epsabs=1e-14, epsrel=1e-12)[0]
-                 / h**j for j in range(3))
+    return tuple(
+        quad(lambda u, j=j: kernel(u) * u**j, 0, h, epsabs=1e-14, epsrel=1e-12)[0] / h**j
+        for j in range(3)
+    )
 
 
 @pytest.mark.parametrize("h", H)
@@ -34,14 +36,20 @@ def test_taylor_coefficients_are_the_kernel_integrals(h):
         # data ODE: y_t = (s_t/s_s) y_s + a_t int_0^h e^{-(h-u)} x0(u) du
         "ode-data": (ode_data_coefficients(h, a_t, s_s, s_t, 2.0), lambda u: a_t * math.exp(u - h)),
         # noise ODE: y_t = (a_t/a_s) y_s - s_t int_0^h e^{h-u} eps(u) du
-        "ode-noise": (ode_noise_coefficients(h, a_s, a_t, s_t, 2.0),
-                      lambda u: -s_t * math.exp(h - u)),
+        "ode-noise": (
+            ode_noise_coefficients(h, a_s, a_t, s_t, 2.0),
+            lambda u: -s_t * math.exp(h - u),
+        ),
         # data SDE: kernel 2 a_t e^{-2(h-u)}
-        "sde-data": (sde_data_coefficients(h, a_t, s_s, s_t, 2.0),
-                     lambda u: 2 * a_t * math.exp(2 * (u - h))),
+        "sde-data": (
+            sde_data_coefficients(h, a_t, s_s, s_t, 2.0),
+            lambda u: 2 * a_t * math.exp(2 * (u - h)),
+        ),
         # noise SDE: kernel -2 s_t e^{h-u}
-        "sde-noise": (sde_noise_coefficients(h, a_s, a_t, s_t, 2.0),
-                      lambda u: -2 * s_t * math.exp(h - u)),
+        "sde-noise": (
+            sde_noise_coefficients(h, a_s, a_t, s_t, 2.0),
+            lambda u: -2 * s_t * math.exp(h - u),
+        ),
     }
     for name, (coef, kernel) in cases.items():
         expected = kernel_moments(kernel, h)

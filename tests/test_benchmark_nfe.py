@@ -1,0 +1,88 @@
+"""Smoke test of benchmarks/nfe_quality.py: the plan, and a whole tiny run end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffusers_mrs import MRSamplerScheduler, MRUNet2DModel
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "nfe_quality.py"
+
+
+@pytest.fixture(scope="module")
+def nq():
+    """The benchmark script, imported as a module."""
+    spec = importlib.util.spec_from_file_location("nfe_quality", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["nfe_quality"] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("nfe_quality", None)
+
+
+def test_plan_dedupes_identical_runs(nq):
+    """irsde == jump at NFE = T, and 'MRS default' == the variant with its settings."""
+    config = MRSamplerScheduler(prediction_type="v_prediction").config  # sde, data, order 2
+    methods = nq.select_methods(nq.build_methods(), "posterior-*,mrs-default,mrs-sde-data-2")
+    runs = nq.plan_runs(methods, config, nfes=[100, 10])
+    by_cell = {(r.method.key, r.nfe): r.key for r in runs}
+    assert by_cell[("posterior-irsde", 100)] == by_cell[("posterior-jump", 100)]
+    assert by_cell[("posterior-irsde", 10)] != by_cell[("posterior-jump", 10)]
+    assert by_cell[("mrs-default", 10)] == by_cell[("mrs-sde-data-2", 10)]
+    assert nq.unique_evaluations(runs) == 100 + 10 + 10 + 100 + 10  # post x2 @10, MRS @100/10
+    default_plan = nq.plan_runs(nq.build_methods(), config)
+    assert nq.unique_evaluations(default_plan) == 1137
+
+
+def test_smoke_end_to_end(nq, tmp_path):
+    """A tiny random model, T = 3, NFE 3 and 2, two degradations: every output is written."""
+    torch.manual_seed(0)
+    unet = MRUNet2DModel(nf=8, depth=1, attention_heads=1, attention_head_dim=8)
+    sched = MRSamplerScheduler(num_train_timesteps=3, prediction_type="v_prediction")
+    from diffusers_mrs import MRRestorationPipeline
+
+    model_dir = tmp_path / "pipe"
+    MRRestorationPipeline(unet=unet, scheduler=sched).save_pretrained(model_dir)
+    out = tmp_path / "results"
+    argv = [
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--crop",
+        "16",
+        "--threads",
+        "1",
+        "--kinds",
+        "noise,jpeg",
+        "--nfes",
+        "3,2",
+        "--no-progress",
+        "--methods",
+        "posterior-*,em-irsde,mrs-default,mrs-sde-data-2,mrs-ode-noise-1",
+    ]
+    assert nq.main(argv) == 0
+
+    for name in ("results.json", "results.md", "psnr_vs_nfe.png", "grid.png"):
+        assert (out / name).stat().st_size > 0, name
+    results = json.loads((out / "results.json").read_text(), parse_constant=pytest.fail)
+    assert results["meta"]["num_images"] == 6  # 3 held-out photos x 2 degradations
+    assert set(results["input"]["psnr"]) == {"noise", "jpeg", "average"}
+    runs = results["methods"]["posterior-jump"]["runs"]
+    assert runs["3"]["same_as"] == "posterior-irsde@3"  # NFE = T: computed once
+    assert "same_as" not in runs["2"]
+    assert results["methods"]["mrs-sde-data-2"]["runs"]["2"]["same_as"] == "mrs-default@2"
+    for method in results["methods"].values():
+        for run in method["runs"].values():
+            assert len(run["per_image"]["psnr"]) == 6
+            assert all(map(torch.isfinite, torch.tensor(run["per_image"]["psnr"])))
+            assert 0.0 < run["seconds_per_image"] < 60.0
+    report = (out / "results.md").read_text()
+    assert "## Targets (issue 4)" in report and "## Degradation: jpeg" in report
+    assert "| NFE | Posterior (IR-SDE) |" in report

@@ -1,0 +1,205 @@
+"""Tests of diffusers_mrs.training: targets, conversions, a tiny run with save and resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffusers_mrs.models.unet_mr import MRUNet2DModel
+from diffusers_mrs.noise_schedule import MRNoiseSchedule
+from diffusers_mrs.scheduling_mr_sampler import MRSamplerScheduler
+from diffusers_mrs.training import (
+    TrainingConfig,
+    parse_args,
+    predict_x0,
+    sample_timesteps,
+    schedule_alpha_sigma,
+    train,
+    training_target,
+)
+
+MS = 50 / 255
+
+
+@pytest.fixture(autouse=True)
+def _no_onednn():
+    """Tiny convolutions: oneDNN's per-shape kernel set-up costs far more than the maths."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TF32 acceleration")
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
+
+
+def _scheduler(ptype: str) -> MRSamplerScheduler:
+    return MRSamplerScheduler(
+        num_train_timesteps=100,
+        theta_schedule="cosine",
+        max_sigma=MS,
+        eps=0.005,
+        prediction_type=ptype,
+    )
+
+
+def test_alpha_sigma_match_noise_schedule() -> None:
+    sched = _scheduler("epsilon")
+    ref = MRNoiseSchedule.from_config(100, "cosine", max_sigma=MS, eps=0.005)
+    t = torch.tensor([0.0, 1.0, 37.5, 100.0])
+    alpha, sigma = schedule_alpha_sigma(sched, t, torch.zeros(4, 3, 2, 2))
+    assert alpha.shape == (4, 1, 1, 1)
+    torch.testing.assert_close(
+        alpha.flatten().double(), torch.from_numpy(ref.alpha(t.numpy())), rtol=1e-5, atol=1e-7
+    )
+    torch.testing.assert_close(
+        sigma.flatten().double(), torch.from_numpy(ref.sigma(t.numpy())), rtol=1e-5, atol=1e-7
+    )
+
+
+@pytest.mark.parametrize("ptype", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parametrize("mode", ["discrete", "continuous"])
+def test_targets_convert_back_to_x0(ptype: str, mode: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    sched = _scheduler(ptype)
+    x0 = torch.rand(6, 3, 8, 8, generator=g)
+    mu = torch.rand(6, 3, 8, 8, generator=g)
+    noise = torch.randn(6, 3, 8, 8, generator=g)
+    t = sample_timesteps(6, 100, mode, generator=g)
+    x_t = sched.add_noise(x0, noise, t, mu=mu)
+    target = training_target(sched, x0, noise, t, mu)
+    x0_hat = predict_x0(sched, target, x_t, t, mu)
+    # epsilon at large t divides by alpha_T = 0.005, so allow float32 round-off growth
+    torch.testing.assert_close(x0_hat, x0, atol=2e-3 if ptype == "epsilon" else 1e-5, rtol=0)
+
+
+def test_velocity_target_formula() -> None:
+    sched = _scheduler("v_prediction")
+    x0, mu, noise = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    t = torch.tensor([10.0, 90.0])
+    alpha, sigma = schedule_alpha_sigma(sched, t, x0)
+    v = training_target(sched, x0, noise, t, mu)
+    torch.testing.assert_close(v, MS * alpha * noise - (sigma / MS) * (x0 - mu))
+
+
+def test_sample_timesteps_ranges() -> None:
+    g = torch.Generator().manual_seed(0)
+    d = sample_timesteps(1000, 100, "discrete", generator=g)
+    assert d.dtype == torch.float32 and d.min() >= 1 and d.max() <= 100
+    assert torch.equal(d, d.round()) and len(d.unique()) > 90
+    c = sample_timesteps(1000, 100, "continuous", generator=g)
+    assert c.min() > 0 and c.max() <= 100 and not torch.equal(c, c.round())
+    with pytest.raises(ValueError):
+        sample_timesteps(2, 100, "log")
+
+
+def test_parse_args_round_trip() -> None:
+    cfg = parse_args(
+        [
+            "--output_dir",
+            "x",
+            "--nf",
+            "8",
+            "--kinds",
+            "noise",
+            "blur",
+            "--resume",
+            "latest",
+            "--max_minutes",
+            "none",
+            "--checkpointing_minutes",
+            "5",
+            "--use_ema",
+            "false",
+            "--unet_kwargs",
+            '{"attention_heads": 2}',
+        ]
+    )
+    assert cfg.nf == 8 and cfg.kinds == ("noise", "blur") and cfg.resume_from_checkpoint == "latest"
+    assert cfg.max_minutes is None and cfg.checkpointing_minutes == 5.0 and cfg.use_ema is False
+    assert cfg.unet_kwargs == {"attention_heads": 2}
+    assert parse_args([]).prediction_type == "v_prediction"
+
+
+def _tiny_config(out: Path, steps: int, **kw) -> TrainingConfig:
+    base = {
+        "output_dir": str(out),
+        "nf": 4,
+        "depth": 2,
+        "unet_kwargs": {"attention_heads": 1, "attention_head_dim": 4},
+        "patch_size": 16,
+        "train_batch_size": 2,
+        "max_train_steps": steps,
+        "lr_warmup_steps": 1,
+        "checkpointing_steps": 3,
+        "validation_steps": None,
+        "validation_num_inference_steps": 2,
+        "validation_crop": 16,
+        "log_every": 1,
+        "validation_kinds": ("noise",),
+        "num_threads": 2,
+    }
+    base.update(kw)
+    return TrainingConfig(**base)
+
+
+def test_tiny_training_run_saves_pipeline_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(_tiny_config(out, 2, checkpointing_steps=2))
+    pipe_dir = out / "pipeline"
+    assert (pipe_dir / "model_index.json").is_file()
+    assert (pipe_dir / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    unet = MRUNet2DModel.from_pretrained(pipe_dir, subfolder="unet")
+    sched = MRSamplerScheduler.from_pretrained(pipe_dir, subfolder="scheduler")
+    assert sched.config.prediction_type == "v_prediction" and unet.config.nf == 4
+    x = torch.rand(1, 3, 16, 16)
+    assert unet(x, torch.tensor([5.0]), x).sample.shape == x.shape
+    from diffusers_mrs.pipelines import MRRestorationPipeline
+
+    pipe = MRRestorationPipeline.from_pretrained(pipe_dir)
+    assert pipe.unet.config.nf == 4 and pipe.scheduler.config.num_train_timesteps == 100
+    restored = pipe(image=x, num_inference_steps=2, output_type="pt").images
+    assert restored.shape[-2:] == (16, 16)
+    assert (out / "checkpoints" / "checkpoint-2").is_dir()
+    metrics = json.loads((out / "final_metrics.json").read_text())
+    assert metrics["step"] == 2 and "psnr_out" in metrics["validation"]
+
+    # resume: the step count continues from the checkpoint
+    train(_tiny_config(out, 3, resume_from_checkpoint="latest", checkpoints_total_limit=1))
+    assert json.loads((out / "final_metrics.json").read_text())["step"] == 3
+    with open(out / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert ckpts == ["checkpoint-3"]
+
+
+def test_paired_folder_training(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    for sub in ("LQ", "GT"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+        for i in range(3):
+            arr = np.random.default_rng(i).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(tmp_path / "data" / sub / f"{i}.png")
+    out = tmp_path / "run"
+    # max_minutes ends the run (after one step here) with a final checkpoint
+    train(
+        _tiny_config(
+            out,
+            5,
+            train_data=str(tmp_path / "data"),
+            prediction_type="sample",
+            loss_type="l1",
+            use_ema=False,
+            save_pipeline=False,
+            checkpointing_steps=None,
+            max_minutes=1e-6,
+        )
+    )
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-1"]
+    assert not (out / "pipeline").exists()
+    assert json.loads((out / "final_metrics.json").read_text())["step"] == 1
