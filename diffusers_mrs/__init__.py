@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# diffusers' loader resolves ("diffusers_mrs", ClassName) entries of model_index.json by
+# looking the loadable base classes up on this module.
+from diffusers import ModelMixin, SchedulerMixin  # noqa: F401
+
 from .noise_schedule import MRNoiseSchedule
 from .scheduling_mr_baselines import MREulerMaruyamaScheduler, MRPosteriorScheduler
 from .scheduling_mr_sampler import MRSamplerScheduler

@@ -103,6 +103,12 @@ class TrainingConfig:
     prediction_type: str = "v_prediction"
     timestep_sampling: str = "discrete"
     loss_type: str = "mse"
+    #: "target": the loss compares network outputs with their targets (v, eps or x0);
+    #: "x0": it compares the implied x0 estimates with the clean image, i.e. the target loss
+    #: weighted by how much an output error moves x0 (for v: (sigma/max_sigma)^2). That is
+    #: the restoration (PSNR) objective; the plain v loss spends itself on the unpredictable
+    #: noise at small t and learns the restoration at large t slowly.
+    loss_space: str = "x0"
     # ---- optimisation
     learning_rate: float = 3e-4
     adam_beta1: float = 0.9
@@ -678,8 +684,11 @@ def train(
                 noise = torch.randn_like(gt)
                 t = sample_timesteps(gt.shape[0], T, config.timestep_sampling, device=gt.device)
                 x_t = scheduler.add_noise(gt, noise, t, mu=lq)
-                target = training_target(scheduler, gt, noise, t, lq)
                 pred = unet(x_t, t, lq).sample
+                if config.loss_space == "x0":
+                    pred, target = predict_x0(scheduler, pred, x_t, t, lq), gt
+                else:
+                    target = training_target(scheduler, gt, noise, t, lq)
                 if config.loss_type == "l1":
                     loss = F.l1_loss(pred.float(), target.float())
                 else:
@@ -810,6 +819,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prediction_type": PREDICTION_TYPES,
         "timestep_sampling": ("discrete", "continuous"),
         "loss_type": ("mse", "l1"),
+        "loss_space": ("target", "x0"),
         "theta_schedule": ("cosine", "linear", "constant"),
         "lr_scheduler": ("cosine", "constant", "linear", "cosine_with_restarts"),
         "mixed_precision": ("no", "fp16", "bf16"),

@@ -1,0 +1,212 @@
+"""Tiled evaluation of a restoration network with smooth blending.
+
+A diffusion sampler must not be run tile by tile: every tile would draw its own noise and
+follow its own trajectory, and the tiles would disagree where they meet. What can be tiled
+is the network. :func:`tiled_model_output` evaluates ``fn(x_tile, mu_tile)`` on overlapping
+tiles of the full-size state ``x`` and condition ``mu`` and blends the per-tile outputs
+into one full-size model output with a raised-cosine (Hann) window normalised by the sum
+of the weights. The pipeline then takes one scheduler step on the whole image, so the
+noise and the solver history stay global and only the network sees tiles.
+
+Memory: besides the full-size state, the blend needs one full-size accumulator of the
+output and one single-channel weight map; the network only ever sees ``tile_batch_size``
+tiles at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "blend_window",
+    "normalize_tile_args",
+    "reflect_pad_bottom_right",
+    "tile_starts",
+    "tiled_model_output",
+]
+
+
+def normalize_tile_args(
+    tile_size: int | tuple[int, int], tile_overlap: int | tuple[int, int] | None
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Validates ``tile_size`` / ``tile_overlap`` and returns them as ``(h, w)`` pairs.
+
+    ``tile_overlap=None`` means a quarter of the tile size.
+
+    Raises:
+        ValueError: for non-positive tile sizes, negative overlaps, or an overlap that is
+            not smaller than the tile size.
+    """
+
+    def pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
+        if isinstance(value, bool):
+            raise ValueError(f"`{name}` must be an int or a pair of ints, got {value!r}.")
+        if isinstance(value, int):
+            return value, value
+        try:
+            h, w = value
+        except (TypeError, ValueError):
+            raise ValueError(f"`{name}` must be an int or a pair of ints, got {value!r}.") from None
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (h, w)):
+            raise ValueError(f"`{name}` must be an int or a pair of ints, got {value!r}.")
+        return h, w
+
+    size = pair(tile_size, "tile_size")
+    if min(size) < 1:
+        raise ValueError(f"`tile_size` must be positive, got {tile_size!r}.")
+    overlap = (
+        (size[0] // 4, size[1] // 4) if tile_overlap is None else pair(tile_overlap, "tile_overlap")
+    )
+    if min(overlap) < 0:
+        raise ValueError(f"`tile_overlap` must be >= 0, got {tile_overlap!r}.")
+    if overlap[0] >= size[0] or overlap[1] >= size[1]:
+        raise ValueError(
+            f"`tile_overlap` ({tile_overlap!r}) must be smaller than `tile_size` ({tile_size!r})."
+        )
+    return size, overlap
+
+
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering ``[0, length)`` with at least ``overlap``.
+
+    Tiles advance by ``tile - overlap`` rounded down to a multiple of ``align`` (at least
+    ``align``); the last tile is aligned to the end of the axis (so it may overlap its
+    neighbour by more than ``overlap``). If ``length <= tile`` there is one tile starting at
+    0 (and the caller shrinks it to ``length``). With ``length`` and ``tile`` multiples of
+    ``align``, every start is a multiple of ``align``.
+    """
+    if length <= tile:
+        return [0]
+    stride = max(align, (tile - overlap) // align * align)
+    n = math.ceil((length - tile) / stride) + 1
+    starts = [min(i * stride, length - tile) for i in range(n)]
+    return sorted(set(starts))
+
+
+def _ramp_1d(
+    size: int, overlap: int, taper_start: bool, taper_end: bool, device: torch.device
+) -> torch.Tensor:
+    """1-D weights: raised-cosine ramps of width ``overlap`` on the tapered sides, 1 elsewhere."""
+    w = torch.ones(size, dtype=torch.float32, device=device)
+    o = min(overlap, size)
+    if o == 0:
+        return w
+    # sin^2 ramp sampled at pixel centres: strictly positive, symmetric, and two ramps that
+    # face each other over the same `o` pixels add up to exactly 1.
+    ramp = torch.sin(
+        0.5 * math.pi * (torch.arange(o, dtype=torch.float32, device=device) + 0.5) / o
+    )
+    ramp = ramp**2
+    if taper_start:
+        w[:o] = w[:o] * ramp
+    if taper_end:
+        w[size - o :] = w[size - o :] * ramp.flip(0)
+    return w
+
+
+def blend_window(
+    tile_hw: tuple[int, int],
+    overlap_hw: tuple[int, int],
+    borders: tuple[bool, bool, bool, bool],
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """The 2-D blend weight of one tile, shape ``[1, 1, h, w]`` (float32).
+
+    ``borders`` = (top, bottom, left, right): whether that side of the tile lies on the
+    image border. Sides on the border are not tapered (no neighbour to blend with).
+    """
+    top, bottom, left, right = borders
+    wy = _ramp_1d(tile_hw[0], overlap_hw[0], not top, not bottom, torch.device(device))
+    wx = _ramp_1d(tile_hw[1], overlap_hw[1], not left, not right, torch.device(device))
+    return (wy[:, None] * wx[None, :])[None, None]
+
+
+def reflect_pad_bottom_right(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
+    """Reflect-pads ``x`` at the bottom and right, as ``MRUNet2DModel`` pads its input.
+
+    Same as ``F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")`` where that is defined; larger
+    pads are applied in several reflections and a size-1 dimension is replicated.
+    """
+    while pad_w > 0 or pad_h > 0:
+        step_w = min(pad_w, x.shape[-1] - 1)
+        step_h = min(pad_h, x.shape[-2] - 1)
+        if step_w == 0 and step_h == 0:
+            return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        x = F.pad(x, (0, step_w, 0, step_h), mode="reflect")
+        pad_w -= step_w
+        pad_h -= step_h
+    return x
+
+
+def tiled_model_output(
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    mu: torch.Tensor,
+    tile_size: tuple[int, int],
+    tile_overlap: tuple[int, int],
+    tile_batch_size: int = 4,
+    pad_multiple: int = 1,
+) -> torch.Tensor:
+    """Evaluates ``fn`` on overlapping tiles of ``x`` and ``mu`` and blends the results.
+
+    Args:
+        fn: maps ``(x_tiles, mu_tiles)`` of shape ``[n, C, h, w]`` to an output of shape
+            ``[n, C_out, h, w]`` (the network at the current timestep).
+        x: current sample, ``[B, C, H, W]``.
+        mu: condition (the degraded image), same shape as ``x``.
+        tile_size: ``(h, w)`` of a tile (shrunk to the image where the image is smaller).
+        tile_overlap: ``(h, w)`` overlap between neighbouring tiles, also the width of the
+            blending ramps.
+        tile_batch_size: how many tile crops (counting every image of the batch) go
+            through ``fn`` at once; at least one tile position is always processed.
+        pad_multiple: the size multiple the network pads its input to (``2**depth`` for
+            ``MRUNet2DModel``). The full image is reflect-padded to it first, as the network
+            would pad it, and tile sizes are rounded up to it, so border tiles see the same
+            context as the untiled network and no tile is padded again.
+
+    Returns:
+        The blended output, ``[B, C_out, H, W]``, in the dtype of ``x`` (accumulated in float32).
+    """
+    H0, W0 = x.shape[-2:]
+    if pad_multiple > 1:
+        m = pad_multiple
+        x = reflect_pad_bottom_right(x, (-H0) % m, (-W0) % m)
+        mu = reflect_pad_bottom_right(mu, (-H0) % m, (-W0) % m)
+        tile_size = (-(-tile_size[0] // m) * m, -(-tile_size[1] // m) * m)
+    B, _, H, W = x.shape
+    th, tw = min(tile_size[0], H), min(tile_size[1], W)
+    oh, ow = (
+        min(tile_overlap[0], th - 1) if th > 1 else 0,
+        min(tile_overlap[1], tw - 1) if tw > 1 else 0,
+    )
+    # Starts on the network's downsampling grid, so tiles see the same pixel phases.
+    ys, xs = tile_starts(H, th, oh, pad_multiple), tile_starts(W, tw, ow, pad_multiple)
+    positions = [(y, x0) for y in ys for x0 in xs]
+    per_call = max(1, tile_batch_size // max(B, 1))
+
+    out: torch.Tensor | None = None
+    weight_sum = torch.zeros((1, 1, H, W), dtype=torch.float32, device=x.device)
+    windows: dict[tuple[bool, bool, bool, bool], torch.Tensor] = {}
+
+    for start in range(0, len(positions), per_call):
+        chunk = positions[start : start + per_call]
+        x_tiles = torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0 in chunk], dim=0)
+        mu_tiles = torch.cat([mu[:, :, y : y + th, x0 : x0 + tw] for y, x0 in chunk], dim=0)
+        pred = fn(x_tiles, mu_tiles)
+        if out is None:
+            out = torch.zeros((B, pred.shape[1], H, W), dtype=torch.float32, device=x.device)
+        for k, (y, x0) in enumerate(chunk):
+            borders = (y == 0, y + th >= H, x0 == 0, x0 + tw >= W)
+            if borders not in windows:
+                windows[borders] = blend_window((th, tw), (oh, ow), borders, x.device)
+            w = windows[borders]
+            out[:, :, y : y + th, x0 : x0 + tw] += w * pred[k * B : (k + 1) * B].float()
+            weight_sum[:, :, y : y + th, x0 : x0 + tw] += w
+        del pred, x_tiles, mu_tiles
+
+    assert out is not None
+    return out.div_(weight_sum)[..., :H0, :W0].to(x.dtype)
