@@ -222,22 +222,19 @@ def predict_x0(
     mu: torch.Tensor,
     prediction_type: str | None = None,
 ) -> torch.Tensor:
-    """Convert a network output to the x0 estimate (MATH.md section 3), with ``y_t = x_t - mu``.
+    """The x0 estimate implied by a network output (MATH.md section 3), differentiable.
 
     epsilon: ``x0 = mu + (y_t - sigma eps) / alpha``; sample: the output itself;
-    v_prediction: ``x0 = mu + alpha y_t - (sigma / max_sigma) v``.
+    v_prediction: ``x0 = mu + alpha y_t - (sigma / max_sigma) v``. The scheduler's
+    ``predict_original_sample`` does the conversion; ``prediction_type`` overrides its own.
     """
-    ptype = prediction_type or scheduler.config.prediction_type
-    alpha, sigma = schedule_alpha_sigma(scheduler, timesteps, x_t)
-    y = x_t - mu
-    if ptype == "epsilon":
-        return mu + (y - sigma * model_output) / alpha
-    if ptype == "sample":
-        return model_output
-    if ptype == "v_prediction":
-        ms = float(scheduler.config.max_sigma)
-        return mu + alpha * y - (sigma / ms) * model_output
-    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {ptype!r}")
+    if prediction_type not in (None, scheduler.config.prediction_type):
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(
+                f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}"
+            )
+        scheduler = type(scheduler).from_config(scheduler.config, prediction_type=prediction_type)
+    return scheduler.predict_original_sample(model_output, timesteps, x_t, mu=mu)
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -140,14 +140,9 @@ class MRResnetBlock(nn.Module):
         return h + self.conv_shortcut(x)
 
 
-class MRLinearAttention(nn.Module):
-    """Residual, pre-normalised linear attention (the original's "channel attention").
-
-    Per head, queries are softmax-normalised over their feature dimension and keys over
-    positions; a ``dim_head x dim_head`` context ``k v^T`` (with ``v`` averaged over the
-    positions) is applied to the queries, so the cost is linear in the number of pixels.
-    The projected result is normalised again (``out_norm``) and added to the input.
-    """
+class _PixelAttention(nn.Module):
+    """Shared layout of both attentions: a pre-norm, a 1x1 qkv projection and a 1x1 output
+    projection over ``heads`` heads of ``dim_head`` channels (the original's names)."""
 
     def __init__(self, channels: int, heads: int = 4, dim_head: int = 32) -> None:
         super().__init__()
@@ -157,6 +152,19 @@ class MRLinearAttention(nn.Module):
         self.norm = ChannelLayerNorm(channels)
         self.to_qkv = nn.Conv2d(channels, 3 * inner, 1, bias=False)
         self.to_out = nn.Conv2d(inner, channels, 1)
+
+
+class MRLinearAttention(_PixelAttention):
+    """Residual, pre-normalised linear attention (the original's "channel attention").
+
+    Per head, queries are softmax-normalised over their feature dimension and keys over
+    positions; a ``dim_head x dim_head`` context ``k v^T`` (with ``v`` averaged over the
+    positions) is applied to the queries, so the cost is linear in the number of pixels.
+    The projected result is normalised again (``out_norm``) and added to the input.
+    """
+
+    def __init__(self, channels: int, heads: int = 4, dim_head: int = 32) -> None:
+        super().__init__(channels, heads, dim_head)
         self.out_norm = ChannelLayerNorm(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,22 +182,13 @@ class MRLinearAttention(nn.Module):
         return self.out_norm(self.to_out(out)) + x
 
 
-class MRAttention(nn.Module):
+class MRAttention(_PixelAttention):
     """Residual, pre-normalised multi-head softmax self-attention over pixels.
 
     This is the original's full ``Attention`` (used in the middle of some IR-SDE
     networks), computed with :func:`torch.nn.functional.scaled_dot_product_attention`, so
     the ``N x N`` attention matrix is never materialised by the fused kernels.
     """
-
-    def __init__(self, channels: int, heads: int = 4, dim_head: int = 32) -> None:
-        super().__init__()
-        self.heads = heads
-        self.dim_head = dim_head
-        inner = heads * dim_head
-        self.norm = ChannelLayerNorm(channels)
-        self.to_qkv = nn.Conv2d(channels, 3 * inner, 1, bias=False)
-        self.to_out = nn.Conv2d(inner, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return ``x + attention(norm(x))``."""
