@@ -370,6 +370,15 @@ class _TrainState:
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
+def _due(step: int, every_steps: int | None, seconds_since: float,
+         every_minutes: float | None) -> bool:
+    """Whether a periodic task (checkpoint, validation) is due: every N steps and/or every
+    M minutes since it last ran."""
+    by_steps = bool(every_steps) and step % every_steps == 0
+    by_time = every_minutes is not None and seconds_since >= 60 * every_minutes
+    return by_steps or by_time
+
+
 def _list_checkpoints(ckpt_root: Path) -> list[Path]:
     if not ckpt_root.is_dir():
         return []
@@ -726,24 +735,10 @@ def train(
 
             last = state.step >= config.max_train_steps
             out_of_time = config.max_minutes is not None and progress[0] >= 1.0
-            every = config.checkpointing_steps
-            want_ckpt = bool(every) and state.step % every == 0
-            want_ckpt = flag(
-                bool(want_ckpt)
-                or (
-                    config.checkpointing_minutes is not None
-                    and now - t_last_ckpt >= 60 * config.checkpointing_minutes
-                )
-            )
-            every = config.validation_steps
-            want_val = bool(every) and state.step % every == 0
-            want_val = flag(
-                bool(want_val)
-                or (
-                    config.validation_minutes is not None
-                    and now - t_last_val >= 60 * config.validation_minutes
-                )
-            )
+            want_ckpt = flag(_due(state.step, config.checkpointing_steps, now - t_last_ckpt,
+                                  config.checkpointing_minutes))
+            want_val = flag(_due(state.step, config.validation_steps, now - t_last_val,
+                                 config.validation_minutes))
             if want_val and not last:
                 run_validation()
                 t_last_val = time.time()
