@@ -20,6 +20,7 @@ from diffusers_mrs.training import (
     sample_timesteps,
     schedule_alpha_sigma,
     train,
+    training_loss,
     training_target,
 )
 
@@ -123,6 +124,31 @@ def test_parse_args_round_trip() -> None:
     assert parse_args([]).prediction_type == "v_prediction"
 
 
+@pytest.mark.parametrize("loss_type", ["mse", "l1"])
+def test_relative_loss_is_one_for_returning_the_input_and_weighs_degradations_equally(
+    loss_type: str,
+) -> None:
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(2, 3, 8, 8, generator=g)
+    # sample 0 mildly degraded, sample 1 strongly (100x the squared error)
+    mu = x0 + torch.tensor([0.01, 0.1]).view(2, 1, 1, 1) * torch.randn(2, 3, 8, 8, generator=g)
+    assert training_loss(mu, x0, mu, x0, loss_type, "relative") == pytest.approx(1.0)
+    # halving the error of either sample lowers the relative loss by the same amount
+    half0 = torch.stack([x0[0] + 0.5 * (mu[0] - x0[0]), mu[1]])
+    half1 = torch.stack([mu[0], x0[1] + 0.5 * (mu[1] - x0[1])])
+    rel0 = training_loss(half0, x0, mu, x0, loss_type, "relative")
+    rel1 = training_loss(half1, x0, mu, x0, loss_type, "relative")
+    assert rel0 == pytest.approx(rel1.item(), rel=1e-5)
+    # unweighted, only the strong degradation matters
+    plain0 = training_loss(half0, x0, mu, x0, loss_type, "none")
+    plain1 = training_loss(half1, x0, mu, x0, loss_type, "none")
+    assert plain1 < plain0
+    ref = torch.nn.functional.mse_loss if loss_type == "mse" else torch.nn.functional.l1_loss
+    assert plain0 == pytest.approx(ref(half0, x0).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="loss_weighting"):
+        training_loss(mu, x0, mu, x0, loss_type, "psnr")
+
+
 def _tiny_config(out: Path, steps: int, **kw) -> TrainingConfig:
     base = {
         "output_dir": str(out),
@@ -174,6 +200,22 @@ def test_tiny_training_run_saves_pipeline_and_resumes(tmp_path: Path) -> None:
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
     ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert ckpts == ["checkpoint-3"]
+
+
+def test_init_weights_fine_tunes_a_saved_pipeline(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    train(_tiny_config(first, 1, use_ema=False, checkpointing_steps=None))
+    start = MRUNet2DModel.from_pretrained(first / "pipeline", subfolder="unet")
+    # the saved network's architecture wins over nf/depth of the new config
+    second = tmp_path / "second"
+    train(_tiny_config(second, 1, nf=8, init_weights=str(first / "pipeline"), use_ema=False,
+                       checkpointing_steps=None, learning_rate=0.0))
+    tuned = MRUNet2DModel.from_pretrained(second / "pipeline", subfolder="unet")
+    assert tuned.config.nf == 4
+    for a, b in zip(start.parameters(), tuned.parameters(), strict=True):
+        assert torch.equal(a, b)  # learning rate 0: the weights are the ones it started from
+    with pytest.raises(ValueError, match="max_train_steps"):
+        train(_tiny_config(tmp_path / "none", 0))
 
 
 def test_paired_folder_training(tmp_path: Path) -> None:
