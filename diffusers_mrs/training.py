@@ -109,10 +109,10 @@ class TrainingConfig:
     #: noise at small t and learns the restoration at large t slowly.
     loss_space: str = "x0"
     #: "none": every pixel of every sample counts the same; "relative": each sample's loss is
-    #: divided by that of its degraded input (``mse(mu, x0)``, floored at 1e-4), so the loss
-    #: is 1 for a network that returns ``mu`` and its log is minus the PSNR gain. Without it
-    #: the low-light samples (input MSE ~0.14) outweigh JPEG ones (~0.002) 70 to 1 and the
-    #: network learns little but brightening.
+    #: divided by that of its degraded input (``d(mu, x0)``, floored), so the loss is 1 for a
+    #: network that returns ``mu``; "sqrt": divided by its square root, half way between.
+    #: Without weighting the low-light samples (input MSE ~0.14) outweigh JPEG ones (~0.002)
+    #: 70 to 1 and the network learns little but brightening; "relative" turns that around.
     loss_weighting: str = "relative"
     # ---- optimisation
     learning_rate: float = 3e-4
@@ -262,19 +262,22 @@ def training_loss(
     ``weighting="relative"`` divides each sample's loss by ``max(d(mu, x0), floor)``, the loss
     of returning the degraded input, so degradations of very different strength weigh the
     same: ``-10 log10`` of the relative MSE is the PSNR gain over the input.
+    ``weighting="sqrt"`` divides by the square root of that, a compromise that keeps strong
+    degradations from being neglected.
     """
     if loss_type not in ("mse", "l1"):
         raise ValueError(f"loss_type must be 'mse' or 'l1', got {loss_type!r}")
-    if weighting not in ("none", "relative"):
-        raise ValueError(f"loss_weighting must be 'none' or 'relative', got {weighting!r}")
+    powers = {"none": 0.0, "sqrt": 0.5, "relative": 1.0}
+    if weighting not in powers:
+        raise ValueError(f"loss_weighting must be one of {tuple(powers)}, got {weighting!r}")
 
     def per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         diff = a.float() - b.float()
         return (diff.square() if loss_type == "mse" else diff.abs()).flatten(1).mean(1)
 
     loss = per_sample(pred, target)
-    if weighting == "relative":
-        loss = loss / per_sample(mu, x0).clamp_min(floor)
+    if powers[weighting]:
+        loss = loss / per_sample(mu, x0).clamp_min(floor) ** powers[weighting]
     return loss.mean()
 
 
@@ -858,7 +861,7 @@ def build_parser() -> argparse.ArgumentParser:
         "timestep_sampling": ("discrete", "continuous"),
         "loss_type": ("mse", "l1"),
         "loss_space": ("target", "x0"),
-        "loss_weighting": ("none", "relative"),
+        "loss_weighting": ("none", "sqrt", "relative"),
         "theta_schedule": ("cosine", "linear", "constant"),
         "lr_scheduler": ("cosine", "constant", "linear", "cosine_with_restarts"),
         "mixed_precision": ("no", "fp16", "bf16"),

@@ -145,6 +145,11 @@ def test_relative_loss_is_one_for_returning_the_input_and_weighs_degradations_eq
     assert plain1 < plain0
     ref = torch.nn.functional.mse_loss if loss_type == "mse" else torch.nn.functional.l1_loss
     assert plain0 == pytest.approx(ref(half0, x0).item(), rel=1e-6)
+    # "sqrt" sits between: returning the input costs the mean root of the input losses
+    d_in = ((mu - x0).square() if loss_type == "mse" else (mu - x0).abs()).flatten(1).mean(1)
+    assert training_loss(mu, x0, mu, x0, loss_type, "sqrt") == pytest.approx(
+        d_in.sqrt().mean().item(), rel=1e-5
+    )
     with pytest.raises(ValueError, match="loss_weighting"):
         training_loss(mu, x0, mu, x0, loss_type, "psnr")
 
