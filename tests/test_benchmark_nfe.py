@@ -37,7 +37,7 @@ def test_plan_dedupes_identical_runs(nq):
     assert by_cell[("mrs-default", 10)] == by_cell[("mrs-sde-data-2", 10)]
     assert nq.unique_evaluations(runs) == 100 + 10 + 10 + 100 + 10  # post x2 @10, MRS @100/10
     default_plan = nq.plan_runs(nq.build_methods(), config)
-    assert nq.unique_evaluations(default_plan) == 1137
+    assert nq.unique_evaluations(default_plan) == 1137 + 1  # + the one-step x0 estimate
 
 
 def test_smoke_end_to_end(nq, tmp_path):
@@ -65,7 +65,7 @@ def test_smoke_end_to_end(nq, tmp_path):
         "3,2",
         "--no-progress",
         "--methods",
-        "posterior-*,em-irsde,mrs-default,mrs-sde-data-2,mrs-ode-noise-1",
+        "posterior-*,em-irsde,mrs-default,mrs-sde-data-2,mrs-ode-noise-1,x0-estimate",
     ]
     assert nq.main(argv) == 0
 
@@ -86,3 +86,24 @@ def test_smoke_end_to_end(nq, tmp_path):
     report = (out / "results.md").read_text()
     assert "## Targets (issue 4)" in report and "## Degradation: jpeg" in report
     assert "| NFE | Posterior (IR-SDE) |" in report
+
+
+def test_x0_estimate_is_the_networks_posterior_mean_at_T(nq):
+    """The 'x0 estimate' method: one step from T, exactly the network's x0 prediction there."""
+    torch.manual_seed(0)
+    unet = MRUNet2DModel(nf=8, depth=1, attention_heads=1, attention_head_dim=8).eval()
+    torch.nn.init.normal_(unet.conv_out.weight, std=0.1)  # a non-trivial network output
+    base = MRSamplerScheduler(prediction_type="v_prediction", max_sigma=10 / 255).config
+    (method,) = nq.select_methods(nq.build_methods(), "x0-estimate")
+    (run,) = nq.plan_runs([method], base, nfes=[10, 5])  # always one step
+    assert run.nfe == 1
+    sched = nq.make_scheduler(base, method)
+    sched.set_timesteps(1)
+    mu = torch.rand(2, 3, 16, 16)
+    x_T = mu + sched.init_noise_sigma * torch.randn(2, 3, 16, 16)
+    t = sched.timesteps[0]
+    with torch.no_grad():
+        out = unet(x_T, t.expand(2), mu).sample
+        stepped = sched.step(out, t, x_T, mu=mu).prev_sample
+        x0 = sched.predict_original_sample(out, t, x_T, mu=mu)
+    torch.testing.assert_close(stepped, x0, rtol=0, atol=1e-6)
