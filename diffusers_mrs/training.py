@@ -249,6 +249,11 @@ def predict_x0(
     return scheduler.predict_original_sample(model_output, timesteps, x_t, mu=mu)
 
 
+LOSS_TYPES = ("mse", "l1")
+#: ``loss_weighting`` -> the power of the degraded input's loss that divides each sample's loss.
+LOSS_WEIGHTINGS = {"none": 0.0, "sqrt": 0.5, "relative": 1.0}
+
+
 def training_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -267,19 +272,20 @@ def training_loss(
     ``weighting="sqrt"`` divides by the square root of that, a compromise that keeps strong
     degradations from being neglected.
     """
-    if loss_type not in ("mse", "l1"):
-        raise ValueError(f"loss_type must be 'mse' or 'l1', got {loss_type!r}")
-    powers = {"none": 0.0, "sqrt": 0.5, "relative": 1.0}
-    if weighting not in powers:
-        raise ValueError(f"loss_weighting must be one of {tuple(powers)}, got {weighting!r}")
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    if weighting not in LOSS_WEIGHTINGS:
+        raise ValueError(
+            f"loss_weighting must be one of {tuple(LOSS_WEIGHTINGS)}, got {weighting!r}"
+        )
 
     def per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         diff = a.float() - b.float()
         return (diff.square() if loss_type == "mse" else diff.abs()).flatten(1).mean(1)
 
     loss = per_sample(pred, target)
-    if powers[weighting]:
-        loss = loss / per_sample(mu, x0).clamp_min(floor) ** powers[weighting]
+    if LOSS_WEIGHTINGS[weighting]:
+        loss = loss / per_sample(mu, x0).clamp_min(floor) ** LOSS_WEIGHTINGS[weighting]
     return loss.mean()
 
 
@@ -510,6 +516,11 @@ def train(
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}")
     if config.max_train_steps < 1:
         raise ValueError(f"max_train_steps must be at least 1, got {config.max_train_steps}")
+    if config.loss_type not in LOSS_TYPES or config.loss_weighting not in LOSS_WEIGHTINGS:
+        raise ValueError(
+            f"loss_type must be one of {LOSS_TYPES} and loss_weighting one of "
+            f"{tuple(LOSS_WEIGHTINGS)}, got {config.loss_type!r}, {config.loss_weighting!r}"
+        )
     if model_cls is None or scheduler_cls is None:
         default_model, default_sched = _default_classes()
         model_cls = model_cls or default_model
@@ -861,9 +872,9 @@ def build_parser() -> argparse.ArgumentParser:
     choices: dict[str, Sequence[str]] = {
         "prediction_type": PREDICTION_TYPES,
         "timestep_sampling": ("discrete", "continuous"),
-        "loss_type": ("mse", "l1"),
+        "loss_type": LOSS_TYPES,
         "loss_space": ("target", "x0"),
-        "loss_weighting": ("none", "sqrt", "relative"),
+        "loss_weighting": tuple(LOSS_WEIGHTINGS),
         "theta_schedule": ("cosine", "linear", "constant"),
         "lr_scheduler": ("cosine", "constant", "linear", "cosine_with_restarts"),
         "mixed_precision": ("no", "fp16", "bf16"),

@@ -221,6 +221,8 @@ def test_init_weights_fine_tunes_a_saved_pipeline(tmp_path: Path) -> None:
         assert torch.equal(a, b)  # learning rate 0: the weights are the ones it started from
     with pytest.raises(ValueError, match="max_train_steps"):
         train(_tiny_config(tmp_path / "none", 0))
+    with pytest.raises(ValueError, match="loss_weighting"):
+        train(_tiny_config(tmp_path / "bad", 1, loss_weighting="psnr"))
 
 
 def test_paired_folder_training(tmp_path: Path) -> None:
