@@ -315,7 +315,8 @@ class DegradedPatchDataset(Dataset):
     Args:
         images: clean float HWC images in ``[0, 1]`` (e.g. ``bundled_photos("train").values()``).
         patch_size: side of the square crops; images smaller than that are reflect-padded.
-        kinds: degradation kinds to sample from (one string for a fixed kind).
+        kinds: degradation kinds to sample from (one string for a fixed kind). Each entry is
+            equally likely, so a kind listed twice is drawn twice as often.
         length: the dataset's length (the number of distinct items).
         seed: base seed.
         randomize: jitter the degradation parameters (see :func:`degrade`).

@@ -82,6 +82,8 @@ class TrainingConfig:
     """``"bundled"`` (the training split of the bundled photos, degraded on the fly) or the
     root of an IR-SDE paired folder (``ROOT/LQ/*.png``, ``ROOT/GT/*.png``)."""
     kinds: tuple[str, ...] = DEGRADATION_KINDS
+    """Degradations of the bundled data, each entry equally likely (list one twice to draw
+    it twice as often)."""
     randomize_degradations: bool = True
     patch_size: int = 64
     train_batch_size: int = 8
@@ -113,8 +115,11 @@ class TrainingConfig:
     #: network that returns ``mu``; "sqrt": divided by its square root, half way between.
     #: Without weighting the low-light samples (input MSE ~0.14) outweigh JPEG ones (~0.002)
     #: 70 to 1 and the network learns little but brightening; "relative" turns that around.
-    #: Measured on the default model (README): fine-tuning with "relative" then "sqrt" gained
-    #: +3.9 dB on noise but made low light unreliable, so the default stays "none".
+    #: The price: a weight that depends on the clean image changes what is learned from the
+    #: posterior mean to a weighted one, which favours explanations close to ``mu`` (see
+    #: ``training_loss``). Measured on the default model (README): fine-tuning with "relative"
+    #: then "sqrt" gained +3.9 dB on noise, but some low-light samples came out not brightened
+    #: at all (read as clean dark scenes), so the default stays "none".
     loss_weighting: str = "none"
     # ---- optimisation
     learning_rate: float = 3e-4
@@ -271,6 +276,13 @@ def training_loss(
     same: ``-10 log10`` of the relative MSE is the PSNR gain over the input.
     ``weighting="sqrt"`` divides by the square root of that, a compromise that keeps strong
     degradations from being neglected.
+
+    Both weights depend on the clean image, so for a given input the minimiser is no longer
+    the posterior mean ``E[x0 | mu]`` but ``E[w x0 | mu] / E[w | mu]`` with
+    ``w = d(mu, x0)^-p``: the sampler then draws from the posterior reweighted by ``w``, and
+    where one input has several explanations (a dark photo: a clean dark scene, or a
+    low-light shot) the one closest to ``mu`` gains by the ratio of their input losses.
+    ``"none"`` is the unbiased choice.
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")

@@ -134,6 +134,10 @@ def test_degraded_patch_dataset() -> None:
     assert {fixed.sample(i)[2] for i in range(4)} == {"noise"}
     with pytest.raises(ValueError):
         DegradedPatchDataset(imgs, kinds=("snow",))
+    # listing a kind twice draws it twice as often (a stated prior over degradations)
+    weighted = DegradedPatchDataset(imgs, patch_size=8, kinds=("noise", "jpeg", "jpeg"), length=600)
+    share = sum(weighted.sample(i)[2] == "jpeg" for i in range(600)) / 600
+    assert share == pytest.approx(2 / 3, abs=0.06)
 
 
 def _write_png(path: Path, h: int, w: int, seed: int) -> None:

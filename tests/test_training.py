@@ -154,6 +154,38 @@ def test_relative_loss_is_one_for_returning_the_input_and_weighs_degradations_eq
         training_loss(mu, x0, mu, x0, loss_type, "psnr")
 
 
+def test_weighted_losses_learn_a_posterior_biased_toward_explanations_close_to_mu() -> None:
+    """The same degraded input ``mu`` explained two ways, equally likely (a dark photo that is
+    either a clean dark scene, close to ``mu``, or a low-light shot of a bright one). The
+    constant prediction that minimises the expected loss is what the network learns for
+    this input. Unweighted: the posterior mean. Relative: the mean under the posterior
+    reweighted by ``1 / d(mu, x0)``, which favours the explanation close to ``mu`` by the
+    ratio of the input losses. This is why fine-tuning with it made low light bimodal."""
+    mu = torch.full((1, 1, 2, 2), 0.10)
+    near = torch.full_like(mu, 0.12)  # d(mu, near) = 4e-4
+    far = torch.full_like(mu, 0.40)  # d(mu, far) = 0.09, 225x more
+    c = torch.linspace(0.0, 0.5, 1001)  # step 5e-4
+
+    def expected_loss(weighting: str) -> torch.Tensor:
+        return torch.stack(
+            [
+                sum(
+                    0.5 * training_loss(torch.full_like(mu, v), x0, mu, x0, "mse", weighting)
+                    for x0 in (near, far)
+                )
+                for v in c.tolist()
+            ]
+        )
+
+    best = {w: c[expected_loss(w).argmin()].item() for w in ("none", "sqrt", "relative")}
+    assert best["none"] == pytest.approx(0.26, abs=5e-4)  # (0.12 + 0.40) / 2
+    w_near, w_far = 1 / 4e-4, 1 / 0.09
+    assert best["relative"] == pytest.approx(
+        (w_near * 0.12 + w_far * 0.40) / (w_near + w_far), abs=5e-4
+    )
+    assert best["relative"] < best["sqrt"] < best["none"]
+
+
 def _tiny_config(out: Path, steps: int, **kw) -> TrainingConfig:
     base = {
         "output_dir": str(out),
