@@ -259,6 +259,16 @@ LOSS_TYPES = ("mse", "l1")
 LOSS_WEIGHTINGS = {"none": 0.0, "sqrt": 0.5, "relative": 1.0}
 
 
+def check_loss_names(loss_type: str, weighting: str) -> None:
+    """Raises ``ValueError`` naming the argument if either name is unknown."""
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    if weighting not in LOSS_WEIGHTINGS:
+        raise ValueError(
+            f"loss_weighting must be one of {tuple(LOSS_WEIGHTINGS)}, got {weighting!r}"
+        )
+
+
 def training_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -284,12 +294,7 @@ def training_loss(
     low-light shot) the one closest to ``mu`` gains by the ratio of their input losses.
     ``"none"`` is the unbiased choice.
     """
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-    if weighting not in LOSS_WEIGHTINGS:
-        raise ValueError(
-            f"loss_weighting must be one of {tuple(LOSS_WEIGHTINGS)}, got {weighting!r}"
-        )
+    check_loss_names(loss_type, weighting)
 
     def per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         diff = a.float() - b.float()
@@ -528,11 +533,7 @@ def train(
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}")
     if config.max_train_steps < 1:
         raise ValueError(f"max_train_steps must be at least 1, got {config.max_train_steps}")
-    if config.loss_type not in LOSS_TYPES or config.loss_weighting not in LOSS_WEIGHTINGS:
-        raise ValueError(
-            f"loss_type must be one of {LOSS_TYPES} and loss_weighting one of "
-            f"{tuple(LOSS_WEIGHTINGS)}, got {config.loss_type!r}, {config.loss_weighting!r}"
-        )
+    check_loss_names(config.loss_type, config.loss_weighting)
     if model_cls is None or scheduler_cls is None:
         default_model, default_sched = _default_classes()
         model_cls = model_cls or default_model
