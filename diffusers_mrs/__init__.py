@@ -12,11 +12,16 @@ from typing import Any
 # looking the loadable base classes up on this module.
 from diffusers import ModelMixin, SchedulerMixin  # noqa: F401
 
+from ._checkout import serve_checkout_folders
 from .noise_schedule import MRNoiseSchedule
 from .scheduling_mr_baselines import MREulerMaruyamaScheduler, MRPosteriorScheduler
 from .scheduling_mr_sampler import MRSamplerScheduler
 
 __version__ = "0.1.0"
+
+# In a plain checkout, `pipelines/` and `model_cards/` (top-level folders) become
+# `diffusers_mrs.pipelines` / `diffusers_mrs.model_cards`, as an install maps them.
+serve_checkout_folders(__name__, ("pipelines", "model_cards"))
 
 _LAZY = {
     "MRUNet2DModel": "diffusers_mrs.models.unet_mr",
