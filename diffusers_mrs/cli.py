@@ -63,13 +63,11 @@ from .cli_checks import (
     local_scheduler_config,
     prepare_output_dir,
 )
+from .image_io import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
     from .image_io import DecodedImage
 
-IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".gif"}
-)
 SCHEDULERS = {
     "mrs": "MRSamplerScheduler",
     "posterior": "MRPosteriorScheduler",
@@ -316,7 +314,7 @@ def check_before_loading(args: argparse.Namespace) -> tuple[list[Job], list[Job]
     ``--model`` location, the output folder (created and probed), the step count against
     the scheduler's config (local models; repo ids right after loading).
     """
-    check_device(args.device)
+    check_device(args.device)  # (run_restore checks it first, before accelerate starts)
     check_tile_size(args.tile)
     inputs = collect_inputs(args.inputs, recursive=args.recursive)
     output = Path(args.output)
@@ -399,6 +397,12 @@ def run_restore(args: argparse.Namespace) -> int:
     """The ``restore`` sub-command; returns the exit status."""
     from accelerate import PartialState
 
+    try:  # before accelerate parses the device itself
+        check_device(args.device)
+    except UsageError as err:
+        if os.environ.get("RANK", "0") == "0":  # one line, also under torchrun
+            print(f"diffusers-mrs restore: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
     state = PartialState(cpu=_use_cpu(args.device))
     prefix = f"[process {state.process_index}] " if state.num_processes > 1 else ""
     try:

@@ -69,7 +69,7 @@ def check_model_location(model: str | None) -> None:
     if path.exists():
         raise UsageError(f"--model {model}: is a file; pass the pipeline folder")
     parts = model.split("/")
-    if len(parts) != 2 or not all(parts) or model.startswith((".", "~")) or os.sep in model:
+    if len(parts) != 2 or not all(parts) or model.startswith((".", "~")) or "\\" in model:
         raise UsageError(
             f"--model {model}: no such folder (and not a Hub repo id, which has the form"
             " owner/name)"

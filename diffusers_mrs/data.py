@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .image_io import load_rgb
+from .image_io import IMAGE_EXTENSIONS, load_rgb
 
 __all__ = [
     "BUNDLED_PHOTO_NAMES",
@@ -276,9 +276,6 @@ def bundled_photos(split: str = "train") -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------------------------
 # Datasets
 # ----------------------------------------------------------------------------------------------
-_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
 def load_image(path: str | Path) -> np.ndarray:
     """Read an image file as float32 RGB ``H x W x 3`` in ``[0, 1]``.
 
@@ -425,7 +422,7 @@ class PairedFolderDataset(Dataset):
             return {
                 p.name: p
                 for p in sorted(d.iterdir())
-                if p.is_file() and p.suffix.lower() in _IMAGE_EXTS
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
             }
 
         lq, gt = listing(lq_root), listing(gt_root)

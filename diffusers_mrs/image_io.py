@@ -59,6 +59,7 @@ from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
 
 __all__ = [
     "FLOAT_RANGE",
+    "IMAGE_EXTENSIONS",
     "DecodedImage",
     "ImageFormatWarning",
     "ImageInputError",
@@ -71,6 +72,11 @@ __all__ = [
     "read_image",
     "write_image",
 ]
+
+#: File extensions of the images folders contribute (CLI inputs, paired datasets).
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".gif"}
+)
 
 #: Float inputs must lie in this range (degraded images may overshoot [0, 1] a little).
 FLOAT_RANGE = (-0.5, 1.5)
