@@ -89,6 +89,11 @@ class Job:
 
     source: Path
     target: Path
+    std_target: Path | None = None  # the uncertainty map of ``--samples K``
+
+    @property
+    def targets(self) -> tuple[Path, ...]:
+        return (self.target,) if self.std_target is None else (self.target, self.std_target)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -147,7 +152,8 @@ def write_manifest(output_dir: Path, jobs: Sequence[Job]) -> None:
     """Records which input each planned output belongs to (atomically, merged with earlier runs)."""
     entries = read_manifest(output_dir)
     for job in jobs:
-        entries[job.target.relative_to(output_dir).as_posix()] = str(job.source.resolve())
+        for target in job.targets:
+            entries[target.relative_to(output_dir).as_posix()] = str(job.source.resolve())
     tmp = output_dir / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps({"version": 1, "outputs": entries}, indent=1), encoding="utf-8")
     os.replace(tmp, output_dir / MANIFEST_NAME)
@@ -156,16 +162,32 @@ def write_manifest(output_dir: Path, jobs: Sequence[Job]) -> None:
 def _check_unique_targets(jobs: Sequence[Job]) -> None:
     by_target: dict[Path, list[Path]] = {}
     for job in jobs:
-        by_target.setdefault(job.target.resolve(), []).append(job.source)
+        for target in job.targets:
+            by_target.setdefault(target.resolve(), []).append(job.source)
     clashes = {t: s for t, s in by_target.items() if len(s) > 1}
     if clashes:
         shown = "; ".join(f"{t} <- " + ", ".join(map(str, s)) for t, s in clashes.items())
         raise UsageError(f"several inputs would write the same output file: {shown}")
     sources = {job.source.resolve() for job in jobs}
-    onto_inputs = [job for job in jobs if job.target.resolve() in sources]
+    onto_inputs = [t for t in by_target if t in sources]
     if onto_inputs:
-        names = ", ".join(str(j.target) for j in onto_inputs)
+        names = ", ".join(map(str, onto_inputs))
         raise UsageError(f"outputs would overwrite input files: {names}; choose another --output")
+
+
+def _check_owners(jobs: Sequence[Job], output_dir: Path) -> list[Job]:
+    """The jobs with existing outputs; raises if one of those files is not the job's own."""
+    existing = [(job, t) for job in jobs for t in job.targets if t.exists()]
+    owners = read_manifest(output_dir) if existing else {}
+    for job, target in existing:
+        owner = owners.get(target.relative_to(output_dir).as_posix())
+        if owner != str(job.source.resolve()):
+            origin = f"the result of {owner}" if owner else "a file not written for this input"
+            raise UsageError(
+                f"an output file belongs to another input: {target} is {origin}; --overwrite"
+                " replaces only an input's own output: choose another --output"
+            )
+    return list(dict.fromkeys(job for job, _ in existing))
 
 
 def plan_jobs(
@@ -173,12 +195,14 @@ def plan_jobs(
     output_dir: Path,
     overwrite: bool = False,
     skip_existing: bool = False,
+    std_maps: bool = False,
 ) -> tuple[list[Job], list[Job]]:
     """Maps inputs to ``output_dir/<name>.png``; returns ``(jobs to run, jobs skipped)``.
 
-    An existing output is this input's own only if the manifest of earlier runs
-    (:data:`MANIFEST_NAME` in ``output_dir``) says so; ``overwrite`` replaces and
-    ``skip_existing`` keeps only such files. Any other existing file is never touched.
+    With ``std_maps`` (``--samples K``) each job also writes ``<name>.std.png``. An existing
+    output is this input's own only if the manifest of earlier runs (:data:`MANIFEST_NAME`
+    in ``output_dir``) says so; ``overwrite`` replaces and ``skip_existing`` keeps only such
+    files. Any other existing file is never touched.
 
     Raises:
         UsageError: no inputs, two inputs with the same output, an output that is an input
@@ -187,22 +211,12 @@ def plan_jobs(
     """
     if not inputs:
         raise UsageError("no input images found")
-    jobs = [Job(src, output_dir / output_name(rel)) for src, rel in inputs]
+    jobs = []
+    for src, rel in inputs:
+        target = output_dir / output_name(rel)
+        jobs.append(Job(src, target, std_map_path(target) if std_maps else None))
     _check_unique_targets(jobs)
-    existing = [job for job in jobs if job.target.exists()]
-    owners = read_manifest(output_dir) if existing else {}
-    foreign = [
-        (job, owners.get(job.target.relative_to(output_dir).as_posix()))
-        for job in existing
-        if owners.get(job.target.relative_to(output_dir).as_posix()) != str(job.source.resolve())
-    ]
-    if foreign:
-        job, owner = foreign[0]
-        origin = f"the result of {owner}" if owner else "a file not written for this input"
-        raise UsageError(
-            f"{len(foreign)} output file(s) belong to other inputs: {job.target} is {origin};"
-            f" --overwrite replaces only an input's own output: choose another --output"
-        )
+    existing = _check_owners(jobs, output_dir)
     if existing and not (overwrite or skip_existing):
         shown = ", ".join(str(j.target) for j in existing[:5])
         more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
@@ -261,14 +275,31 @@ def restore_one(pipe: Any, job: Job, args: argparse.Namespace, device: Any) -> N
         tile_size=args.tile,
         tile_overlap=args.tile_overlap,
         tile_batch_size=args.tile_batch_size,
-    ).images[0]
-    tmp = job.target.with_name(f".{job.target.name}.{os.getpid()}.tmp")
+        num_samples=args.samples,
+    )
+    job.target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(job.target, lambda tmp: write_image(tmp, result.images[0], decoded))
+    if result.uncertainty is not None:
+        from .uncertainty_map import uncertainty_map
+
+        std_map = uncertainty_map(result.uncertainty[0])
+        write_atomic(job.std_target or std_map_path(job.target),
+                     lambda tmp: std_map.save(tmp, format="PNG"))
+
+
+def std_map_path(target: Path) -> Path:
+    """Where ``--samples K`` writes the uncertainty map of ``NAME.png``: ``NAME.std.png``."""
+    return target.with_name(f"{target.stem}.std.png")
+
+
+def write_atomic(target: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` then rename to ``target`` (never a truncated file; errors name target)."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        job.target.parent.mkdir(parents=True, exist_ok=True)
-        write_image(tmp, result, decoded)
-        os.replace(tmp, job.target)
+        write(tmp)
+        os.replace(tmp, target)
     except OSError as err:
-        raise OSError(f"cannot write {job.target}: {err.strerror or err}") from None
+        raise OSError(f"cannot write {target}: {err.strerror or err}") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -319,7 +350,8 @@ def check_before_loading(args: argparse.Namespace) -> tuple[list[Job], list[Job]
     inputs = collect_inputs(args.inputs, recursive=args.recursive)
     output = Path(args.output)
     jobs, skipped = plan_jobs(
-        inputs, output, overwrite=args.overwrite, skip_existing=args.skip_existing
+        inputs, output, overwrite=args.overwrite, skip_existing=args.skip_existing,
+        std_maps=args.samples > 1,
     )
     check_model_location(args.model)
     prepare_output_dir(output)
@@ -485,6 +517,14 @@ def build_parser() -> argparse.ArgumentParser:
         " (default: the model's own scheduler)",
     )
     restore.add_argument("--seed", type=int, default=None, help="seed of every image's noise")
+    restore.add_argument(
+        "--samples",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="posterior ensemble: restore each image K times in one batch, write their mean as"
+        " NAME.png and their per-pixel std as a colour map with its scale, NAME.std.png",
+    )
     restore.add_argument(
         "--tile",
         type=_positive_int,

@@ -96,7 +96,7 @@ def test_plan_jobs(tmp_path: Path) -> None:
     (out / "x.png").write_bytes(b"old")
     # A file the manifest does not attribute to x.png is never replaced, not even with
     # --overwrite; once recorded as x.png's own output, the usual rules apply.
-    with pytest.raises(UsageError, match="belong to other inputs"):
+    with pytest.raises(UsageError, match="belongs to another input"):
         plan_jobs(collect_inputs([one]), out, overwrite=True)
     write_manifest(out, jobs)
     with pytest.raises(UsageError, match="already exist"):

@@ -169,7 +169,8 @@ def test_per_step_bar_nested_in_per_image_bar(
     assert main([*args, "-o", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
     assert "images:" in err and "2/2" in err  # the per-image bar
-    assert "steps:" in err and "3/3" in err  # the per-step bar inside it
+    assert "steps:" in err and "0/3" in err  # the per-step bar inside it (one per image)
+    assert err.count("steps:   0%") == 2
     assert main([*args, "-o", str(tmp_path / "out2"), "-q"]) == 0
     err = capsys.readouterr().err
     assert "images:" not in err and "steps:" not in err
