@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cli_checks import (
+    MIN_TILE_SIZE,
     UsageError,
     check_device,
     check_model_location,
@@ -531,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SIZE",
         help="run the network on SIZE x SIZE tiles (large images, bounded memory);"
-        " at least 64",
+        f" at least {MIN_TILE_SIZE} (smaller tiles leave seams)",
     )
     restore.add_argument(
         "--tile-overlap",

@@ -12,9 +12,9 @@ import os
 import tempfile
 from pathlib import Path
 
-#: Smallest ``--tile``: below it the seams cost more than ~45 dB PSNR against the untiled
-#: result on the default model (measured; see README "Large images").
-MIN_TILE_SIZE = 64
+#: Smallest ``--tile``: smaller tiles fall under ~45 dB PSNR against the untiled result on
+#: the default model (measured by ``benchmarks/seam_cost.py``; README "Large images").
+MIN_TILE_SIZE = 48
 
 _DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
