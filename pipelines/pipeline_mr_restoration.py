@@ -44,6 +44,7 @@ from diffusers_mrs.pipeline_folder import (
     hub_repo_id,
 )
 
+from .ensemble import check_num_samples, ensemble_statistics, repeat_for_samples
 from .tiling import normalize_tile_args, tiled_model_output
 
 logger = logging.get_logger(__name__)
@@ -75,7 +76,29 @@ EXAMPLE_DOC_STRING = """
         ```
 """
 
-__all__ = ["MRRestorationPipeline", "PipelineImageInput", "default_model_path", "prepare_images"]
+__all__ = [
+    "MRRestorationPipeline",
+    "MRRestorationPipelineOutput",
+    "PipelineImageInput",
+    "default_model_path",
+    "prepare_images",
+]
+
+
+@dataclass
+class MRRestorationPipelineOutput(ImagePipelineOutput):
+    """Output of :class:`MRRestorationPipeline`.
+
+    Attributes:
+        images: the restorations (with ``num_samples > 1``: the per-pixel mean of each
+            image's samples), as ``output_type`` says.
+        uncertainty: with ``num_samples > 1``, the per-pixel standard deviation of each
+            image's samples (Bessel-corrected), in the same layout and ``output_type`` as
+            ``images`` (values in [0, 1] intensity units; as PIL, std 1.0 is white);
+            ``None`` for a single sample.
+    """
+
+    uncertainty: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------- components
@@ -238,6 +261,7 @@ class _Sampling:
 
     num_inference_steps: int
     timesteps: Sequence[float] | None
+    num_samples: int
     tiling: _Tiling | None
     callback: StepCallback | None
     callback_inputs: Sequence[str]
@@ -418,6 +442,40 @@ class MRRestorationPipeline(DiffusionPipeline):
                 " generator per image, or a single generator."
             )
 
+    def _sampling_settings(
+        self,
+        num_inference_steps: int,
+        timesteps: Sequence[float] | None,
+        num_samples: int,
+        output_type: str,
+        tile_size: int | tuple[int, int] | None,
+        tile_overlap: int | tuple[int, int] | None,
+        tile_batch_size: int,
+        callback: StepCallback | None,
+        callback_inputs: Sequence[str] | None,
+    ) -> _Sampling:
+        """Checks every non-image argument of ``__call__`` and bundles the sampling settings."""
+        if isinstance(callback, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_inputs = callback.tensor_inputs
+        if callback_inputs is None:
+            callback_inputs = ["latents"]
+        self.check_inputs(
+            num_inference_steps,
+            timesteps,
+            output_type,
+            tile_size,
+            tile_overlap,
+            tile_batch_size,
+            callback_inputs,
+        )
+        num_samples = check_num_samples(num_samples)
+        tiling = None
+        if tile_size is not None:
+            tiling = _Tiling(*normalize_tile_args(tile_size, tile_overlap), tile_batch_size)
+        return _Sampling(
+            num_inference_steps, timesteps, num_samples, tiling, callback, callback_inputs
+        )
+
     # ------------------------------------------------------------------------ sampling steps
     def prepare_timesteps(
         self, num_inference_steps: int, timesteps: Sequence[float] | None, device: torch.device
@@ -513,7 +571,10 @@ class MRRestorationPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None,
         sampling: _Sampling,
     ) -> torch.Tensor:
-        """Samples one batch of same-size images; returns it as float32 in [0, 1]."""
+        """Samples one batch of same-size images (``num_samples`` per image, in the
+        :func:`~diffusers_mrs.pipelines.ensemble.repeat_for_samples` layout); returns the
+        samples as float32 in [0, 1]."""
+        mu, generator = repeat_for_samples(mu, generator, sampling.num_samples)
         timesteps = self.prepare_timesteps(
             sampling.num_inference_steps, sampling.timesteps, mu.device
         )
@@ -527,19 +588,23 @@ class MRRestorationPipeline(DiffusionPipeline):
         images: list[torch.Tensor],
         generator: torch.Generator | list[torch.Generator] | None,
         sampling: _Sampling,
-    ) -> list[torch.Tensor]:
-        """Restores every image, one batch per size; returns them in the input order."""
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """Restores every image, one batch per size; returns the restorations (the mean of
+        each image's samples) and their spread (``None`` for one sample), in input order."""
         device, dtype = self._execution_device, self._unet_dtype()
         restored: list[torch.Tensor] = [torch.empty(0)] * len(images)
+        spread: list[torch.Tensor | None] = [None] * len(images)
         for indices in _size_groups(images):
             mu = torch.stack([images[k] for k in indices]).to(device=device, dtype=dtype)
             group_generator = (
                 [generator[k] for k in indices] if isinstance(generator, list) else generator
             )
-            out = self._restore_group(mu, group_generator, sampling)
+            samples = self._restore_group(mu, group_generator, sampling)
+            mean, std = ensemble_statistics(samples, sampling.num_samples)
             for j, k in enumerate(indices):
-                restored[k] = out[j]
-        return restored
+                restored[k] = mean[j]
+                spread[k] = None if std is None else std[j]
+        return restored, spread
 
     @staticmethod
     def format_output(restored: list[torch.Tensor], output_type: str) -> Any:
@@ -569,7 +634,8 @@ class MRRestorationPipeline(DiffusionPipeline):
         tile_size: int | tuple[int, int] | None = None,
         tile_overlap: int | tuple[int, int] | None = None,
         tile_batch_size: int = 4,
-    ) -> ImagePipelineOutput | tuple:
+        num_samples: int = 1,
+    ) -> MRRestorationPipelineOutput | tuple:
         r"""Restores degraded images.
 
         Args:
@@ -592,42 +658,39 @@ class MRRestorationPipeline(DiffusionPipeline):
                 rounded up to the network's ``pad_multiple``) and blend them: bounded memory.
             tile_overlap: overlap of tiles and width of the blend ramps; default a quarter tile.
             tile_batch_size: tile crops per network call in tiled mode.
+            num_samples: K posterior samples per image, drawn together in one batch of
+                ``len(images) * K``. For K > 1, ``images`` is their per-pixel mean and
+                ``uncertainty`` their per-pixel standard deviation (each sample clipped to
+                [0, 1] first; :mod:`diffusers_mrs.pipelines.ensemble`). Callbacks see the
+                ``len(images) * K`` batch; a generator list still has one entry per image.
 
         Returns:
-            ``ImagePipelineOutput`` with ``images`` in the input order, or ``(images,)``.
+            ``MRRestorationPipelineOutput`` with ``images`` in the input order (and
+            ``uncertainty`` for K > 1), or the tuple of its non-``None`` fields.
 
         Raises:
             ValueError: on any invalid argument or image, before sampling starts.
 
         Examples:
         """
-        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
-            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        if callback_on_step_end_tensor_inputs is None:
-            callback_on_step_end_tensor_inputs = ["latents"]
-        self.check_inputs(
-            num_inference_steps,
-            timesteps,
-            output_type,
-            tile_size,
-            tile_overlap,
-            tile_batch_size,
-            callback_on_step_end_tensor_inputs,
+        sampling = self._sampling_settings(
+            num_inference_steps=num_inference_steps,
+            timesteps=timesteps,
+            num_samples=num_samples,
+            output_type=output_type,
+            tile_size=tile_size,
+            tile_overlap=tile_overlap,
+            tile_batch_size=tile_batch_size,
+            callback=callback_on_step_end,
+            callback_inputs=callback_on_step_end_tensor_inputs,
         )
         images = prepare_images(image, channels=self._unet_channels())
         self.check_generators(generator, len(images))
-        tiling = None
-        if tile_size is not None:
-            tiling = _Tiling(*normalize_tile_args(tile_size, tile_overlap), tile_batch_size)
-        sampling = _Sampling(
-            num_inference_steps,
-            timesteps,
-            tiling,
-            callback_on_step_end,
-            callback_on_step_end_tensor_inputs,
-        )
         self._interrupt = False
-        restored = self._restore_images(images, generator, sampling)
+        restored, spread = self._restore_images(images, generator, sampling)
         self.maybe_free_model_hooks()
-        result = self.format_output(restored, output_type)
-        return ImagePipelineOutput(images=result) if return_dict else (result,)
+        output = MRRestorationPipelineOutput(
+            images=self.format_output(restored, output_type),
+            uncertainty=None if num_samples == 1 else self.format_output(spread, output_type),
+        )
+        return output if return_dict else output.to_tuple()
