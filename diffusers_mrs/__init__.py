@@ -24,11 +24,13 @@ __version__ = "0.1.0"
 serve_checkout_folders(__name__, ("pipelines", "model_cards"))
 
 _LAZY = {
+    "DACLIPImageEncoder": "diffusers_mrs.models.daclip_encoder",
     "MRUNet2DModel": "diffusers_mrs.models.unet_mr",
     "MRRestorationPipeline": "diffusers_mrs.pipelines",
 }
 
 __all__ = [
+    "DACLIPImageEncoder",
     "MREulerMaruyamaScheduler",
     "MRNoiseSchedule",
     "MRPosteriorScheduler",
