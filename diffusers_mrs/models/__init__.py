@@ -14,6 +14,7 @@ from .irsde_checkpoint import (
     convert_to_irsde_state_dict,
     load_irsde_checkpoint,
 )
+from .nafnet_mr import MRNAFNetModel
 from .unet_mr import MRUNet2DModel, MRUNet2DOutput
 
 _LAZY = {
@@ -26,6 +27,7 @@ __all__ = [
     "DACLIPEncoderOutput",
     "DACLIPImageEncoder",
     "IRSDECheckpointError",
+    "MRNAFNetModel",
     "MRUNet2DModel",
     "MRUNet2DOutput",
     "convert_irsde_state_dict",

@@ -17,8 +17,7 @@ that is run twice, as two towers of identical layout:
 
 Pooling is the class token, the final layer norm, then the projection (no bias); neither
 embedding is normalised. The activation is the exact GELU (``transformers``' CLIP
-configuration defaults to the quick approximation, which DA-CLIP does not use). See
-``docs/math.md#da-clip-conditioning``.
+configuration defaults to the quick approximation, which DA-CLIP does not use).
 
 Checkpoints of the original code (open_clip's ``DaCLIP`` state dict,
 ``daclip_ViT-B-32.pt``) load with :meth:`DACLIPImageEncoder.from_daclip_checkpoint`;
@@ -171,7 +170,7 @@ class DACLIPImageEncoder(ModelMixin, ConfigMixin):
         With ``h_0 = embed(x)`` in both towers, controller layers ``g_l`` and main layers
         ``f_i``: ``c_l = W_l g_l(...) + b_l`` and
         ``h_{i+1} = f_i(h_i) + c_{L-1-i}``; the embeddings are
-        ``proj(ln_post(h_L[cls]))`` of each tower (``docs/math.md#da-clip-conditioning``).
+        ``proj(ln_post(h_L[cls]))`` of each tower.
         """
         self._check_pixel_values(pixel_values)
         pixel_values = pixel_values.to(self.visual_projection.weight.dtype)
