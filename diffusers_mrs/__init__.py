@@ -28,6 +28,7 @@ _LAZY = {
     "MRNAFNetModel": "diffusers_mrs.models.nafnet_mr",
     "MRUNet2DModel": "diffusers_mrs.models.unet_mr",
     "MRRestorationPipeline": "diffusers_mrs.pipelines",
+    "MRRestorationPipelineOutput": "diffusers_mrs.pipelines",
 }
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "MRNoiseSchedule",
     "MRPosteriorScheduler",
     "MRRestorationPipeline",
+    "MRRestorationPipelineOutput",
     "MRSamplerScheduler",
     "MRUNet2DModel",
 ]
