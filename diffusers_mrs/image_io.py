@@ -321,7 +321,10 @@ def _to_channels(img: torch.Tensor, channels: int, what: str) -> torch.Tensor:
 
 def _item_to_chw(item: object, what: str) -> list[torch.Tensor]:
     if isinstance(item, (str, os.PathLike)):
-        decoded = read_image(item)
+        try:
+            decoded = read_image(item)
+        except OSError as err:  # includes PIL.UnidentifiedImageError
+            raise ImageInputError(f"{what}: cannot read {os.fspath(item)!r}: {err}") from None
         return [torch.from_numpy(np.ascontiguousarray(decoded.pixels.transpose(2, 0, 1)))]
     if isinstance(item, PIL.Image.Image):
         decoded = decode_pil(item, what)
@@ -362,10 +365,15 @@ def prepare_images(image: PipelineImageInput | str | os.PathLike,
         chw = _item_to_chw(item, what)
         if len(chw) == 0:
             raise ImageInputError(f"{what} is an empty batch.")
+        layout = {np.ndarray: " (numpy arrays are read as HWC)",
+                  torch.Tensor: " (tensors are read as CHW)"}.get(type(item), "")
         for img in chw:
             if img.shape[1] == 0 or img.shape[2] == 0:
                 raise ImageInputError(f"{what} is empty (shape {tuple(img.shape)}).")
-            out.append(_to_channels(img, channels, what))
+            try:
+                out.append(_to_channels(img, channels, what))
+            except ImageInputError as err:
+                raise ImageInputError(f"{err}{layout}") from None
     return out
 
 

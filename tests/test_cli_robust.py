@@ -6,6 +6,7 @@ nesting / zero-byte parts of 7) are tested with the checkpoint loader.
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import tempfile
@@ -27,6 +28,7 @@ from diffusers_mrs import (
 )
 from diffusers_mrs.cli import main
 from diffusers_mrs.cli_checks import MIN_TILE_SIZE
+from diffusers_mrs.image_io import ImageInputError
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +216,42 @@ def test_check_functions_directly(tmp_path: Path) -> None:
         cli_checks.check_model_location(str(tmp_path))
     cli_checks.prepare_output_dir(tmp_path / "new" / "deeper")
     assert (tmp_path / "new" / "deeper").is_dir()
+
+
+# ----------------------------------------------------------------------------- point 5
+@pytest.fixture(scope="module")
+def tiny_pipe() -> MRRestorationPipeline:
+    torch.manual_seed(0)
+    unet = MRUNet2DModel(nf=4, depth=1, attention_heads=1, attention_head_dim=4)
+    pipe = MRRestorationPipeline(unet=unet, scheduler=MRSamplerScheduler(prediction_type="sample"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_float_inputs_out_of_range_refused(tiny_pipe: MRRestorationPipeline) -> None:
+    """Floats in 0..255 used to come out almost white, 3e38 as NaN: now refused."""
+    with pytest.raises(ImageInputError, match="divide by 255"):
+        tiny_pipe(np.full((8, 8, 3), 200.0, np.float32), num_inference_steps=1)
+    with pytest.raises(ImageInputError, match="3e\\+38"):
+        tiny_pipe(torch.full((3, 8, 8), 3e38), num_inference_steps=1)
+
+
+def test_finite_check_runs_after_the_cast(tiny_pipe: MRRestorationPipeline) -> None:
+    """An fp16 pipeline used to check the float32 input and then sample from inf -> NaN."""
+    half = MRRestorationPipeline(unet=copy.deepcopy(tiny_pipe.unet).half(),
+                                 scheduler=tiny_pipe.scheduler)
+    with pytest.raises(ImageInputError, match="float16"):
+        half.check_images_in_dtype([torch.full((3, 8, 8), 7e4)])
+    with pytest.raises(ImageInputError):
+        half(torch.full((3, 8, 8), 7e4), num_inference_steps=1)
+    tiny_pipe.check_images_in_dtype([torch.full((3, 8, 8), 7e4)])  # finite in float32
+
+
+# ----------------------------------------------------------------------------- point 7
+def test_callback_returning_a_list(tiny_pipe: MRRestorationPipeline) -> None:
+    with pytest.raises(TypeError, match=r"must return a dict .* got list"):
+        tiny_pipe(np.zeros((8, 8, 3), np.uint8), num_inference_steps=1,
+                  callback_on_step_end=lambda pipe, i, t, kwargs: [kwargs["latents"]])
+    with pytest.raises(ValueError, match="expected a tensor of shape"):
+        tiny_pipe(np.zeros((8, 8, 3), np.uint8), num_inference_steps=1,
+                  callback_on_step_end=lambda pipe, i, t, kwargs: {"latents": 0})
