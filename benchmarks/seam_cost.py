@@ -17,19 +17,19 @@ import math
 
 import numpy as np
 import torch
-from PIL import Image
 
 from diffusers_mrs import MRRestorationPipeline
+from diffusers_mrs.image_io import read_image
 
 
-def centre_crop(path: str, size: int) -> Image.Image:
-    image = Image.open(path).convert("RGB")
-    w, h = image.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return image.crop((left, top, left + size, top + size))
+def centre_crop(path: str, size: int) -> np.ndarray:
+    image = read_image(path).rgb()
+    h, w = image.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return image[top : top + size, left : left + size]
 
 
-def restore(pipe: MRRestorationPipeline, image: Image.Image, steps: int, tile: int | None):
+def restore(pipe: MRRestorationPipeline, image: np.ndarray, steps: int, tile: int | None):
     return pipe(
         image=image, num_inference_steps=steps, generator=torch.Generator().manual_seed(0),
         output_type="np", tile_size=tile,

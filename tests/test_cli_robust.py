@@ -178,6 +178,29 @@ def test_per_step_bar_nested_in_per_image_bar(
     assert "images:" not in err and "steps:" not in err
 
 
+# ----------------------------------------------------------------------------- point 6
+def test_formats_kept_and_multi_frame_refused(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """16-bit stays 16-bit, gray stays gray, alpha is carried through; animations refused."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(rng.integers(0, 65536, (8, 8)).astype(np.uint16)).save(folder / "g16.png")
+    rgba = rng.integers(0, 256, (8, 8, 4), dtype=np.uint8)
+    Image.fromarray(rgba).save(folder / "rgba.png")
+    frames = [Image.fromarray(np.full((8, 8, 3), 80 * i, np.uint8)) for i in range(3)]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:])
+    out = tmp_path / "out"
+    args = ["restore", str(folder), "-o", str(out), "--model", str(model_dir), "--steps", "1"]
+    assert main([*args, "-q"]) == 1  # the animation failed, the others were written
+    assert "anim.gif has 3 frames" in capsys.readouterr().err
+    with Image.open(out / "g16.png") as g16, Image.open(out / "rgba.png") as out_rgba:
+        assert g16.mode == "I;16" and out_rgba.mode == "RGBA"
+        np.testing.assert_array_equal(np.asarray(out_rgba)[..., 3], rgba[..., 3])
+    assert not (out / "anim.png").exists()
+
+
 # ----------------------------------------------------------------------------- point 7
 def test_small_messages(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], no_network: dict[str, int]
