@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import prediction_types
 from .data import (
     DEGRADATION_KINDS,
     DegradedPatchDataset,
@@ -69,7 +70,8 @@ __all__ = [
     "training_target",
 ]
 
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+# One table of prediction types and their conversions (docs/math.md#prediction-types).
+PREDICTION_TYPES = prediction_types.PREDICTION_TYPES
 
 
 @dataclass
@@ -178,16 +180,13 @@ def schedule_alpha_sigma(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """alpha_t and sigma_t of ``scheduler`` at ``timesteps`` (shape ``[B]``), as ``B x 1 x 1 x 1``.
 
-    Read off ``scheduler.add_noise`` (``x_t = alpha x0 + (1 - alpha) mu + sigma noise``), so it
-    only relies on the public scheduler API.
+    From the scheduler's :class:`~diffusers_mrs.MRNoiseSchedule`, the one source of alpha and
+    sigma (docs/math.md#schedules).
     """
-    b = timesteps.shape[0]
-    one = torch.ones((b,) + (1,) * (ref.ndim - 1), dtype=torch.float32, device=ref.device)
-    zero = torch.zeros_like(one)
     t = timesteps.to(ref.device)
-    alpha = scheduler.add_noise(one, zero, t, mu=zero)
-    sigma = scheduler.add_noise(zero, one, t, mu=zero)
-    return alpha, sigma
+    alpha, sigma = scheduler.noise_schedule.alpha_sigma(t, dtype=torch.float32)
+    view = (-1,) + (1,) * (ref.ndim - 1)
+    return alpha.view(view), sigma.view(view)
 
 
 def sample_timesteps(
@@ -218,17 +217,14 @@ def training_target(
     """The regression target of the network for ``prediction_type`` (default: the scheduler's).
 
     ``epsilon`` -> ``noise``; ``sample`` -> ``x0``; ``v_prediction`` ->
-    ``scheduler.get_velocity(x0, noise, t, mu=mu)``
-    (``= max_sigma alpha eps - (sigma / max_sigma) (x0 - mu)``).
+    ``max_sigma alpha eps - (sigma / max_sigma) (x0 - mu)``: one row each of
+    :data:`diffusers_mrs.prediction_types.OUTPUT_COEFFICIENTS`.
     """
     ptype = prediction_type or scheduler.config.prediction_type
-    if ptype == "epsilon":
-        return noise
-    if ptype == "sample":
-        return x0
-    if ptype == "v_prediction":
-        return scheduler.get_velocity(x0, noise, timesteps, mu=mu)
-    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {ptype!r}")
+    alpha, sigma = schedule_alpha_sigma(scheduler, timesteps, x0)
+    return prediction_types.network_target(
+        ptype, x0, noise, alpha, sigma, scheduler.config.max_sigma, mu
+    )
 
 
 def predict_x0(
@@ -244,15 +240,13 @@ def predict_x0(
 
     epsilon: ``x0 = mu + (y_t - sigma eps) / alpha``; sample: the output itself;
     v_prediction: ``x0 = mu + alpha y_t - (sigma / max_sigma) v``. The scheduler's
-    ``predict_original_sample`` does the conversion; ``prediction_type`` overrides its own.
+    ``prediction_type`` (default: the scheduler's) selects the row of the table.
     """
-    if prediction_type not in (None, scheduler.config.prediction_type):
-        if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(
-                f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}"
-            )
-        scheduler = type(scheduler).from_config(scheduler.config, prediction_type=prediction_type)
-    return scheduler.predict_original_sample(model_output, timesteps, x_t, mu=mu)
+    ptype = prediction_type or scheduler.config.prediction_type
+    alpha, sigma = schedule_alpha_sigma(scheduler, timesteps, x_t)
+    return prediction_types.x0_from_output(
+        ptype, model_output, x_t, alpha, sigma, scheduler.config.max_sigma, mu
+    )
 
 
 LOSS_TYPES = ("mse", "l1")
