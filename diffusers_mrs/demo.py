@@ -259,18 +259,19 @@ def _controls() -> dict[str, Any]:
         "sampler": gr.Radio(list(SAMPLERS), value="MR Sampler", label="Sampler"),
         "steps": gr.Slider(1, MAX_STEPS, value=10, step=1, label="Steps (NFE)"),
         "seed": gr.Number(value=0, precision=0, label="Seed"),
-        "samples": gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Posterior samples (K)"),
+        "samples": gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Posterior samples (K)",
+                             elem_id="samples"),
         "tile": gr.Dropdown(list(TILE_CHOICES), value="off", label="Tile size (large images)"),
     }
 
 
 def build_demo(session: DemoSession) -> gr.Blocks:
     """The Gradio app for ``session`` (not launched)."""
-    model_name = getattr(session.pipe, "name_or_path", None) or "the default model"
+    model_name = describe_model(session.pipe)
     with gr.Blocks(title="diffusers-mrs demo", analytics_enabled=False) as demo:
         gr.Markdown(
             "# MR Sampler restoration demo\n"
-            f"Model: `{model_name}`. Upload a degraded image, restore it in a few steps,"
+            f"Model: {model_name}. Upload a degraded image, restore it in a few steps,"
             " and compare with 100-step posterior sampling."
         )
         with gr.Row():
@@ -280,10 +281,9 @@ def build_demo(session: DemoSession) -> gr.Blocks:
                 if session.examples:
                     gr.Examples([[str(p)] for p in session.examples], inputs=[inp])
                 c = _controls()
-                with gr.Row():
-                    restore_btn = gr.Button("Restore", variant="primary", elem_id="restore")
-                    compare_btn = gr.Button("Compare MRS@10 vs posterior@100",
-                                            elem_id="compare")
+                restore_btn = gr.Button("Restore", variant="primary", elem_id="restore")
+                compare_btn = gr.Button("Compare: MR Sampler @ 10 vs posterior @ 100",
+                                        elem_id="compare")
             with gr.Column(scale=2):
                 slider = gr.ImageSlider(label="Input | restored", type="pil", format="png",
                                         elem_id="result-slider")
@@ -319,6 +319,16 @@ def build_demo(session: DemoSession) -> gr.Blocks:
             concurrency_id="pipeline",
         )
     return demo
+
+
+def describe_model(pipe: Any) -> str:
+    """How the app names the loaded model: the shipped default, or its folder / repo id."""
+    from diffusers_mrs.pipelines import default_model_path
+
+    name = str(getattr(pipe, "name_or_path", "") or "")
+    if not name or Path(name).resolve() == default_model_path():
+        return "the shipped default model"
+    return f"`{name}`"
 
 
 def example_images() -> list[Path]:
