@@ -164,7 +164,7 @@ def test_incomplete_or_foreign_checkpoint_errors(fixture, tmp_path):
         MRUNet2DModel.from_irsde_checkpoint(path)
 
     path = save_pth({"epoch": 3}, tmp_path / "empty.pth")
-    with pytest.raises(IRSDECheckpointError, match=r"no tensors"):
+    with pytest.raises(IRSDECheckpointError, match=r"no state dict found"):
         MRUNet2DModel.from_irsde_checkpoint(path)
 
 

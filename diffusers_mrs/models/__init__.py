@@ -1,7 +1,7 @@
 """Network architectures in diffusers format."""
 
+from .checkpoint_io import IRSDECheckpointError, IRSDECheckpointMixin, read_checkpoint
 from .irsde_checkpoint import (
-    IRSDECheckpointError,
     convert_irsde_state_dict,
     convert_to_irsde_state_dict,
     load_irsde_checkpoint,
@@ -10,9 +10,11 @@ from .unet_mr import MRUNet2DModel, MRUNet2DOutput
 
 __all__ = [
     "IRSDECheckpointError",
+    "IRSDECheckpointMixin",
     "MRUNet2DModel",
     "MRUNet2DOutput",
     "convert_irsde_state_dict",
     "convert_to_irsde_state_dict",
     "load_irsde_checkpoint",
+    "read_checkpoint",
 ]
