@@ -121,10 +121,18 @@ class ChannelLayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(1, num_channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise ``x`` over its channel dimension."""
+        """Normalise ``x`` over its channel dimension.
+
+        ``d = x - mean_c(x)``, ``y = d / sqrt(mean_c(d^2) + eps) * weight``: the biased
+        variance as the mean of squared deviations, computed after the mean (two plain
+        reductions over channels), which equals ``torch.var_mean`` to rounding and is
+        several times faster on NCHW tensors, where ``var_mean`` over dim 1 is slow.
+        """
         xf = x if x.dtype == torch.float64 else x.float()
-        var, mean = torch.var_mean(xf, dim=1, unbiased=False, keepdim=True)
-        return ((xf - mean) * torch.rsqrt(var + self.eps) * self.weight.to(xf.dtype)).to(x.dtype)
+        deviation = xf - xf.mean(dim=1, keepdim=True)
+        var = deviation.square().mean(dim=1, keepdim=True)
+        normed = deviation * torch.rsqrt(var + self.eps)
+        return (normed * self.weight.to(xf.dtype)).to(x.dtype)
 
 
 class MRResnetBlock(nn.Module):
