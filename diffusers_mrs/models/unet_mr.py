@@ -415,7 +415,7 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
     The network receives the current state ``sample`` (x_t), the timestep in training
     units (0..T) and the condition ``mu`` (the degraded image, same shape as ``sample``),
     and sees ``concat(sample - mu, mu)``. DA-CLIP's variant also takes two per-image
-    context vectors from its image encoder (docs/math.md#networks): the image context
+    context vectors from its image encoder: the image context
     drives cross-attention transformers at the deepest levels and the middle, the
     degradation context is added to the time embedding through a learned prompt.
 
