@@ -26,6 +26,7 @@ serve_checkout_folders(__name__, ("pipelines", "model_cards"))
 _LAZY = {
     "MRUNet2DModel": "diffusers_mrs.models.unet_mr",
     "MRRestorationPipeline": "diffusers_mrs.pipelines",
+    "MRRestorationPipelineOutput": "diffusers_mrs.pipelines",
 }
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "MRNoiseSchedule",
     "MRPosteriorScheduler",
     "MRRestorationPipeline",
+    "MRRestorationPipelineOutput",
     "MRSamplerScheduler",
     "MRUNet2DModel",
 ]

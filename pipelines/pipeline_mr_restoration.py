@@ -23,6 +23,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 
+from .ensemble import check_num_samples, ensemble_statistics, repeat_for_samples
 from .tiling import normalize_tile_args, tiled_model_output
 
 logger = logging.get_logger(__name__)
@@ -72,6 +74,22 @@ def default_model_path() -> Path:
     import diffusers_mrs
 
     return Path(diffusers_mrs.__file__).resolve().parent / "default_model"
+
+
+@dataclass
+class MRRestorationPipelineOutput(ImagePipelineOutput):
+    """Output of :class:`MRRestorationPipeline`.
+
+    Attributes:
+        images: the restorations (with ``num_samples > 1``: the per-pixel mean of each
+            image's samples), as ``output_type`` says.
+        uncertainty: with ``num_samples > 1``, the per-pixel standard deviation of each
+            image's samples (Bessel-corrected), in the same layout and ``output_type`` as
+            ``images`` (values in [0, 1] intensity units; as PIL, std 1.0 is white);
+            ``None`` for a single sample.
+    """
+
+    uncertainty: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------- input handling
@@ -582,7 +600,8 @@ class MRRestorationPipeline(DiffusionPipeline):
         tile_size: int | tuple[int, int] | None = None,
         tile_overlap: int | tuple[int, int] | None = None,
         tile_batch_size: int = 4,
-    ) -> ImagePipelineOutput | tuple:
+        num_samples: int = 1,
+    ) -> MRRestorationPipelineOutput | tuple:
         r"""Restores degraded images.
 
         Args:
@@ -612,9 +631,16 @@ class MRRestorationPipeline(DiffusionPipeline):
             tile_overlap: overlap between tiles (int or ``(h, w)``), also the width of the
                 raised-cosine blending ramps; default ``tile_size // 4``.
             tile_batch_size: tile crops per network call in tiled mode.
+            num_samples: K posterior samples per image, drawn together in one batch of
+                ``len(images) * K`` (with tiling, the tiles of all K samples share the
+                network calls). For K > 1, ``images`` is their per-pixel mean and
+                ``uncertainty`` their per-pixel standard deviation (each sample is clipped
+                to [0, 1] first; :mod:`diffusers_mrs.pipelines.ensemble`). Callbacks see the
+                ``len(images) * K`` batch; a generator list still has one entry per image.
 
         Returns:
-            ``ImagePipelineOutput`` with ``images`` in the input order, or ``(images,)``.
+            ``MRRestorationPipelineOutput`` with ``images`` in the input order (and
+            ``uncertainty`` for K > 1), or the tuple of its non-``None`` fields.
 
         Raises:
             ValueError: on invalid arguments (empty image list, unsupported channel count,
@@ -635,6 +661,7 @@ class MRRestorationPipeline(DiffusionPipeline):
             tile_batch_size,
             callback_on_step_end_tensor_inputs,
         )
+        num_samples = check_num_samples(num_samples)
         images = prepare_images(image, channels=self._unet_channels())
         batch_size = len(images)
         if isinstance(generator, list) and len(generator) != batch_size:
@@ -657,12 +684,14 @@ class MRRestorationPipeline(DiffusionPipeline):
             groups.setdefault(tuple(img.shape[-2:]), []).append(idx)
 
         restored: list[torch.Tensor | None] = [None] * batch_size
+        spread: list[torch.Tensor | None] = [None] * batch_size
         for indices in groups.values():
             mu = torch.stack([images[k] for k in indices]).to(device=device, dtype=dtype)
             if isinstance(generator, list):
                 group_generator: Any = [generator[k] for k in indices]
             else:
                 group_generator = generator
+            mu, group_generator = repeat_for_samples(mu, group_generator, num_samples)
             out = self._restore_group(
                 mu,
                 num_inference_steps,
@@ -674,15 +703,19 @@ class MRRestorationPipeline(DiffusionPipeline):
                 callback_on_step_end,
                 callback_on_step_end_tensor_inputs,
             )
-            out = out.float().clamp_(0.0, 1.0)
+            mean, std = ensemble_statistics(out.float().clamp_(0.0, 1.0), num_samples)
             for j, k in enumerate(indices):
-                restored[k] = out[j]
+                restored[k] = mean[j]
+                spread[k] = None if std is None else std[j]
 
         self.maybe_free_model_hooks()
-        result = self._format_output([r for r in restored if r is not None], output_type)
-        if not return_dict:
-            return (result,)
-        return ImagePipelineOutput(images=result)
+        output = MRRestorationPipelineOutput(
+            images=self._format_output([r for r in restored if r is not None], output_type),
+            uncertainty=None
+            if num_samples == 1
+            else self._format_output([s for s in spread if s is not None], output_type),
+        )
+        return output if return_dict else output.to_tuple()
 
     def _format_output(self, restored: list[torch.Tensor], output_type: str) -> Any:
         same_size = len({tuple(r.shape) for r in restored}) == 1
