@@ -216,7 +216,12 @@ class IRSDECheckpointMixin:
       :class:`IRSDECheckpointError` on names that belong to no part of the network;
     - ``_irsde_original_names(state_dict) -> dict``: our names -> original names (or
       ``None``), used only in error messages.
+
+    ``_irsde_error`` is the exception class raised (a subclass of
+    :class:`IRSDECheckpointError`).
     """
+
+    _irsde_error: type[IRSDECheckpointError] = IRSDECheckpointError
 
     _irsde_infer_config: Callable[[Mapping[str, torch.Tensor]], dict[str, Any]]
     _irsde_convert_state_dict: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
@@ -240,14 +245,18 @@ class IRSDECheckpointMixin:
         Returns:
             The model, float32, in eval mode.
         """
-        state_dict = read_checkpoint(path, state_dict_key)
-        full_config = {**cls._irsde_infer_config(state_dict), **config}
-        converted = cls._irsde_convert_state_dict(state_dict)
-        original_of = dict(zip(converted, state_dict, strict=True))
-        with torch.device("meta"):
-            skeleton = cls(**full_config)
-        check_against_skeleton(skeleton, converted, original_of, cls._irsde_original_names)
-        del skeleton
+        try:
+            state_dict = read_checkpoint(path, state_dict_key)
+            full_config = {**cls._irsde_infer_config(state_dict), **config}
+            converted = cls._irsde_convert_state_dict(state_dict)
+            original_of = dict(zip(converted, state_dict, strict=True))
+            with torch.device("meta"):
+                skeleton = cls(**full_config)
+            check_against_skeleton(skeleton, converted, original_of, cls._irsde_original_names)
+        except IRSDECheckpointError as err:
+            if isinstance(err, cls._irsde_error):
+                raise
+            raise cls._irsde_error(str(err)) from None
         model = cls(**full_config)
         model.load_state_dict(converted, strict=True)
         return model.eval()
