@@ -45,15 +45,7 @@ class Family:
     work: str
     url: str
     license: str
-    bibtex: str
 
-
-_IRSDE_BIB = """@inproceedings{luo2023irsde,
-  title     = {Image Restoration with Mean-Reverting Stochastic Differential Equations},
-  author    = {Luo, Ziwei and Gustafsson, Fredrik K. and Zhao, Zheng and Sj{\\"o}lund, Jens and Sch{\\"o}n, Thomas B.},
-  booktitle = {International Conference on Machine Learning},
-  year      = {2023}
-}"""
 
 FAMILIES: dict[str, Family] = {
     "irsde": Family(
@@ -63,7 +55,6 @@ FAMILIES: dict[str, Family] = {
         "(Luo et al., ICML 2023), ConditionalUNet",
         "https://github.com/Algolzw/image-restoration-sde",
         "mit",
-        _IRSDE_BIB,
     ),
     "refusion": Family(
         "Refusion",
@@ -72,12 +63,6 @@ FAMILIES: dict[str, Family] = {
         "Diffusion Models (Luo et al., CVPR Workshops 2023), ConditionalNAFNet",
         "https://github.com/Algolzw/image-restoration-sde",
         "mit",
-        """@inproceedings{luo2023refusion,
-  title     = {Refusion: Enabling Large-Size Realistic Image Restoration with Latent-Space Diffusion Models},
-  author    = {Luo, Ziwei and Gustafsson, Fredrik K. and Zhao, Zheng and Sj{\\"o}lund, Jens and Sch{\\"o}n, Thomas B.},
-  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition Workshops},
-  year      = {2023}
-}""",
     ),
     "daclip": Family(
         "DA-CLIP",
@@ -86,12 +71,6 @@ FAMILIES: dict[str, Family] = {
         "ICLR 2024): DA-CLIP image encoder and its universal-restoration ConditionalUNet",
         "https://github.com/Algolzw/daclip-uir",
         "mit",
-        """@inproceedings{luo2024daclip,
-  title     = {Controlling Vision-Language Models for Multi-Task Image Restoration},
-  author    = {Luo, Ziwei and Gustafsson, Fredrik K. and Zhao, Zheng and Sj{\\"o}lund, Jens and Sch{\\"o}n, Thomas B.},
-  booktitle = {International Conference on Learning Representations},
-  year      = {2024}
-}""",
     ),
 }
 
@@ -251,6 +230,7 @@ def render_conversion_card(
         template_path=str(template),
         model_name=model_name,
         family=info,
+        family_key=family,
         sources=[
             {"role": role, "name": path.name, "sha256": _sha256(path)}
             for role, path in sources.items()
