@@ -185,7 +185,10 @@ def convert_checkpoint(
                 f"the encoder's embeddings have {encoder.config.projection_dim} values but the "
                 f"network expects context_dim={network.config.context_dim}"
             )
-        components.update(image_encoder=encoder, feature_extractor=daclip_feature_extractor())
+        components.update(
+            image_encoder=encoder,
+            feature_extractor=daclip_feature_extractor(encoder.config.image_size),
+        )
     pipe = MRRestorationPipeline(**components)
     sources = {"network": checkpoint} | ({"image encoder": daclip} if daclip else {})
     output.absolute().parent.mkdir(parents=True, exist_ok=True)
