@@ -28,6 +28,7 @@ __all__ = [
     "ConversionError",
     "add_convert_parsers",
     "convert_checkpoint",
+    "read_options",
     "run_convert",
 ]
 
@@ -87,6 +88,55 @@ PAPER_SCHEDULER: dict[str, Any] = {
     "parameterization": "data",
     "solver_order": 2,
 }
+
+
+# network_G.which_model_G of the original option files, per family
+_WHICH_MODEL = {
+    "irsde": "ConditionalUNet",
+    "refusion": "ConditionalNAFNet",
+    "daclip": "ConditionalUNet",
+}
+# network_G.setting names -> constructor arguments (the NAFNet's names are its own)
+_SETTING_NAMES = {
+    "in_nc": "in_channels", "out_nc": "out_channels", "img_channel": "in_channels",
+    "nf": "nf", "depth": "depth", "ch_mult": "ch_mult", "context_dim": "context_dim",
+    "use_degra_context": "use_degra_context", "use_image_context": "use_image_context",
+    "width": "width", "enc_blk_nums": "enc_blk_nums", "middle_blk_num": "middle_blk_num",
+    "dec_blk_nums": "dec_blk_nums",
+}  # fmt: skip
+
+
+def read_options(path: str | os.PathLike[str], family: str) -> tuple[dict, dict]:
+    """Scheduler and network settings from an original ``.yml`` option file.
+
+    ``sde`` gives ``num_train_timesteps`` (T), ``theta_schedule``, ``max_sigma`` (in
+    1/255 units there when >= 1) and ``eps``; ``network_G.setting`` the network's
+    constructor arguments (checked against the weights when loading).
+    """
+    import yaml  # a dependency of huggingface_hub and diffusers
+
+    with open(path, encoding="utf-8") as f:
+        opt = yaml.safe_load(f) or {}
+    sde, net = opt.get("sde") or {}, opt.get("network_G") or {}
+    which = net.get("which_model_G")
+    if which is not None and which != _WHICH_MODEL[family]:
+        raise ConversionError(
+            f"{path}: network_G.which_model_G is {which!r}, not {_WHICH_MODEL[family]!r} "
+            f"(the {FAMILIES[family].title} network)"
+        )
+    scheduler: dict[str, Any] = {}
+    for theirs, ours in (("T", "num_train_timesteps"), ("schedule", "theta_schedule"),
+                         ("eps", "eps")):  # fmt: skip
+        if theirs in sde:
+            scheduler[ours] = sde[theirs]
+    if "max_sigma" in sde:
+        sigma = float(sde["max_sigma"])
+        scheduler["max_sigma"] = sigma / 255 if sigma >= 1 else sigma
+    setting = net.get("setting") or {}
+    network = {_SETTING_NAMES[k]: v for k, v in setting.items() if k in _SETTING_NAMES}
+    if family == "refusion":
+        network.pop("out_channels", None)  # the NAFNet returns what it takes in
+    return scheduler, network
 
 
 def _sha256(path: Path) -> str:
@@ -282,6 +332,9 @@ def add_convert_parsers(sub: Any) -> None:
     convert.add_argument("--daclip", metavar="FILE", help="DA-CLIP encoder (--family daclip)")
     convert.add_argument("--output", "-o", required=True, metavar="DIR")
     convert.add_argument("--name", help="model card title (default: the folder name)")
+    convert.add_argument(
+        "--options", metavar="YML", help="the original option file (sde, network_G)"
+    )
     _scheduler_arguments(convert)
     daclip = sub.add_parser(
         "convert-daclip",
@@ -292,6 +345,9 @@ def add_convert_parsers(sub: Any) -> None:
     daclip.add_argument("--unet", required=True, metavar="FILE", help="universal-ir.pth")
     daclip.add_argument("--output", "-o", required=True, metavar="DIR")
     daclip.add_argument("--name", help="model card title (default: the folder name)")
+    daclip.add_argument(
+        "--options", metavar="YML", help="the original option file (sde, network_G)"
+    )
     daclip.set_defaults(family="daclip")
     _scheduler_arguments(daclip)
 
@@ -303,6 +359,14 @@ def run_convert(args: argparse.Namespace) -> int:
     from diffusers_mrs.models import IRSDECheckpointError
     from diffusers_mrs.models.daclip_encoder_checkpoint import DACLIPCheckpointError
 
+    scheduler_config: dict[str, Any] = {}
+    network_config: dict[str, Any] = {}
+    try:
+        if args.options:
+            scheduler_config, network_config = read_options(args.options, args.family)
+    except (ConversionError, OSError) as err:
+        print(f"diffusers-mrs {args.command}: error: {err}", file=sys.stderr)
+        return 2
     overrides = {
         key: getattr(args, key)
         for key in (
@@ -316,7 +380,8 @@ def run_convert(args: argparse.Namespace) -> int:
     try:
         out = convert_checkpoint(
             args.family, args.unet, args.output, daclip=args.daclip,
-            scheduler_config=overrides, model_name=args.name,
+            scheduler_config={**scheduler_config, **overrides},
+            network_config=network_config, model_name=args.name,
         )  # fmt: skip
     except (ConversionError, IRSDECheckpointError, DACLIPCheckpointError, FileNotFoundError) as err:
         print(f"diffusers-mrs {args.command}: error: {err}", file=sys.stderr)
