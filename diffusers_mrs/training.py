@@ -470,27 +470,10 @@ def _resolve_resume(resume: str, ckpt_root: Path) -> Path | None:
 
 def _save_pipeline(unet: torch.nn.Module, scheduler: Any, out_dir: Path) -> None:
     """``MRRestorationPipeline(unet, scheduler).save_pretrained(out_dir)``, safetensors."""
-    try:
-        from .pipelines import MRRestorationPipeline  # type: ignore[attr-defined]
-    except ImportError:
-        MRRestorationPipeline = None
-    if MRRestorationPipeline is not None:
-        pipe = MRRestorationPipeline(unet=unet, scheduler=scheduler)
-        pipe.save_pretrained(out_dir, safe_serialization=True)
-        return
-    # The pipeline module is not there (yet): write the same folder layout by hand.
-    import diffusers
+    from .pipelines import MRRestorationPipeline
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    unet.save_pretrained(out_dir / "unet", safe_serialization=True)
-    scheduler.save_pretrained(out_dir / "scheduler")
-    index = {
-        "_class_name": "MRRestorationPipeline",
-        "_diffusers_version": diffusers.__version__,
-        "scheduler": ["diffusers_mrs", type(scheduler).__name__],
-        "unet": ["diffusers_mrs", type(unet).__name__],
-    }
-    (out_dir / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    pipe = MRRestorationPipeline(unet=unet, scheduler=scheduler)
+    pipe.save_pretrained(out_dir, safe_serialization=True)
 
 
 # ----------------------------------------------------------------------------------------------
