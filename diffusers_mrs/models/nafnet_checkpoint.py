@@ -225,17 +225,16 @@ def read_nafnet_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tens
 def load_nafnet_checkpoint(model_cls: type, path: str | os.PathLike[str], **config: Any):
     """``model_cls`` (:class:`MRNAFNetModel`) built from a Refusion checkpoint file.
 
-    Uses the class's ``_irsde_*`` format hooks. The configuration is inferred from the
-    shapes (``config`` overrides it) and the
+    The configuration is inferred from the shapes (``config`` overrides it) and the
     checkpoint's names and shapes are compared with a model built on the ``meta`` device
     (which allocates nothing) before the real model is created.
     """
     state_dict = read_nafnet_checkpoint(path)
-    full_config = {**model_cls._irsde_infer_config(state_dict), **config}
-    converted = model_cls._irsde_convert_state_dict(state_dict)
+    full_config = {**infer_nafnet_config(state_dict), **config}
+    converted = convert_nafnet_state_dict(state_dict)
     with torch.device("meta"):
         expected = model_cls(**full_config).state_dict()
-    original = model_cls._irsde_original_names(expected)
+    original = nafnet_original_names(expected)
     missing = [f"{original[k]} (ours: {k})" for k in expected if k not in converted]
     unexpected = [k for k in converted if k not in expected]
     mismatched = [

@@ -35,12 +35,6 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .nafnet_checkpoint import (
-    convert_nafnet_state_dict,
-    infer_nafnet_config,
-    load_nafnet_checkpoint,
-    nafnet_original_names,
-)
 from .unet_mr import ChannelLayerNorm, MRUNet2DOutput, sinusoidal_embedding
 
 __all__ = ["MRNAFBlock", "MRNAFNetModel"]
@@ -245,12 +239,9 @@ class MRNAFNetModel(ModelMixin, ConfigMixin):
         Returns:
             The model in float32 and eval mode.
         """
-        return load_nafnet_checkpoint(cls, path, **config)
+        from .nafnet_checkpoint import load_nafnet_checkpoint
 
-    # Refusion checkpoint format: the hooks of the IR-SDE family's checkpoint loader.
-    _irsde_infer_config = staticmethod(infer_nafnet_config)
-    _irsde_convert_state_dict = staticmethod(convert_nafnet_state_dict)
-    _irsde_original_names = staticmethod(nafnet_original_names)
+        return load_nafnet_checkpoint(cls, path, **config)
 
 
 def _check_config(
