@@ -406,7 +406,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-existing", action="store_true", help="skip inputs whose output file exists"
     )
     restore.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_demo_parser(sub)
     return parser
+
+
+def add_demo_parser(sub: Any) -> None:
+    """The ``demo`` sub-command: the Gradio web app of :mod:`diffusers_mrs.demo`."""
+    demo = sub.add_parser("demo", help="start the web demo (needs the [demo] extra)")
+    demo.add_argument("--model", default=None, metavar="DIR_OR_REPO",
+                      help="pipeline folder or Hub repo id (default: the shipped model)")
+    demo.add_argument("--host", default="127.0.0.1",
+                      help="address to listen on (default: 127.0.0.1, this machine only)")
+    demo.add_argument("--port", type=_positive_int, default=None,
+                      help="port (default: Gradio's, 7860 or the next free one)")
+    demo.add_argument("--device", default=None, help="torch device (default: cuda if present)")
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    """The ``demo`` sub-command: imports Gradio only now, with a clear message if missing."""
+    try:
+        from .demo import run_demo
+    except ImportError as err:
+        if getattr(err, "name", None) and err.name.split(".")[0] in ("gradio", "gradio_client"):
+            print(
+                "diffusers-mrs demo: error: the demo needs Gradio; install it with"
+                ' pip install "diffusers-mrs[demo]"',
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        raise
+    run_demo(model=args.model, host=args.host, port=args.port, device=args.device)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -423,6 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             parser.error("--tile-overlap must be smaller than --tile")
         return run_restore(args)
+    if args.command == "demo":
+        return run_demo_command(args)
     parser.error(f"unknown command {args.command}")  # pragma: no cover - argparse exits
     return EXIT_USAGE  # pragma: no cover
 
