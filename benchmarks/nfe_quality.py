@@ -99,10 +99,19 @@ def build_methods() -> list[Method]:
         # One network evaluation at t = T: the network's x0 estimate, i.e. its posterior-mean
         # (MMSE) estimate of the clean image. Not a sample: a posterior sample's squared error
         # is twice the MMSE in expectation (PSNR 3.01 dB lower) for a perfect model.
-        Method("x0-estimate", "x0 estimate (1 NFE)", "mrs",
-               (("algorithm_type", "ode"), ("parameterization", "data"), ("solver_order", 1),
-                ("final_sigmas_type", "zero")),
-               (1,), fixed_nfes=True),
+        Method(
+            "x0-estimate",
+            "x0 estimate (1 NFE)",
+            "mrs",
+            (
+                ("algorithm_type", "ode"),
+                ("parameterization", "data"),
+                ("solver_order", 1),
+                ("final_sigmas_type", "zero"),
+            ),
+            (1,),
+            fixed_nfes=True,
+        ),
     ]
     for algorithm in ("sde", "ode"):
         for param in ("data", "noise"):
@@ -406,8 +415,9 @@ def results_dict(
                 "label": m.label,
                 "scheduler": scheduler_class(m.family).__name__,
                 "overrides": dict(m.overrides),
-                "runs": {str(nfe): rec for nfe, rec in sorted(state.records[m.key].items(),
-                                                              reverse=True)},
+                "runs": {
+                    str(nfe): rec for nfe, rec in sorted(state.records[m.key].items(), reverse=True)
+                },
             }
             for m in methods
             if m.key in state.records
@@ -429,8 +439,9 @@ def _jsonable(obj: Any) -> Any:
 def write_json(results: dict[str, Any], path: Path) -> None:
     """Writes ``results`` as indented strict JSON (atomically: temp file, then rename)."""
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_jsonable(results), indent=1, allow_nan=False) + "\n",
-                   encoding="utf-8")
+    tmp.write_text(
+        json.dumps(_jsonable(results), indent=1, allow_nan=False) + "\n", encoding="utf-8"
+    )
     tmp.replace(path)
 
 
@@ -532,9 +543,7 @@ def targets_summary(results: dict[str, Any]) -> str:
             out = _psnr(results, k, n, kind)
             row.append(f"{out:.2f} ({out - inp:+.2f})")
         rows.append(row)
-    headers = ["degradation", "input"] + [
-        f"{results['methods'][k]['label']} @{n}" for k, n in cols
-    ]
+    headers = ["degradation", "input"] + [f"{results['methods'][k]['label']} @{n}" for k, n in cols]
     lines.append(markdown_table(headers, rows))
     lines += ["", *shape_summary(results)]
     return "\n".join(lines)
@@ -555,8 +564,12 @@ def shape_summary(results: dict[str, Any]) -> list[str]:
         ]
         lines.append(f"- {methods[key]['label']} vs its @100 ({ref:.2f}): " + ", ".join(drops))
     variant_nfes = sorted(
-        {int(n) for k in methods if k.startswith("mrs-") and k != "mrs-default"
-         for n in methods[k]["runs"]},
+        {
+            int(n)
+            for k in methods
+            if k.startswith("mrs-") and k != "mrs-default"
+            for n in methods[k]["runs"]
+        },
         reverse=True,
     )
     for alg in ("sde", "ode"):
@@ -569,8 +582,10 @@ def shape_summary(results: dict[str, Any]) -> list[str]:
                 gap = float(np.mean([a - b for a, b in pairs]))
                 parts.append(f"@{nfe}: {gap:+.2f}")
         if parts:
-            lines.append(f"- MRS-{alg.upper()} data minus noise parameterization (mean over"
-                         " orders): " + ", ".join(parts))
+            lines.append(
+                f"- MRS-{alg.upper()} data minus noise parameterization (mean over"
+                " orders): " + ", ".join(parts)
+            )
     post = _psnr(results, "posterior-irsde", 100)
     if post is not None:
         for order in (1, 2, 3):
@@ -582,16 +597,27 @@ def shape_summary(results: dict[str, Any]) -> list[str]:
                 for n in sorted(map(int, methods[key]["runs"]), reverse=True)
                 if (v := _psnr(results, key, n)) is not None
             ]
-            lines.append(f"- {methods[key]['label']} minus posterior (IR-SDE) @100: "
-                         + ", ".join(parts))
+            lines.append(
+                f"- {methods[key]['label']} minus posterior (IR-SDE) @100: " + ", ".join(parts)
+            )
     return lines
 
 
 def markdown_report(results: dict[str, Any]) -> str:
     """``results.md``: header, targets, then per-degradation tables like the paper's."""
     meta = results["meta"]
-    main_keys = [k for k in ("posterior-irsde", "posterior-jump", "em-irsde", "em-jump",
-                             "mrs-default", "x0-estimate") if k in results["methods"]]
+    main_keys = [
+        k
+        for k in (
+            "posterior-irsde",
+            "posterior-jump",
+            "em-irsde",
+            "em-jump",
+            "mrs-default",
+            "x0-estimate",
+        )
+        if k in results["methods"]
+    ]
     variant_keys = [k for k in results["methods"] if k.startswith("mrs-") and k != "mrs-default"]
     out = [
         "# Restoration quality vs NFE",
@@ -626,13 +652,22 @@ def markdown_report(results: dict[str, Any]) -> str:
         if main_keys:
             out += [quality_table(results, main_keys, kind), ""]
         if variant_keys:
-            out += ["MR Sampler variants (SDE/ODE, d = data, n = noise parameterization,"
-                    " order):", "", quality_table(results, variant_keys, kind), ""]
+            out += [
+                "MR Sampler variants (SDE/ODE, d = data, n = noise parameterization, order):",
+                "",
+                quality_table(results, variant_keys, kind),
+                "",
+            ]
     all_keys = main_keys + variant_keys
     if all_keys:
-        out += ["## Seconds per image", "",
-                f"Wall time of the batched run / {meta['num_images']} images.", "",
-                timing_table(results, all_keys), ""]
+        out += [
+            "## Seconds per image",
+            "",
+            f"Wall time of the batched run / {meta['num_images']} images.",
+            "",
+            timing_table(results, all_keys),
+            "",
+        ]
     return "\n".join(out)
 
 
@@ -650,10 +685,20 @@ def _style(key: str) -> dict[str, Any]:
     if key in fixed:
         return fixed[key]
     _, alg, param, order = key.split("-")
-    color = {("sde", "data"): "tab:blue", ("sde", "noise"): "tab:green",
-             ("ode", "data"): "tab:purple", ("ode", "noise"): "tab:olive"}[(alg, param)]
-    return {"color": color, "lw": 1.0, "ls": "-" if alg == "sde" else "-.",
-            "marker": {"1": "o", "2": "s", "3": "^"}[order], "ms": 3, "alpha": 0.85}
+    color = {
+        ("sde", "data"): "tab:blue",
+        ("sde", "noise"): "tab:green",
+        ("ode", "data"): "tab:purple",
+        ("ode", "noise"): "tab:olive",
+    }[(alg, param)]
+    return {
+        "color": color,
+        "lw": 1.0,
+        "ls": "-" if alg == "sde" else "-.",
+        "marker": {"1": "o", "2": "s", "3": "^"}[order],
+        "ms": 3,
+        "alpha": 0.85,
+    }
 
 
 def plot_psnr_vs_nfe(results: dict[str, Any], path: Path) -> None:
@@ -673,8 +718,9 @@ def plot_psnr_vs_nfe(results: dict[str, Any], path: Path) -> None:
             pts = sorted((int(n), r["psnr"][kind]) for n, r in m["runs"].items())
             if pts:
                 ax.plot(*zip(*pts, strict=True), label=m["label"], **_style(key))
-        ax.axhline(results["input"]["psnr"][kind], color="gray", ls=":", lw=1.2,
-                   label="degraded input")
+        ax.axhline(
+            results["input"]["psnr"][kind], color="gray", ls=":", lw=1.2, label="degraded input"
+        )
         ax.set_xscale("log")
         ticks = sorted({int(n) for m in results["methods"].values() for n in m["runs"]})
         ax.set_xticks(ticks)
@@ -685,7 +731,7 @@ def plot_psnr_vs_nfe(results: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("PSNR (dB)")
         ax.grid(alpha=0.3)
     handles, labels = flat[0].get_legend_handles_labels()
-    for ax in flat[len(kinds):]:
+    for ax in flat[len(kinds) :]:
         ax.axis("off")
     flat[len(kinds)].legend(handles, labels, loc="center", fontsize=7, ncol=2, frameon=False)
     fig.suptitle("PSNR vs NFE (" + results["meta"]["model_short"] + ")")
@@ -714,8 +760,9 @@ def plot_grid(
     cols: list[tuple[str, torch.Tensor | None]] = [("degraded", data.lq)]
     cols += [(title, grid_images.get((k, n))) for k, n, title in GRID_COLUMNS]
     cols.append(("clean", data.gt))
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.9 * len(cols), 2.1 * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), len(cols), figsize=(1.9 * len(cols), 2.1 * len(rows)), squeeze=False
+    )
     for r, idx in enumerate(rows):
         for c, (title, images) in enumerate(cols):
             ax = axes[r, c]
@@ -762,27 +809,42 @@ def write_outputs(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None,
-                   help="pipeline folder (default: the model shipped in the package)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--model", default=None, help="pipeline folder (default: the model shipped in the package)"
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     p.add_argument("--crop", type=int, default=64, help="centre-crop size (default 64)")
-    p.add_argument("--kinds", default="noise,blur,lowlight,jpeg",
-                   help="comma-separated degradations")
-    p.add_argument("--methods", default=None,
-                   help="comma-separated method keys or globs, e.g. 'posterior-*,mrs-default'"
-                        " (default: all; see --list-methods)")
-    p.add_argument("--nfes", default=None,
-                   help="comma-separated NFEs for every selected method (default: per-method"
-                        " plan; baselines only at NFE <= T)")
-    p.add_argument("--full", action="store_true",
-                   help=f"every method at every NFE of {NFE_LIST} (about 2.5x the default)")
+    p.add_argument(
+        "--kinds", default="noise,blur,lowlight,jpeg", help="comma-separated degradations"
+    )
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated method keys or globs, e.g. 'posterior-*,mrs-default'"
+        " (default: all; see --list-methods)",
+    )
+    p.add_argument(
+        "--nfes",
+        default=None,
+        help="comma-separated NFEs for every selected method (default: per-method"
+        " plan; baselines only at NFE <= T)",
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help=f"every method at every NFE of {NFE_LIST} (about 2.5x the default)",
+    )
     p.add_argument("--seed", type=int, default=0, help="data and noise seed")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--grid-photo", default="flower",
-                   help="photo of the image grid (default: flower, the most detailed crop)")
+    p.add_argument(
+        "--grid-photo",
+        default="flower",
+        help="photo of the image grid (default: flower, the most detailed crop)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan and the ETA, then exit")
     p.add_argument("--list-methods", action="store_true", help="list the method keys and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -794,7 +856,11 @@ def _int_list(text: str | None) -> list[int] | None:
 
 
 def build_meta(
-    args: argparse.Namespace, pipe: Any, data: BenchData, per_forward: float, evals: int,
+    args: argparse.Namespace,
+    pipe: Any,
+    data: BenchData,
+    per_forward: float,
+    evals: int,
     note: str,
 ) -> dict[str, Any]:
     """The ``meta`` block of ``results.json``: model, data, machine, timing."""
@@ -839,11 +905,13 @@ def run(args: argparse.Namespace) -> int:
     evals = unique_evaluations(runs)
     T = int(pipe.scheduler.config["num_train_timesteps"])
     per_forward = seconds_per_forward(pipe.unet, data.lq, T)
-    print(f"{len(runs)} cells, {len({r.key for r in runs})} distinct runs, {evals} network"
-          f" evaluations of a batch of {data.lq.shape[0]} images"
-          f" ({data.lq.shape[-1]}x{data.lq.shape[-2]}), {torch.get_num_threads()} thread(s):"
-          f" {per_forward:.3f} s per evaluation -> ETA {evals * per_forward / 60:.1f} min"
-          " (+ metrics)")
+    print(
+        f"{len(runs)} cells, {len({r.key for r in runs})} distinct runs, {evals} network"
+        f" evaluations of a batch of {data.lq.shape[0]} images"
+        f" ({data.lq.shape[-1]}x{data.lq.shape[-2]}), {torch.get_num_threads()} thread(s):"
+        f" {per_forward:.3f} s per evaluation -> ETA {evals * per_forward / 60:.1f} min"
+        " (+ metrics)"
+    )
     note = perceptual_metrics_note()
     print(note)
     if args.dry_run:
@@ -859,13 +927,16 @@ def run(args: argparse.Namespace) -> int:
         meta["total_seconds"] = time.perf_counter() - start
         write_json(results_dict(state, methods, data, meta), args.out / "results.json")
 
-    state = run_sweep(pipe, data, runs, seed=args.seed, progress=not args.no_progress,
-                      on_run_done=save_partial)
+    state = run_sweep(
+        pipe, data, runs, seed=args.seed, progress=not args.no_progress, on_run_done=save_partial
+    )
     meta["total_seconds"] = time.perf_counter() - start
     results = write_outputs(state, methods, data, meta, args.out, grid_photo=args.grid_photo)
     print(targets_summary(results))
-    print(f"done in {meta['total_seconds'] / 60:.1f} min; wrote {args.out}/results.json,"
-          " results.md, psnr_vs_nfe.png, grid.png")
+    print(
+        f"done in {meta['total_seconds'] / 60:.1f} min; wrote {args.out}/results.json,"
+        " results.md, psnr_vs_nfe.png, grid.png"
+    )
     return 0
 
 

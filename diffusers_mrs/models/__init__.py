@@ -6,7 +6,10 @@ from .irsde_checkpoint import (
     convert_to_irsde_state_dict,
     load_irsde_checkpoint,
 )
+from .dtype_warning import install as _install_dtype_warning_filter
 from .unet_mr import MRUNet2DModel, MRUNet2DOutput
+
+_install_dtype_warning_filter()
 
 __all__ = [
     "IRSDECheckpointError",
