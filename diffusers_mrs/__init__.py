@@ -24,15 +24,21 @@ __version__ = "0.1.0"
 serve_checkout_folders(__name__, ("pipelines", "model_cards"))
 
 _LAZY = {
+    "DACLIPImageEncoder": "diffusers_mrs.models.daclip_encoder",
+    "MRNAFNetModel": "diffusers_mrs.models.nafnet_mr",
     "MRUNet2DModel": "diffusers_mrs.models.unet_mr",
     "MRRestorationPipeline": "diffusers_mrs.pipelines",
+    "MRRestorationPipelineOutput": "diffusers_mrs.pipelines",
 }
 
 __all__ = [
+    "DACLIPImageEncoder",
     "MREulerMaruyamaScheduler",
+    "MRNAFNetModel",
     "MRNoiseSchedule",
     "MRPosteriorScheduler",
     "MRRestorationPipeline",
+    "MRRestorationPipelineOutput",
     "MRSamplerScheduler",
     "MRUNet2DModel",
 ]

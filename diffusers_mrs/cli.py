@@ -189,12 +189,27 @@ def restore_one(pipe: Any, job: Job, args: argparse.Namespace, device: Any) -> N
         tile_size=args.tile,
         tile_overlap=args.tile_overlap,
         tile_batch_size=args.tile_batch_size,
-    ).images[0]
+        num_samples=args.samples,
+    )
     job.target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = job.target.with_name(f".{job.target.name}.{os.getpid()}.tmp")
+    write_png(result.images[0], job.target)
+    if result.uncertainty is not None:
+        from .uncertainty_map import uncertainty_map
+
+        write_png(uncertainty_map(result.uncertainty[0]), std_map_path(job.target))
+
+
+def std_map_path(target: Path) -> Path:
+    """Where ``--samples K`` writes the uncertainty map of ``NAME.png``: ``NAME.std.png``."""
+    return target.with_name(f"{target.stem}.std.png")
+
+
+def write_png(image: Any, target: Path) -> None:
+    """Writes a PIL image as PNG via a temporary file and a rename (never a truncated file)."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        result.save(tmp, format="PNG")
-        os.replace(tmp, job.target)
+        image.save(tmp, format="PNG")
+        os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -349,6 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
         " (default: the model's own scheduler)",
     )
     restore.add_argument("--seed", type=int, default=None, help="seed of every image's noise")
+    restore.add_argument(
+        "--samples",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="posterior ensemble: restore each image K times in one batch, write their mean as"
+        " NAME.png and their per-pixel std as a colour map with its scale, NAME.std.png",
+    )
     restore.add_argument(
         "--tile",
         type=_positive_int,

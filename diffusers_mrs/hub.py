@@ -1,8 +1,11 @@
 """Model cards and Hub publishing for :class:`~diffusers_mrs.MRRestorationPipeline`.
 
-``pipe.push_to_hub(repo_id)`` (implemented here as :func:`push_pipeline_to_hub`) saves the
-pipeline folder, renders a model card from the template in ``diffusers_mrs/model_cards/``
-and uploads both in one commit.
+:func:`push_pipeline_to_hub` saves the pipeline folder, renders a model card from the
+template in ``diffusers_mrs/model_cards/`` and uploads both in one commit. This module uses
+the pipeline; the pipeline never uses it (downloading a pipeline folder is
+:mod:`diffusers_mrs.pipeline_folder`). The pipeline's own ``push_to_hub`` and
+``save_pretrained(push_to_hub=True)`` are diffusers' unchanged: they upload the same folder
+with diffusers' generic card.
 
 Card metadata: ``library_name: diffusers``. The Hub accepts any library name, but only the
 libraries it knows get its library filter and their download-counting rules (for diffusers:
@@ -20,9 +23,14 @@ import os
 from importlib import resources
 from pathlib import Path
 from tempfile import TemporaryDirectory
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
+
+from diffusers_mrs import __version__
+
+if TYPE_CHECKING:
+    from diffusers_mrs.pipelines import MRRestorationPipeline
 
 __all__ = [
     "DEFAULT_LIBRARY_NAME",
@@ -75,7 +83,7 @@ def _config_json(module: Any) -> str:
 
 
 def render_model_card(
-    pipe: Any,
+    pipe: MRRestorationPipeline,
     repo_id: str | None = None,
     *,
     license: str = "apache-2.0",
@@ -107,8 +115,6 @@ def render_model_card(
     Returns:
         A ``huggingface_hub.ModelCard`` (``card.save(path)`` writes ``README.md``).
     """
-    from diffusers_mrs import __version__
-
     repo = repo_id or "<user>/<repo>"
     all_tags = list(DEFAULT_TAGS) + [t for t in (tags or []) if t not in DEFAULT_TAGS]
     card_data = ModelCardData(
@@ -139,7 +145,10 @@ def render_model_card(
 
 
 def write_model_card(
-    pipe: Any, save_directory: str | os.PathLike, repo_id: str | None = None, **card_kwargs: Any
+    pipe: MRRestorationPipeline,
+    save_directory: str | os.PathLike,
+    repo_id: str | None = None,
+    **card_kwargs: Any,
 ) -> Path:
     """Renders the model card and writes it to ``save_directory/README.md``; returns the path."""
     path = Path(save_directory) / "README.md"
@@ -148,7 +157,7 @@ def write_model_card(
 
 
 def _upload(
-    pipe: Any,
+    pipe: MRRestorationPipeline,
     folder: str | os.PathLike,
     repo_id: str,
     commit_message: str | None,
@@ -167,7 +176,7 @@ def _upload(
 
 
 def upload_pipeline_folder(
-    pipe: Any,
+    pipe: MRRestorationPipeline,
     folder: str | os.PathLike,
     repo_id: str,
     *,
@@ -187,7 +196,7 @@ def upload_pipeline_folder(
 
 
 def push_pipeline_to_hub(
-    pipe: Any,
+    pipe: MRRestorationPipeline,
     repo_id: str,
     *,
     commit_message: str | None = None,
@@ -200,7 +209,7 @@ def push_pipeline_to_hub(
 ) -> Any:
     """Saves ``pipe`` to a temporary folder, adds the rendered model card and uploads it.
 
-    This is what ``MRRestorationPipeline.push_to_hub`` calls. The upload is one commit with
+    The upload is one commit with
     ``model_index.json``, the component folders and ``README.md``. ``card_kwargs`` go to
     :func:`render_model_card` (``license``, ``base_model``, ``datasets``, ...). Returns the
     ``CommitInfo``.

@@ -1,6 +1,6 @@
 """The mean-reverting noise schedule: theta, alpha, sigma and lambda in one place.
 
-MATH.md section 1. On the training grid t = 0, 1, ..., T::
+docs/math.md#schedules. On the training grid t = 0, 1, ..., T::
 
     dt       = -log(eps) / sum(theta)
     alpha_t  = exp(-dt * cumsum(theta)[t])        (inclusive cumulative sum)
@@ -27,7 +27,7 @@ ArrayLike = float | Sequence[float] | np.ndarray
 
 
 def irsde_thetas(schedule: str, num_train_timesteps: int) -> np.ndarray:
-    """The T+1 values theta_0..theta_T of an IR-SDE theta schedule (MATH.md section 1).
+    """The T+1 values theta_0..theta_T of an IR-SDE theta schedule (docs/math.md#schedules).
 
     - ``cosine`` (s = 0.008): n = T + 2, abar_k = cos(((k/n) + s)/(1 + s) * pi/2)^2 for
       k = 0..n, normalised by abar_0, and theta = 1 - abar[1:-1];
@@ -51,7 +51,8 @@ def irsde_thetas(schedule: str, num_train_timesteps: int) -> np.ndarray:
 
 
 def thetas_from_betas(betas: ArrayLike) -> tuple[np.ndarray, float]:
-    """Thetas and eps that make the MR schedule equal a DDPM (VP) schedule (MATH.md section 2).
+    """Thetas and eps that make the MR schedule equal a DDPM (VP) schedule
+    (docs/math.md#shifted-coordinates).
 
     theta_k = -log(1 - beta_k) / 2 and eps = sqrt(prod(1 - beta)); then dt = 1 and
     alpha_t = sqrt(alphas_cumprod[t]). Use with ``max_sigma = 1`` and ``mu = 0``.

@@ -1,5 +1,5 @@
 """What the three MR schedulers share: the noise schedule from the config, prediction
-conversions (MATH.md section 3), forward noising for training, ``mu`` checks, step
+conversions (docs/math.md#prediction-types), forward noising for training, ``mu`` checks, step
 bookkeeping and compatibility lookup outside diffusers' own module."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 def prediction_conversion(
     prediction_type: str, target: str, alpha: float, sigma: float, max_sigma: float
 ) -> tuple[float, float]:
-    """(p, q) with ``target = p * y_t + q * m`` (MATH.md section 3).
+    """(p, q) with ``target = p * y_t + q * m`` (docs/math.md#prediction-types).
 
     ``target`` is "data" (y_0 = x_0 - mu) or "noise" (eps); ``m`` is the network output,
     except for ``prediction_type="sample"`` where it is the output minus mu (i.e. y_0).
@@ -174,7 +174,7 @@ class MRSchedulerBase:
 
     @staticmethod
     def _convert(m: torch.Tensor, y: torch.Tensor, p: float, q: float) -> torch.Tensor:
-        """D = p y + q m (one conversion of MATH.md section 3, coefficients precomputed)."""
+        """D = p y + q m (one conversion of docs/math.md#prediction-types, precomputed p, q)."""
         return m * q if p == 0.0 else torch.add(m * q, y, alpha=p)
 
     @staticmethod
@@ -214,7 +214,9 @@ class MRSchedulerBase:
         timesteps: torch.Tensor | float,
         mu: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Forward marginal: x_t = alpha_t x_0 + (1 - alpha_t) mu + sigma_t noise (MATH.md 1)."""
+        """Forward marginal: x_t = alpha_t x_0 + (1 - alpha_t) mu + sigma_t noise.
+
+        docs/math.md#forward-process."""
         if mu is not None:
             self._check_mu(mu, original_samples)
         alpha, sigma = self._alpha_sigma(timesteps, original_samples)
@@ -245,7 +247,8 @@ class MRSchedulerBase:
         sample: torch.Tensor,
         mu: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x_0 estimate from a network output at any (batched) times (MATH.md section 3)."""
+        """x_0 estimate from a network output at any (batched) times
+        (docs/math.md#prediction-types)."""
         alpha, sigma = self._alpha_sigma(timesteps, sample)
         y = sample.to(alpha.dtype) if mu is None else (sample - mu).to(alpha.dtype)
         m = model_output.to(alpha.dtype)

@@ -1,4 +1,4 @@
-"""The baselines the MR Sampler beats (MATH.md section 6), as swappable schedulers.
+"""The baselines the MR Sampler beats (docs/math.md#baselines), as swappable schedulers.
 
 Both visit N integer times ``int(linspace(1, T, N))`` in descending order. With
 ``step_mode="irsde"`` (default, as the IR-SDE code) each visit applies the one-grid-step
@@ -126,7 +126,7 @@ class MRGridSchedulerBase(MRSchedulerBase, SchedulerMixin, ConfigMixin):
 class MRPosteriorScheduler(MRGridSchedulerBase):
     """IR-SDE posterior sampling: estimate x0, then sample x_s ~ q(x_s | x_t, x0).
 
-    With A = alpha_t / alpha_s, B = alpha_t, C = alpha_s (MATH.md section 6)::
+    With A = alpha_t / alpha_s, B = alpha_t, C = alpha_s (docs/math.md#baselines)::
 
         mean = mu + A (1 - C^2)/(1 - B^2) (x_t - mu) + C (1 - A^2)/(1 - B^2) (x0 - mu)
         std  = max_sigma sqrt((1 - A^2)(1 - C^2) / (1 - B^2))
@@ -147,7 +147,7 @@ class MRPosteriorScheduler(MRGridSchedulerBase):
 
 
 class MREulerMaruyamaScheduler(MRGridSchedulerBase):
-    """Euler-Maruyama on the reverse SDE (MATH.md section 6), step Delta = dt (t - s)::
+    """Euler-Maruyama on the reverse SDE (docs/math.md#baselines), step Delta = dt (t - s)::
 
         x <- x - (theta_t (mu - x) - g_t^2 score) Delta - g_t sqrt(Delta) z,
         score = -eps / sigma_t,  g_t^2 = 2 max_sigma^2 theta_t

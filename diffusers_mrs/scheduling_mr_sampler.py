@@ -1,8 +1,9 @@
 """MRSamplerScheduler: the MR Sampler (Li et al., ICLR 2025) as a diffusers scheduler.
 
-MR diffusion in x is ordinary diffusion in y = x - mu (MATH.md section 2), so the whole
-sampler is: shift by mu, one exponential-integrator step from :mod:`diffusers_mrs.solver`
-(coefficients precomputed per step in ``set_timesteps``), shift back.
+MR diffusion in x is ordinary diffusion in y = x - mu (docs/math.md#shifted-coordinates),
+so the whole sampler is: shift by mu, one exponential-integrator step from
+:mod:`diffusers_mrs.solver` (coefficients precomputed per step in ``set_timesteps``),
+shift back.
 """
 
 from __future__ import annotations
@@ -59,13 +60,13 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
         num_train_timesteps: T; the training grid is t = 0..T.
         theta_schedule: "cosine" | "linear" | "constant" (IR-SDE), unless ``trained_thetas``
             (T + 1 values) is given.
-        max_sigma, eps: stationary std and alpha at t = T (MATH.md section 1).
+        max_sigma, eps: stationary std and alpha at t = T (docs/math.md#forward-process).
         prediction_type: what the network outputs: "epsilon" | "sample" | "v_prediction".
         algorithm_type: "sde" (reverse SDE) | "ode" (PF-ODE).
         parameterization: "data" | "noise": what the solver integrates.
         solver_order: 1, 2 or 3 (multistep).
         timestep_spacing: "linspace" | "leading" | "trailing" | "karras" | "karras_time" |
-            "logsnr" (MATH.md section 5); ``rho`` for the Karras ramps; ``lambda_min`` clips
+            "logsnr" (docs/math.md#time-grids); ``rho`` for the Karras ramps; ``lambda_min`` clips
             the noisy end.
         thresholding, dynamic_thresholding_ratio, sample_max_value: Imagen dynamic
             thresholding of the data prediction (data parameterization only).
@@ -73,7 +74,7 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
         final_sigmas_type: "sigma_min" ends at t = 0 (as the paper); "zero" returns the
             data prediction at the last model time.
         order3_coefficient: "taylor" (really third order) | "dpm_solver" (the
-            DPM-Solver-3M coefficient, half the Taylor one; MATH.md section 4).
+            DPM-Solver-3M coefficient, half the Taylor one; docs/math.md#order-3).
 
     With ``mu=None`` (mu = 0), ``max_sigma=1`` and thetas from DDPM betas this is
     DPM-Solver / DPM-Solver++; :meth:`from_config` converts a DDPM-style config itself.
@@ -125,7 +126,8 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
     @classmethod
     def from_config(cls, config: Any = None, return_unused_kwargs: bool = False, **kwargs):
         """Like diffusers' ``from_config``; a DDPM-style config (``beta_schedule``, no
-        ``theta_schedule``) becomes its exact VP equivalent (MATH.md section 2)."""
+        ``theta_schedule``) becomes its exact VP equivalent
+        (docs/math.md#shifted-coordinates)."""
         if config is not None and "beta_schedule" in config and "theta_schedule" not in config:
             config = vp_config_from_betas_config(dict(config))
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)

@@ -1,4 +1,5 @@
-"""One generic exponential-integrator step in y = x - mu (MATH.md sections 2 and 4).
+"""One generic exponential-integrator step in y = x - mu
+(docs/math.md#shifted-coordinates, docs/math.md#exponential-integrator).
 
 Every MR Sampler update, for either parameterization, PF-ODE or reverse SDE, order 1-3,
 is linear in the current state, the model history and the noise::
@@ -14,7 +15,8 @@ The coefficients are built in two stages, mirroring the paper:
 1. the Taylor form ``y_t = a y_s + k_0 D0 + k_1 D1 + k_2 D2 + c z`` where D1 and D2 are the
    scaled derivatives (D1 ~ h f', D2 ~ h^2 f''/2) and k_j the integrals of the
    exponential kernel against u^j (the phi functions);
-2. the backward differences that estimate D1, D2 from the history (MATH.md section 4).
+2. the backward differences that estimate D1, D2 from the history
+   (docs/math.md#exponential-integrator).
 """
 
 from __future__ import annotations
@@ -123,7 +125,8 @@ _TAYLOR = {
 
 
 def backward_differences(order: int, r1: float = 1.0, r2: float = 1.0) -> np.ndarray:
-    """Rows (D0, D1, D2) as weights on the history (D_0, D_-1, D_-2) (MATH.md section 4).
+    """Rows (D0, D1, D2) as weights on the history (D_0, D_-1, D_-2)
+    (docs/math.md#exponential-integrator).
 
     order 2: D1 = (D0 - D_-1) / r1;
     order 3: D1_0 = (D0 - D_-1)/r1, D1_1 = (D_-1 - D_-2)/r2,
@@ -152,7 +155,7 @@ def exponential_integrator_step(
     parameterization: str,
     order3_coefficient: str = "taylor",
 ) -> StepCoefficients:
-    """Coefficients of one MR Sampler step from s to t (MATH.md section 4).
+    """Coefficients of one MR Sampler step from s to t (docs/math.md#exponential-integrator).
 
     Args:
         lambdas: lambda at s, then at the previous points s1, s2 (newest first); the step's

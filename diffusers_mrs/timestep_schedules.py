@@ -1,4 +1,4 @@
-"""Time grids for N model evaluations (MATH.md section 5).
+"""Time grids for N model evaluations (docs/math.md#time-grids).
 
 Every spacing returns N + 1 descending times ``t_0 = t_max > ... > t_N = 0`` in train-time
 units; the model is evaluated at the first N, the solver ends at the last.

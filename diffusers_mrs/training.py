@@ -11,7 +11,7 @@ is the command-line wrapper; :func:`parse_args` builds the config from ``argv``)
 * forward process: ``x_t = scheduler.add_noise(gt, noise, t, mu=lq)`` with ``t`` uniform on the
   integers ``1..T`` (as IR-SDE) or on ``[0, T]`` (``timestep_sampling="continuous"``);
 * target by ``prediction_type``: ``epsilon`` -> noise, ``sample`` -> ``gt``, ``v_prediction`` ->
-  ``scheduler.get_velocity(gt, noise, t, mu=lq)`` (MATH.md section 3; v is EDM-style
+  ``scheduler.get_velocity(gt, noise, t, mu=lq)`` (docs/math.md#prediction-types; v is EDM-style
   preconditioning with ``sigma_data = max_sigma``, which keeps the x0 estimate good at every t);
 * MSE or L1 loss, AdamW, cosine/constant LR with warmup, gradient clipping, EMA of the weights,
   mixed precision and gradient accumulation through :class:`accelerate.Accelerator`;
@@ -171,7 +171,7 @@ class TrainingConfig:
 
 
 # ----------------------------------------------------------------------------------------------
-# Objective helpers (MATH.md sections 1 and 3)
+# Objective helpers (docs/math.md#forward-process, docs/math.md#training-objective)
 # ----------------------------------------------------------------------------------------------
 def schedule_alpha_sigma(
     scheduler: Any, timesteps: torch.Tensor, ref: torch.Tensor
@@ -239,7 +239,8 @@ def predict_x0(
     mu: torch.Tensor,
     prediction_type: str | None = None,
 ) -> torch.Tensor:
-    """The x0 estimate implied by a network output (MATH.md section 3), differentiable.
+    """The x0 estimate implied by a network output (docs/math.md#prediction-types),
+    differentiable.
 
     epsilon: ``x0 = mu + (y_t - sigma eps) / alpha``; sample: the output itself;
     v_prediction: ``x0 = mu + alpha y_t - (sigma / max_sigma) v``. The scheduler's
@@ -469,27 +470,10 @@ def _resolve_resume(resume: str, ckpt_root: Path) -> Path | None:
 
 def _save_pipeline(unet: torch.nn.Module, scheduler: Any, out_dir: Path) -> None:
     """``MRRestorationPipeline(unet, scheduler).save_pretrained(out_dir)``, safetensors."""
-    try:
-        from .pipelines import MRRestorationPipeline  # type: ignore[attr-defined]
-    except ImportError:
-        MRRestorationPipeline = None
-    if MRRestorationPipeline is not None:
-        pipe = MRRestorationPipeline(unet=unet, scheduler=scheduler)
-        pipe.save_pretrained(out_dir, safe_serialization=True)
-        return
-    # The pipeline module is not there (yet): write the same folder layout by hand.
-    import diffusers
+    from .pipelines import MRRestorationPipeline
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    unet.save_pretrained(out_dir / "unet", safe_serialization=True)
-    scheduler.save_pretrained(out_dir / "scheduler")
-    index = {
-        "_class_name": "MRRestorationPipeline",
-        "_diffusers_version": diffusers.__version__,
-        "scheduler": ["diffusers_mrs", type(scheduler).__name__],
-        "unet": ["diffusers_mrs", type(unet).__name__],
-    }
-    (out_dir / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    pipe = MRRestorationPipeline(unet=unet, scheduler=scheduler)
+    pipe.save_pretrained(out_dir, safe_serialization=True)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,16 +14,19 @@ instead of one stacked array.
 Large images: ``tile_size`` runs the network on overlapping tiles at every step and blends
 the outputs with a raised-cosine window (see :mod:`diffusers_mrs.pipelines.tiling`); the
 scheduler step, and with it the noise, stays global, so no seams appear.
+
+This module only samples. Where a pipeline folder comes from (default model, local folder,
+Hub snapshot) is :mod:`diffusers_mrs.pipeline_folder`; model cards and uploads are
+:mod:`diffusers_mrs.hub`, which uses this pipeline (never the other way round).
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
-import json
 import os
-import re
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,9 +34,17 @@ import PIL.Image
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, SchedulerMixin
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
-from diffusers.utils import logging
+from diffusers.utils import logging, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
+from diffusers_mrs.pipeline_folder import (
+    LIBRARY_NAME,
+    default_model_path,
+    download_pipeline_snapshot,
+    hub_repo_id,
+)
+
+from .ensemble import check_num_samples, ensemble_statistics, repeat_for_samples
 from .tiling import normalize_tile_args, tiled_model_output
 
 logger = logging.get_logger(__name__)
@@ -44,12 +55,11 @@ PipelineImageInput = (
     | torch.Tensor
     | Sequence[PIL.Image.Image | np.ndarray | torch.Tensor]
 )
-
-#: The library name written to ``model_index.json`` for components defined in diffusers_mrs.
-LIBRARY_NAME = "diffusers_mrs"
+StepCallback = Callable[..., dict[str, Any]] | PipelineCallback | MultiPipelineCallbacks
 
 _OUTPUT_TYPES = ("pil", "np", "pt")
-_COMMIT_IN_PATH = re.compile(r"snapshots[/\\]([0-9a-f]{40})(?:[/\\]|$)")
+#: ``from_pretrained`` keyword arguments that also control the Hub download.
+_DOWNLOAD_KWARGS = ("revision", "cache_dir", "token", "force_download", "local_files_only")
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -66,51 +76,52 @@ EXAMPLE_DOC_STRING = """
         ```
 """
 
+__all__ = [
+    "MRRestorationPipeline",
+    "MRRestorationPipelineOutput",
+    "PipelineImageInput",
+    "default_model_path",
+    "prepare_images",
+]
 
-def default_model_path() -> Path:
-    """Folder of the default pipeline shipped in the package: ``diffusers_mrs/default_model``."""
-    import diffusers_mrs
 
-    return Path(diffusers_mrs.__file__).resolve().parent / "default_model"
+@dataclass
+class MRRestorationPipelineOutput(ImagePipelineOutput):
+    """Output of :class:`MRRestorationPipeline`.
+
+    Attributes:
+        images: the restorations (with ``num_samples > 1``: the per-pixel mean of each
+            image's samples), as ``output_type`` says.
+        uncertainty: with ``num_samples > 1``, the per-pixel standard deviation of each
+            image's samples (Bessel-corrected), in the same layout and ``output_type`` as
+            ``images`` (values in [0, 1] intensity units; as PIL, std 1.0 is white);
+            ``None`` for a single sample.
+    """
+
+    uncertainty: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None = None
 
 
-# ----------------------------------------------------------------------------- input handling
+# ----------------------------------------------------------------------------- components
 def _unwrap(module: Any) -> Any:
     """The module behind a ``torch.compile`` wrapper."""
     return getattr(module, "_orig_mod", module)
 
 
-def _diffusers_mrs_library_tuple(module: Any) -> tuple[str, str] | None:
-    """``("diffusers_mrs", ClassName)`` if the component's class is exported by diffusers_mrs."""
+def _library_entry(module: Any) -> tuple[str, str] | None:
+    """``("diffusers_mrs", ClassName)`` if diffusers' loader finds the component's class there.
+
+    The loader imports the library named in ``model_index.json`` and looks the class up on
+    it; the same lookup here decides whether the short name is valid.
+    """
     if module is None:
         return None
     cls = type(_unwrap(module))
-    try:
-        import diffusers_mrs
-    except ImportError:  # pragma: no cover - the package is always importable here
-        return None
-    if getattr(diffusers_mrs, cls.__name__, None) is cls:
+    if getattr(importlib.import_module(LIBRARY_NAME), cls.__name__, None) is cls:
         return LIBRARY_NAME, cls.__name__
     return None
 
 
-def _ensure_loader_bases() -> None:
-    """Makes ``diffusers_mrs`` resolvable as a component library by diffusers' loader.
-
-    ``from_pretrained`` looks the base classes (``ModelMixin``, ``SchedulerMixin``) up on the
-    library module named in ``model_index.json`` to pick the loading method. The package
-    should export them next to its classes; this fills them in if it does not (no-op
-    otherwise).
-    """
-    import diffusers
-
-    import diffusers_mrs
-
-    for base in ("ModelMixin", "SchedulerMixin"):
-        if getattr(diffusers_mrs, base, None) is None:
-            setattr(diffusers_mrs, base, getattr(diffusers, base))
-
-
+# ----------------------------------------------------------------------------- input handling
 def _convert_channels(img: torch.Tensor, channels: int, what: str) -> torch.Tensor:
     """Maps a ``[C, H, W]`` image to the model's channel count (gray <-> RGB, RGBA -> RGB)."""
     c = img.shape[0]
@@ -235,20 +246,51 @@ def prepare_images(image: PipelineImageInput, channels: int = 3) -> list[torch.T
 
 
 # ----------------------------------------------------------------------------- the pipeline
+@dataclass(frozen=True)
+class _Tiling:
+    """Tiled network evaluation: tile and overlap ``(h, w)``, tile crops per network call."""
+
+    size: tuple[int, int]
+    overlap: tuple[int, int]
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class _Sampling:
+    """The settings of one ``__call__`` that every size group samples with."""
+
+    num_inference_steps: int
+    timesteps: Sequence[float] | None
+    num_samples: int
+    tiling: _Tiling | None
+    callback: StepCallback | None
+    callback_inputs: Sequence[str]
+
+
+def _size_groups(images: Sequence[torch.Tensor]) -> list[list[int]]:
+    """Indices of same-size images, one list per size, in order of first appearance."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for idx, img in enumerate(images):
+        groups.setdefault(tuple(img.shape[-2:]), []).append(idx)
+    return list(groups.values())
+
+
 class MRRestorationPipeline(DiffusionPipeline):
     r"""Image restoration by sampling a mean-reverting diffusion model (IR-SDE) with the MR Sampler.
 
     Components:
         unet: the network ``unet(sample, timestep, mu).sample`` (``MRUNet2DModel``, or any
             module with that call signature), predicting what ``scheduler.config.prediction_type``
-            says (noise, data or velocity).
+            says (noise, data or velocity). A network that pads its input exposes the size
+            multiple as ``pad_multiple`` (tiles are aligned to it); others count as 1.
         scheduler: ``MRSamplerScheduler``, ``MRPosteriorScheduler`` or
             ``MREulerMaruyamaScheduler``; swap with
             ``pipe.scheduler = MRPosteriorScheduler.from_config(pipe.scheduler.config)``.
 
     ``model_index.json`` names the components' library as ``"diffusers_mrs"`` when their class
     is exported by the top-level ``diffusers_mrs`` package, so folders stay loadable when the
-    package's internal modules move.
+    package's internal modules move. Publishing with a model card:
+    :func:`diffusers_mrs.hub.push_pipeline_to_hub`.
     """
 
     model_cpu_offload_seq = "unet"
@@ -263,7 +305,7 @@ class MRRestorationPipeline(DiffusionPipeline):
         """Registers components; diffusers_mrs classes get the library name ``diffusers_mrs``."""
         super().register_modules(**kwargs)
         for name, module in kwargs.items():
-            entry = _diffusers_mrs_library_tuple(module)
+            entry = _library_entry(module)
             if entry is not None:
                 self.register_to_config(**{name: entry})
 
@@ -274,7 +316,7 @@ class MRRestorationPipeline(DiffusionPipeline):
         if "_internal_dict" in self.__dict__ and isinstance(
             self._internal_dict.get(name), (list, tuple)
         ):
-            entry = _diffusers_mrs_library_tuple(value)
+            entry = _library_entry(value)
             if entry is not None:
                 self.register_to_config(**{name: entry})
 
@@ -294,10 +336,9 @@ class MRRestorationPipeline(DiffusionPipeline):
                 and ``local_files_only`` also control the Hub download.
 
         diffusers does not download pipelines whose components come from a third-party
-        library, so for a repo id the snapshot (``model_index.json``, ``README.md`` and the
-        component folders) is downloaded with ``huggingface_hub`` first and loaded locally.
+        library, so for a repo id the snapshot is downloaded first
+        (:func:`diffusers_mrs.pipeline_folder.download_pipeline_snapshot`) and loaded locally.
         """
-        _ensure_loader_bases()
         if pretrained_model_name_or_path is None:
             path = default_model_path()
             if not (path / "model_index.json").is_file():
@@ -306,101 +347,14 @@ class MRRestorationPipeline(DiffusionPipeline):
                     " local pipeline folder or a Hub repo id to `from_pretrained`."
                 )
             return super().from_pretrained(str(path), **kwargs)
-
-        name = os.path.expanduser(os.fspath(pretrained_model_name_or_path))
-        if os.path.isdir(name):
-            return super().from_pretrained(name, **kwargs)
-        if os.path.exists(name):
-            raise ValueError(
-                f"{name!r} is a file; pass the pipeline folder (with model_index.json)."
-            )
-        looks_like_path = (
-            name.startswith((".", "/", "~", "\\"))
-            or name.count("/") > 1
-            or os.sep in name.replace("/", "")
-        )
-        if looks_like_path:
-            raise FileNotFoundError(
-                f"No such pipeline folder: {name!r} (and it is not a Hub repo id)."
-            )
-
-        folder = download_pipeline_snapshot(
-            name,
-            revision=kwargs.get("revision"),
-            cache_dir=kwargs.get("cache_dir"),
-            token=kwargs.get("token"),
-            force_download=kwargs.get("force_download", False),
-            local_files_only=kwargs.get("local_files_only"),
-        )
-        pipe = super().from_pretrained(folder, **kwargs)
-        pipe.register_to_config(_name_or_path=name)
+        repo_id = hub_repo_id(pretrained_model_name_or_path)
+        if repo_id is None:
+            folder = os.path.expanduser(os.fspath(pretrained_model_name_or_path))
+            return super().from_pretrained(folder, **kwargs)
+        download = {k: kwargs[k] for k in _DOWNLOAD_KWARGS if k in kwargs}
+        pipe = super().from_pretrained(download_pipeline_snapshot(repo_id, **download), **kwargs)
+        pipe.register_to_config(_name_or_path=repo_id)
         return pipe
-
-    # ------------------------------------------------------------------------ saving / Hub
-    def save_pretrained(
-        self,
-        save_directory: str | os.PathLike,
-        safe_serialization: bool = True,
-        variant: str | None = None,
-        max_shard_size: int | str | None = None,
-        push_to_hub: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        """Saves the pipeline folder; ``push_to_hub=True`` uploads it with the MR model card.
-
-        With ``push_to_hub=True``, ``kwargs`` may hold ``repo_id`` (default: the folder
-        name), ``commit_message``, ``private``, ``token``, ``create_pr`` and the model card
-        options of :func:`diffusers_mrs.hub.render_model_card` (``license``, ...); the card
-        is also written to ``save_directory/README.md``. Other keyword arguments go to
-        diffusers' ``save_pretrained``.
-        """
-        from diffusers_mrs.hub import render_model_card, upload_pipeline_folder
-
-        push_keys = {"repo_id", "commit_message", "private", "token", "create_pr"}
-        push_keys |= set(inspect.signature(render_model_card).parameters) - {"pipe", "repo_id"}
-        push_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in push_keys}
-        super().save_pretrained(
-            save_directory,
-            safe_serialization=safe_serialization,
-            variant=variant,
-            max_shard_size=max_shard_size,
-            push_to_hub=False,
-            **kwargs,
-        )
-        if push_to_hub:
-            repo_id = push_kwargs.pop("repo_id", Path(save_directory).name)
-            upload_pipeline_folder(self, save_directory, repo_id, **push_kwargs)
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        commit_message: str | None = None,
-        private: bool | None = None,
-        token: str | None = None,
-        create_pr: bool = False,
-        safe_serialization: bool = True,
-        variant: str | None = None,
-        **card_kwargs: Any,
-    ) -> Any:
-        """Uploads the pipeline folder and its rendered model card (``README.md``) to the Hub.
-
-        Same arguments as diffusers' ``push_to_hub``; extra keyword arguments go to
-        :func:`diffusers_mrs.hub.render_model_card` (``license``, ``base_model``,
-        ``datasets``, ``description``, ...). Returns the ``CommitInfo``.
-        """
-        from diffusers_mrs.hub import push_pipeline_to_hub
-
-        return push_pipeline_to_hub(
-            self,
-            repo_id,
-            commit_message=commit_message,
-            private=private,
-            token=token,
-            create_pr=create_pr,
-            safe_serialization=safe_serialization,
-            variant=variant,
-            **card_kwargs,
-        )
 
     # ------------------------------------------------------------------------ properties
     @property
@@ -422,16 +376,9 @@ class MRRestorationPipeline(DiffusionPipeline):
         return torch.float32
 
     def _unet_pad_multiple(self) -> int:
-        """The size multiple the network pads its input to (1 if unknown)."""
-        multiple = getattr(self.unet, "pad_multiple", None)
-        if isinstance(multiple, int) and multiple > 0:
-            return multiple
-        import diffusers_mrs
-
-        config = getattr(self.unet, "config", None)
-        if isinstance(_unwrap(self.unet), diffusers_mrs.MRUNet2DModel) and config is not None:
-            return 2 ** int(config.depth)
-        return 1
+        """The size multiple the network pads its input to: its ``pad_multiple``, else 1."""
+        multiple = getattr(_unwrap(self.unet), "pad_multiple", None)
+        return multiple if isinstance(multiple, int) and multiple > 0 else 1
 
     def _unet_channels(self) -> int:
         config = getattr(self.unet, "config", None)
@@ -484,10 +431,56 @@ class MRRestorationPipeline(DiffusionPipeline):
                     f" {self._callback_tensor_inputs}."
                 )
 
-    # ------------------------------------------------------------------------ sampling
-    def _set_timesteps(
+    @staticmethod
+    def check_generators(
+        generator: torch.Generator | list[torch.Generator] | None, batch_size: int
+    ) -> None:
+        """A list of generators must hold one generator per image."""
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(
+                f"Got a list of {len(generator)} generators for {batch_size} images; pass one"
+                " generator per image, or a single generator."
+            )
+
+    def _sampling_settings(
+        self,
+        num_inference_steps: int,
+        timesteps: Sequence[float] | None,
+        num_samples: int,
+        output_type: str,
+        tile_size: int | tuple[int, int] | None,
+        tile_overlap: int | tuple[int, int] | None,
+        tile_batch_size: int,
+        callback: StepCallback | None,
+        callback_inputs: Sequence[str] | None,
+    ) -> _Sampling:
+        """Checks every non-image argument of ``__call__`` and bundles the sampling settings."""
+        if isinstance(callback, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_inputs = callback.tensor_inputs
+        if callback_inputs is None:
+            callback_inputs = ["latents"]
+        self.check_inputs(
+            num_inference_steps,
+            timesteps,
+            output_type,
+            tile_size,
+            tile_overlap,
+            tile_batch_size,
+            callback_inputs,
+        )
+        num_samples = check_num_samples(num_samples)
+        tiling = None
+        if tile_size is not None:
+            tiling = _Tiling(*normalize_tile_args(tile_size, tile_overlap), tile_batch_size)
+        return _Sampling(
+            num_inference_steps, timesteps, num_samples, tiling, callback, callback_inputs
+        )
+
+    # ------------------------------------------------------------------------ sampling steps
+    def prepare_timesteps(
         self, num_inference_steps: int, timesteps: Sequence[float] | None, device: torch.device
     ) -> torch.Tensor:
+        """Sets the scheduler's timesteps (custom ``timesteps`` win) and returns them."""
         if timesteps is not None:
             params = inspect.signature(self.scheduler.set_timesteps).parameters
             if "timesteps" not in params:
@@ -502,70 +495,132 @@ class MRRestorationPipeline(DiffusionPipeline):
             self.scheduler.set_begin_index(0)
         return self.scheduler.timesteps
 
-    def _restore_group(
-        self,
-        mu: torch.Tensor,
-        num_inference_steps: int,
-        timesteps: Sequence[float] | None,
-        generator: torch.Generator | list[torch.Generator] | None,
-        tiling: tuple[tuple[int, int], tuple[int, int]] | None,
-        tile_batch_size: int,
-        step_kwargs_names: set[str],
-        callback_on_step_end: Callable[..., dict[str, Any]] | None,
-        callback_on_step_end_tensor_inputs: Sequence[str],
+    def prepare_latents(
+        self, mu: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None
     ) -> torch.Tensor:
-        """Samples one batch of same-size images; returns the restored batch (unet dtype)."""
-        device = mu.device
-        ts = self._set_timesteps(num_inference_steps, timesteps, device)
-        self._num_timesteps = len(ts)
+        """The start of sampling: ``x_T = mu + init_noise_sigma * noise``."""
+        noise = randn_tensor(tuple(mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + self.scheduler.init_noise_sigma * noise
 
-        noise = randn_tensor(tuple(mu.shape), generator=generator, device=device, dtype=mu.dtype)
-        latents = mu + self.scheduler.init_noise_sigma * noise
+    def _step_kwargs(self, generator: Any) -> tuple[dict[str, Any], bool]:
+        """The ``generator`` argument if this scheduler's ``step`` takes one, and whether it
+        takes ``mu`` (passed per step: a callback may replace it)."""
+        names = set(inspect.signature(self.scheduler.step).parameters)
+        if "mu" not in names:
+            logger.info(f"{type(self.scheduler).__name__}.step takes no `mu`; it is not passed.")
+        return {"generator": generator} if "generator" in names else {}, "mu" in names
 
-        def model(x_in: torch.Tensor, mu_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            t_in = t.to(device).reshape(()).expand(x_in.shape[0])
-            out = self.unet(x_in, t_in, mu=mu_in)
-            return out.sample if hasattr(out, "sample") else out[0]
+    def _network(self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``unet(x, t, mu)`` with ``t`` broadcast over the batch; returns the prediction."""
+        out = self.unet(x, t.to(x.device).reshape(()).expand(x.shape[0]), mu=mu)
+        return out.sample if hasattr(out, "sample") else out[0]
 
-        step_kwargs: dict[str, Any] = {}
-        if "mu" in step_kwargs_names:
-            step_kwargs["mu"] = mu
-        if "generator" in step_kwargs_names:
-            step_kwargs["generator"] = generator
+    def _model_output(
+        self, latents: torch.Tensor, mu: torch.Tensor, t: torch.Tensor, tiling: _Tiling | None
+    ) -> torch.Tensor:
+        """The network's prediction at ``t``, on the whole image or tile by tile."""
+        if tiling is None:
+            return self._network(latents, mu, t)
+        return tiled_model_output(
+            lambda x_tiles, mu_tiles: self._network(x_tiles, mu_tiles, t),
+            latents,
+            mu,
+            tiling.size,
+            tiling.overlap,
+            tiling.batch_size,
+            self._unet_pad_multiple(),
+        )
 
-        pad_multiple = self._unet_pad_multiple() if tiling is not None else 1
-        with self.progress_bar(total=len(ts)) as progress_bar:
-            for i, t in enumerate(ts):
+    def _run_callback(
+        self, sampling: _Sampling, i: int, t: torch.Tensor, latents: torch.Tensor, mu: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Calls ``callback_on_step_end``; it may replace ``latents`` and ``mu``."""
+        tensors = {"latents": latents, "mu": mu}
+        callback_kwargs = {k: tensors[k] for k in sampling.callback_inputs}
+        outputs = sampling.callback(self, i, t, callback_kwargs) or {}
+        return outputs.pop("latents", latents), outputs.pop("mu", mu)
+
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        mu: torch.Tensor,
+        timesteps: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None,
+        sampling: _Sampling,
+    ) -> torch.Tensor:
+        """The sampling loop: one network evaluation and one scheduler step per timestep."""
+        step_kwargs, takes_mu = self._step_kwargs(generator)
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
-                if tiling is None:
-                    model_output = model(latents, mu, t)
-                else:
-                    model_output = tiled_model_output(
-                        lambda xt, mt, t=t: model(xt, mt, t),
-                        latents,
-                        mu,
-                        tiling[0],
-                        tiling[1],
-                        tile_batch_size,
-                        pad_multiple,
-                    )
-                if "mu" in step_kwargs:
+                model_output = self._model_output(latents, mu, t, sampling.tiling)
+                if takes_mu:
                     step_kwargs["mu"] = mu
                 latents = self.scheduler.step(
                     model_output, t, latents, return_dict=False, **step_kwargs
                 )[0].to(mu.dtype)
-
-                if callback_on_step_end is not None:
-                    tensors = {"latents": latents, "mu": mu}
-                    callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
-                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
-                    latents = callback_outputs.pop("latents", latents)
-                    mu = callback_outputs.pop("mu", mu)
+                if sampling.callback is not None:
+                    latents, mu = self._run_callback(sampling, i, t, latents, mu)
                 progress_bar.update()
         return latents
 
+    def _restore_group(
+        self,
+        mu: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None,
+        sampling: _Sampling,
+    ) -> torch.Tensor:
+        """Samples one batch of same-size images (``num_samples`` per image, in the
+        :func:`~diffusers_mrs.pipelines.ensemble.repeat_for_samples` layout); returns the
+        samples as float32 in [0, 1]."""
+        mu, generator = repeat_for_samples(mu, generator, sampling.num_samples)
+        timesteps = self.prepare_timesteps(
+            sampling.num_inference_steps, sampling.timesteps, mu.device
+        )
+        self._num_timesteps = len(timesteps)
+        latents = self.prepare_latents(mu, generator)
+        latents = self.denoise(latents, mu, timesteps, generator, sampling)
+        return latents.float().clamp_(0.0, 1.0)
+
+    def _restore_images(
+        self,
+        images: list[torch.Tensor],
+        generator: torch.Generator | list[torch.Generator] | None,
+        sampling: _Sampling,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """Restores every image, one batch per size; returns the restorations (the mean of
+        each image's samples) and their spread (``None`` for one sample), in input order."""
+        device, dtype = self._execution_device, self._unet_dtype()
+        restored: list[torch.Tensor] = [torch.empty(0)] * len(images)
+        spread: list[torch.Tensor | None] = [None] * len(images)
+        for indices in _size_groups(images):
+            mu = torch.stack([images[k] for k in indices]).to(device=device, dtype=dtype)
+            group_generator = (
+                [generator[k] for k in indices] if isinstance(generator, list) else generator
+            )
+            samples = self._restore_group(mu, group_generator, sampling)
+            mean, std = ensemble_statistics(samples, sampling.num_samples)
+            for j, k in enumerate(indices):
+                restored[k] = mean[j]
+                spread[k] = None if std is None else std[j]
+        return restored, spread
+
+    @staticmethod
+    def format_output(restored: list[torch.Tensor], output_type: str) -> Any:
+        """``[C, H, W]`` images in [0, 1] as PIL images, a numpy or a torch batch (or a list
+        of per-image arrays where the sizes differ)."""
+        same_size = len({tuple(r.shape) for r in restored}) == 1
+        if output_type == "pt":
+            return torch.stack(restored) if same_size else restored
+        arrays = [r.permute(1, 2, 0).cpu().numpy() for r in restored]
+        if output_type == "np":
+            return np.stack(arrays) if same_size else arrays
+        return [DiffusionPipeline.numpy_to_pil(a[None])[0] for a in arrays]
+
+    # ------------------------------------------------------------------------ __call__
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         image: PipelineImageInput = None,
@@ -574,161 +629,68 @@ class MRRestorationPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
-        callback_on_step_end: Callable[..., dict[str, Any]]
-        | PipelineCallback
-        | MultiPipelineCallbacks
-        | None = None,
+        callback_on_step_end: StepCallback | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         tile_size: int | tuple[int, int] | None = None,
         tile_overlap: int | tuple[int, int] | None = None,
         tile_batch_size: int = 4,
-    ) -> ImagePipelineOutput | tuple:
+        num_samples: int = 1,
+    ) -> MRRestorationPipelineOutput | tuple:
         r"""Restores degraded images.
 
         Args:
-            image: the degraded image(s), ``mu``: a PIL image, a numpy array (HW, HWC or
-                BHWC; uint8, uint16 or float in [0, 1]), a torch tensor (HW, CHW or BCHW;
-                float in [0, 1] or uint8), or a list of them. Grayscale and RGBA inputs are
-                converted to the model's channels. Any size; see the module docstring for
-                batches of different sizes.
+            image: the degraded image(s), ``mu``: PIL, numpy (HW, HWC or BHWC; uint8, uint16
+                or float in [0, 1]), torch (HW, CHW or BCHW; float in [0, 1] or uint8), or a
+                list of them; grayscale and RGBA are converted to the model's channels.
             num_inference_steps: number of network evaluations (sampler steps).
-            timesteps: optional custom timesteps (train-time units, descending), passed to
-                ``scheduler.set_timesteps(timesteps=...)``; overrides ``num_inference_steps``.
-            generator: a ``torch.Generator``, or a list with one generator per image for
-                per-image reproducibility independent of the batch composition.
-            output_type: ``"pil"`` (list of PIL images), ``"np"`` (``[B, H, W, C]`` float32 in
-                [0, 1]) or ``"pt"`` (``[B, C, H, W]`` float32 in [0, 1]).
+            timesteps: custom timesteps (train-time units, descending) for
+                ``scheduler.set_timesteps(timesteps=...)``; override ``num_inference_steps``.
+            generator: one ``torch.Generator``, or one per image (reproducible per image
+                whatever the batch).
+            output_type: ``"pil"``, ``"np"`` (``[B, H, W, C]``) or ``"pt"`` (``[B, C, H, W]``),
+                float32 in [0, 1].
             return_dict: return an ``ImagePipelineOutput`` (else a tuple ``(images,)``).
-            callback_on_step_end: called after each step as ``callback(pipe, i, t,
-                callback_kwargs)`` with the tensors named in
-                ``callback_on_step_end_tensor_inputs`` (``"latents"``, ``"mu"``); the returned
-                dict may replace them. ``i`` restarts at 0 for every size group.
-            callback_on_step_end_tensor_inputs: which tensors the callback receives
-                (default ``["latents"]``).
-            tile_size: if given (int or ``(h, w)``), the network runs on overlapping tiles of
-                this size at every step and the outputs are blended (bounded memory for large
-                images). Rounded up to the network's padding multiple (``2**depth``); the
-                image is padded to that multiple first, as the untiled network pads it.
-            tile_overlap: overlap between tiles (int or ``(h, w)``), also the width of the
-                raised-cosine blending ramps; default ``tile_size // 4``.
+            callback_on_step_end: ``callback(pipe, i, t, callback_kwargs)`` after each step; the
+                returned dict may replace the tensors (``i`` restarts for every size group).
+            callback_on_step_end_tensor_inputs: tensors the callback receives (``"latents"``,
+                ``"mu"``; default ``["latents"]``).
+            tile_size: run the network on overlapping tiles of this size (int or ``(h, w)``,
+                rounded up to the network's ``pad_multiple``) and blend them: bounded memory.
+            tile_overlap: overlap of tiles and width of the blend ramps; default a quarter tile.
             tile_batch_size: tile crops per network call in tiled mode.
+            num_samples: K posterior samples per image, drawn together in one batch of
+                ``len(images) * K``. For K > 1, ``images`` is their per-pixel mean and
+                ``uncertainty`` their per-pixel standard deviation (each sample clipped to
+                [0, 1] first; :mod:`diffusers_mrs.pipelines.ensemble`). Callbacks see the
+                ``len(images) * K`` batch; a generator list still has one entry per image.
 
         Returns:
-            ``ImagePipelineOutput`` with ``images`` in the input order, or ``(images,)``.
+            ``MRRestorationPipelineOutput`` with ``images`` in the input order (and
+            ``uncertainty`` for K > 1), or the tuple of its non-``None`` fields.
 
         Raises:
-            ValueError: on invalid arguments (empty image list, unsupported channel count,
-                NaN/inf in the image, generator list of the wrong length, invalid
-                ``num_inference_steps``, ``output_type`` or tiling arguments). All checks run
-                before sampling starts.
+            ValueError: on any invalid argument or image, before sampling starts.
+
+        Examples:
         """
-        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
-            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        if callback_on_step_end_tensor_inputs is None:
-            callback_on_step_end_tensor_inputs = ["latents"]
-        self.check_inputs(
-            num_inference_steps,
-            timesteps,
-            output_type,
-            tile_size,
-            tile_overlap,
-            tile_batch_size,
-            callback_on_step_end_tensor_inputs,
+        sampling = self._sampling_settings(
+            num_inference_steps=num_inference_steps,
+            timesteps=timesteps,
+            num_samples=num_samples,
+            output_type=output_type,
+            tile_size=tile_size,
+            tile_overlap=tile_overlap,
+            tile_batch_size=tile_batch_size,
+            callback=callback_on_step_end,
+            callback_inputs=callback_on_step_end_tensor_inputs,
         )
         images = prepare_images(image, channels=self._unet_channels())
-        batch_size = len(images)
-        if isinstance(generator, list) and len(generator) != batch_size:
-            raise ValueError(
-                f"Got a list of {len(generator)} generators for {batch_size} images; pass one"
-                " generator per image, or a single generator."
-            )
-        tiling = normalize_tile_args(tile_size, tile_overlap) if tile_size is not None else None
-
-        device = self._execution_device
-        dtype = self._unet_dtype()
+        self.check_generators(generator, len(images))
         self._interrupt = False
-        step_kwargs_names = set(inspect.signature(self.scheduler.step).parameters)
-        if "mu" not in step_kwargs_names:
-            logger.info(f"{type(self.scheduler).__name__}.step takes no `mu`; it is not passed.")
-
-        # Same-size images form one batch; groups keep the first-appearance order.
-        groups: dict[tuple[int, int], list[int]] = {}
-        for idx, img in enumerate(images):
-            groups.setdefault(tuple(img.shape[-2:]), []).append(idx)
-
-        restored: list[torch.Tensor | None] = [None] * batch_size
-        for indices in groups.values():
-            mu = torch.stack([images[k] for k in indices]).to(device=device, dtype=dtype)
-            if isinstance(generator, list):
-                group_generator: Any = [generator[k] for k in indices]
-            else:
-                group_generator = generator
-            out = self._restore_group(
-                mu,
-                num_inference_steps,
-                timesteps,
-                group_generator,
-                tiling,
-                tile_batch_size,
-                step_kwargs_names,
-                callback_on_step_end,
-                callback_on_step_end_tensor_inputs,
-            )
-            out = out.float().clamp_(0.0, 1.0)
-            for j, k in enumerate(indices):
-                restored[k] = out[j]
-
+        restored, spread = self._restore_images(images, generator, sampling)
         self.maybe_free_model_hooks()
-        result = self._format_output([r for r in restored if r is not None], output_type)
-        if not return_dict:
-            return (result,)
-        return ImagePipelineOutput(images=result)
-
-    def _format_output(self, restored: list[torch.Tensor], output_type: str) -> Any:
-        same_size = len({tuple(r.shape) for r in restored}) == 1
-        if output_type == "pt":
-            return torch.stack(restored) if same_size else restored
-        arrays = [r.permute(1, 2, 0).cpu().numpy() for r in restored]
-        if output_type == "np":
-            return np.stack(arrays) if same_size else arrays
-        return [self.numpy_to_pil(a[None])[0] for a in arrays]
-
-
-# ----------------------------------------------------------------------------- Hub download
-def download_pipeline_snapshot(
-    repo_id: str,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    token: str | bool | None = None,
-    force_download: bool = False,
-    local_files_only: bool | None = None,
-) -> str:
-    """Downloads a pipeline repo (model_index.json, README.md, components); returns the folder.
-
-    Reads ``model_index.json`` first and then fetches only the folders of the components it
-    names, pinned to the same commit.
-    """
-    from huggingface_hub import hf_hub_download, snapshot_download
-
-    from diffusers_mrs import __version__
-
-    common: dict[str, Any] = {
-        "cache_dir": cache_dir,
-        "token": token,
-        "force_download": force_download,
-        "local_files_only": bool(local_files_only),
-        "library_name": LIBRARY_NAME,
-        "library_version": __version__,
-    }
-    index_file = hf_hub_download(repo_id, "model_index.json", revision=revision, **common)
-    match = _COMMIT_IN_PATH.search(str(index_file))
-    pinned = match.group(1) if match else revision
-    with open(index_file, encoding="utf-8") as f:
-        index = json.load(f)
-    components = [
-        k
-        for k, v in index.items()
-        if not k.startswith("_") and isinstance(v, list) and v and v[0] is not None
-    ]
-    allow = ["model_index.json", "README.md", *[f"{c}/*" for c in components]]
-    return snapshot_download(repo_id, revision=pinned, allow_patterns=allow, **common)
+        output = MRRestorationPipelineOutput(
+            images=self.format_output(restored, output_type),
+            uncertainty=None if num_samples == 1 else self.format_output(spread, output_type),
+        )
+        return output if return_dict else output.to_tuple()

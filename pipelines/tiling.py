@@ -19,12 +19,12 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
+
+from diffusers_mrs.models.padding import pad_to_multiple
 
 __all__ = [
     "blend_window",
     "normalize_tile_args",
-    "reflect_pad_bottom_right",
     "tile_starts",
     "tiled_model_output",
 ]
@@ -125,21 +125,24 @@ def blend_window(
     return (wy[:, None] * wx[None, :])[None, None]
 
 
-def reflect_pad_bottom_right(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
-    """Reflect-pads ``x`` at the bottom and right, as ``MRUNet2DModel`` pads its input.
+def _tile_grid(
+    image_hw: tuple[int, int],
+    tile_size: tuple[int, int],
+    tile_overlap: tuple[int, int],
+    pad_multiple: int,
+) -> tuple[tuple[int, int], tuple[int, int], list[tuple[int, int]]]:
+    """Tile size, overlap and the ``(y, x)`` start of every tile over an image of ``image_hw``.
 
-    Same as ``F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")`` where that is defined; larger
-    pads are applied in several reflections and a size-1 dimension is replicated.
+    Tile sizes are rounded up to ``pad_multiple`` and shrunk to the image; starts lie on the
+    network's downsampling grid, so every tile sees the same pixel phases as the whole image.
     """
-    while pad_w > 0 or pad_h > 0:
-        step_w = min(pad_w, x.shape[-1] - 1)
-        step_h = min(pad_h, x.shape[-2] - 1)
-        if step_w == 0 and step_h == 0:
-            return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        x = F.pad(x, (0, step_w, 0, step_h), mode="reflect")
-        pad_w -= step_w
-        pad_h -= step_h
-    return x
+    H, W = image_hw
+    m = pad_multiple
+    th, tw = min(-(-tile_size[0] // m) * m, H), min(-(-tile_size[1] // m) * m, W)
+    oh = min(tile_overlap[0], th - 1) if th > 1 else 0
+    ow = min(tile_overlap[1], tw - 1) if tw > 1 else 0
+    ys, xs = tile_starts(H, th, oh, m), tile_starts(W, tw, ow, m)
+    return (th, tw), (oh, ow), [(y, x0) for y in ys for x0 in xs]
 
 
 def tiled_model_output(
@@ -163,8 +166,8 @@ def tiled_model_output(
             blending ramps.
         tile_batch_size: how many tile crops (counting every image of the batch) go
             through ``fn`` at once; at least one tile position is always processed.
-        pad_multiple: the size multiple the network pads its input to (``2**depth`` for
-            ``MRUNet2DModel``). The full image is reflect-padded to it first, as the network
+        pad_multiple: the size multiple the network pads its input to (its
+            ``pad_multiple``). The full image is reflect-padded to it first, as the network
             would pad it, and tile sizes are rounded up to it, so border tiles see the same
             context as the untiled network and no tile is padded again.
 
@@ -173,25 +176,14 @@ def tiled_model_output(
     """
     H0, W0 = x.shape[-2:]
     if pad_multiple > 1:
-        m = pad_multiple
-        x = reflect_pad_bottom_right(x, (-H0) % m, (-W0) % m)
-        mu = reflect_pad_bottom_right(mu, (-H0) % m, (-W0) % m)
-        tile_size = (-(-tile_size[0] // m) * m, -(-tile_size[1] // m) * m)
+        x, mu = pad_to_multiple(x, pad_multiple), pad_to_multiple(mu, pad_multiple)
     B, _, H, W = x.shape
-    th, tw = min(tile_size[0], H), min(tile_size[1], W)
-    oh, ow = (
-        min(tile_overlap[0], th - 1) if th > 1 else 0,
-        min(tile_overlap[1], tw - 1) if tw > 1 else 0,
-    )
-    # Starts on the network's downsampling grid, so tiles see the same pixel phases.
-    ys, xs = tile_starts(H, th, oh, pad_multiple), tile_starts(W, tw, ow, pad_multiple)
-    positions = [(y, x0) for y in ys for x0 in xs]
+    (th, tw), (oh, ow), positions = _tile_grid((H, W), tile_size, tile_overlap, pad_multiple)
     per_call = max(1, tile_batch_size // max(B, 1))
 
     out: torch.Tensor | None = None
     weight_sum = torch.zeros((1, 1, H, W), dtype=torch.float32, device=x.device)
     windows: dict[tuple[bool, bool, bool, bool], torch.Tensor] = {}
-
     for start in range(0, len(positions), per_call):
         chunk = positions[start : start + per_call]
         x_tiles = torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0 in chunk], dim=0)

@@ -1,4 +1,4 @@
-"""Exact models for testing samplers (MATH.md section 7).
+"""Exact models for testing samplers (docs/math.md#gaussian-ground-truth).
 
 If x_0 ~ N(m, v) per pixel and mu is fixed, y_t = x_t - mu is Gaussian and the exact data
 prediction is linear in y_t:

@@ -1,4 +1,4 @@
-"""The baselines (MATH.md section 6): posterior sampling and Euler-Maruyama, faithful to
+"""The baselines (docs/math.md#baselines): posterior sampling and Euler-Maruyama, faithful to
 the IR-SDE code by default and correctly jumping on request."""
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def test_euler_maruyama_step_is_the_reverse_sde_discretised():
 
 
 def test_jumping_posterior_is_the_first_order_data_sde():
-    """MATH.md section 6: a posterior jump from t to s is the first-order data SDE step."""
+    """docs/math.md#baselines: a posterior jump from t to s is the first-order data SDE step."""
     times = [100, 80, 55, 30, 12, 3]
     post = MRPosteriorScheduler(step_mode="jump", prediction_type="epsilon")
     mrs = MRSamplerScheduler(

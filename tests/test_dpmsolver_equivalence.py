@@ -1,5 +1,6 @@
 """At mu = 0, max_sigma = 1 and thetas from DDPM betas the MR Sampler is DPM-Solver(++)
-(MATH.md section 2): it must match diffusers' DPMSolverMultistepScheduler step for step."""
+(docs/math.md#shifted-coordinates): it must match diffusers'
+DPMSolverMultistepScheduler step for step."""
 
 from __future__ import annotations
 

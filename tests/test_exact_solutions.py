@@ -1,4 +1,5 @@
-"""The MR Sampler against exact solutions of Gaussian data (MATH.md section 7), float64."""
+"""The MR Sampler against exact solutions of Gaussian data (docs/math.md#gaussian-ground-truth),
+float64."""
 
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def test_prediction_types_solve_the_same_ode(prediction_type):
 
 
 def test_dpm_solver_3m_coefficient_is_only_second_order():
-    """MATH.md section 4: phi3 * D2 converges at order 2, the Taylor 2 * phi3 * D2 at 3."""
+    """docs/math.md#order-3: phi3 * D2 converges at order 2, the Taylor 2 * phi3 * D2 at 3."""
     dpm = slope([ode_error(n, 3, "data", "sample", "dpm_solver") for n in NFES])
     taylor = slope([ode_error(n, 3, "data", "sample", "taylor") for n in NFES])
     assert dpm < 2.5 < 2.7 <= taylor
@@ -106,9 +107,9 @@ def sde_mean_error(n: int, order: int, parameterization: str) -> float:
 
 @pytest.mark.parametrize("order", [1, 2, 3])
 def test_sde_mean_is_exact_with_data_parameterization(order):
-    """The data SDE step from s to t is the posterior q(y_t | y_s, y0) with y0 = D0 (MATH.md
-    section 6); along the mean path the exact data prediction is constant (a martingale),
-    so the scheme's conditional mean is exact at any NFE."""
+    """The data SDE step from s to t is the posterior q(y_t | y_s, y0) with y0 = D0
+    (docs/math.md#baselines); along the mean path the exact data prediction is constant (a
+    martingale), so the scheme's conditional mean is exact at any NFE."""
     assert max(sde_mean_error(n, order, "data") for n in (5, 20, 100)) < 1e-12
 
 

@@ -97,6 +97,7 @@ CLIENT = textwrap.dedent(
     from huggingface_hub.errors import RepositoryNotFoundError
 
     from diffusers_mrs import MRRestorationPipeline
+    from diffusers_mrs.hub import push_pipeline_to_hub
     sys.path.insert(0, sys.argv[1])
     from test_hub import REPO, python_blocks, tiny_pipeline
 
@@ -104,7 +105,7 @@ CLIENT = textwrap.dedent(
     report = {}
     pipe = tiny_pipeline()
     pipe.set_progress_bar_config(disable=True)
-    info = pipe.push_to_hub(REPO, license="mit")
+    info = push_pipeline_to_hub(pipe, REPO, license="mit")
     report["commit"] = info.oid
 
     loaded = MRRestorationPipeline.from_pretrained(REPO)

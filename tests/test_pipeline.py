@@ -353,8 +353,6 @@ def test_default_model(monkeypatch, pipe: MRRestorationPipeline, tmp_path) -> No
 def test_shipped_default_model_if_present() -> None:
     path = pipeline_module.default_model_path()
     assert path.name == "default_model" and path.parent.name == "diffusers_mrs"
-    if not (path / "model_index.json").is_file():
-        pytest.skip("the default model is not in the package yet")
     pipe = MRRestorationPipeline.from_pretrained()
     pipe.set_progress_bar_config(disable=True)
     out = pipe(image(16, 16), num_inference_steps=2, output_type="pt").images
@@ -418,6 +416,36 @@ def test_tiled_pads_like_the_network(pipe: MRRestorationPipeline) -> None:
     # Tiles start on the 4-pixel grid and cover the padded image.
     assert tile_starts(40, 24, 12, align=4) == [0, 12, 16]
     assert all(s % 4 == 0 for s in tile_starts(2048, 512, 100, align=8))
+
+
+class PlainNetwork(torch.nn.Module):
+    """A network without ``pad_multiple`` or a config: ``net(x, t, mu)`` returns a tensor."""
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, mu: torch.Tensor):
+        return (0.5 * mu + 0.25,)
+
+
+def test_pad_multiple_comes_from_the_network(unet: MRUNet2DModel) -> None:
+    assert unet.pad_multiple == 2 ** TINY_UNET["depth"]
+    plain = MRRestorationPipeline(unet=PlainNetwork(), scheduler=MRSamplerScheduler())
+    assert plain._unet_pad_multiple() == 1  # no `pad_multiple`: nothing is padded
+    compiled = MRRestorationPipeline(unet=torch.compile(unet), scheduler=MRSamplerScheduler())
+    assert compiled._unet_pad_multiple() == unet.pad_multiple
+
+
+def test_pipeline_never_imports_hub() -> None:
+    """Hub publishing depends on the pipeline, never the other way round."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, diffusers_mrs.pipelines; "
+        "print(sorted(m for m in sys.modules if m == 'diffusers_mrs.hub'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]"
 
 
 def test_tiled_restoration_close_to_untiled(pipe: MRRestorationPipeline) -> None:

@@ -1,4 +1,5 @@
-"""The step coefficients of diffusers_mrs.solver, as specifications (MATH.md section 4)."""
+"""The step coefficients of diffusers_mrs.solver, as specifications
+(docs/math.md#exponential-integrator)."""
 
 from __future__ import annotations
 

@@ -313,3 +313,19 @@ def test_new_network_predicts_zero():
     model = MRUNet2DModel(nf=8, depth=2, attention_head_dim=8)
     out = model(torch.rand(1, 3, 8, 8), 50, torch.rand(1, 3, 8, 8)).sample
     assert torch.count_nonzero(out) == 0
+
+
+def test_reflect_padding_is_numpy_reflect():
+    """The one padding helper (network and tiles) equals numpy's iterated reflection, pads
+    larger than the image included; a 1-pixel side is replicated (nothing to reflect)."""
+    import numpy as np
+
+    from diffusers_mrs.models.padding import pad_to_multiple, reflect_pad_bottom_right
+
+    for h, w, ph, pw in [(5, 7, 3, 2), (3, 2, 9, 11), (2, 5, 7, 0), (4, 4, 15, 15)]:
+        x = torch.randn(2, 3, h, w)
+        ref = np.pad(x.numpy(), ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect")
+        np.testing.assert_array_equal(reflect_pad_bottom_right(x, ph, pw).numpy(), ref)
+    one = torch.randn(1, 1, 1, 3)
+    assert torch.equal(reflect_pad_bottom_right(one, 2, 0), one.expand(1, 1, 3, 3))
+    assert pad_to_multiple(torch.randn(1, 1, 9, 16), 8).shape == (1, 1, 16, 16)

@@ -41,6 +41,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from .padding import pad_to_multiple
+
 __all__ = ["MRUNet2DModel", "MRUNet2DOutput"]
 
 
@@ -310,24 +312,6 @@ class MRMidBlock(nn.Module):
         return self.resnets[1](x, temb)
 
 
-def _reflect_pad(x: torch.Tensor, pad_w: int, pad_h: int) -> torch.Tensor:
-    """Reflect-pad ``x`` on the right and bottom.
-
-    Identical to ``F.pad(..., "reflect")`` whenever that is defined (pad smaller than the
-    size); larger pads are applied in several reflections, and a size-1 dimension is
-    replicated, so that any input size works.
-    """
-    while pad_w > 0 or pad_h > 0:
-        step_w = min(pad_w, x.shape[-1] - 1)
-        step_h = min(pad_h, x.shape[-2] - 1)
-        if step_w == 0 and step_h == 0:  # 1-pixel-wide and/or -high: nothing to reflect
-            return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        x = F.pad(x, (0, step_w, 0, step_h), mode="reflect")
-        pad_w -= step_w
-        pad_h -= step_h
-    return x
-
-
 class MRUNet2DModel(ModelMixin, ConfigMixin):
     r"""The IR-SDE conditional U-Net for mean-reverting diffusion image restoration.
 
@@ -408,6 +392,12 @@ class MRUNet2DModel(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.conv_out.bias)
         self.gradient_checkpointing = False
 
+    @property
+    def pad_multiple(self) -> int:
+        """The size multiple the input is reflect-padded to (``2**depth``): the network sees
+        the same pixels whether it runs on a whole image or on tiles aligned to this grid."""
+        return 2 ** int(self.config.depth)
+
     def _timestep_tensor(
         self, timestep: float | int | torch.Tensor, batch: int, device: torch.device
     ) -> torch.Tensor:
@@ -461,9 +451,7 @@ class MRUNet2DModel(ModelMixin, ConfigMixin):
 
         temb = self.time_embedding(self._timestep_tensor(timestep, batch, sample.device))
 
-        multiple = 2**self.config.depth
-        x = torch.cat([sample - mu, mu], dim=1)
-        x = _reflect_pad(x, (-width) % multiple, (-height) % multiple)
+        x = pad_to_multiple(torch.cat([sample - mu, mu], dim=1), self.pad_multiple)
 
         x = self.conv_in(x)
         stem = x
