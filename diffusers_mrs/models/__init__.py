@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from .dtype_warning import install as _install_dtype_warning_filter
 from .irsde_checkpoint import (
     IRSDECheckpointError,
     convert_irsde_state_dict,
     convert_to_irsde_state_dict,
     load_irsde_checkpoint,
 )
-from .dtype_warning import install as _install_dtype_warning_filter
 from .nafnet_mr import MRNAFNetModel
 from .unet_mr import MRUNet2DModel, MRUNet2DOutput
 
