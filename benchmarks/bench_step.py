@@ -28,15 +28,10 @@ PAIRS = {  # MRS (algorithm_type, parameterization) -> diffusers algorithm_type
 
 def make_pair(algorithm: str, parameterization: str, order: int, nfe: int, device):
     dpm = DPMSolverMultistepScheduler(
-        num_train_timesteps=1000,
-        algorithm_type=PAIRS[(algorithm, parameterization)],
-        solver_type="heun",
-        solver_order=order,
-        final_sigmas_type="sigma_min",
-    )
-    mrs = MRSamplerScheduler.from_config(
-        dpm.config, algorithm_type=algorithm, parameterization=parameterization
-    )
+        num_train_timesteps=1000, algorithm_type=PAIRS[(algorithm, parameterization)],
+        solver_type="heun", solver_order=order, final_sigmas_type="sigma_min")
+    mrs = MRSamplerScheduler.from_config(dpm.config, algorithm_type=algorithm,
+                                         parameterization=parameterization)
     times = None
 
     def reset_dpm() -> None:
@@ -94,7 +89,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16",
+                                                                "bfloat16"])
     parser.add_argument("--nfe", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
@@ -105,14 +101,10 @@ def main() -> None:
     out = torch.randn(shape, generator=g).to(device, dtype)
     mu = torch.rand(shape, generator=g).to(device, dtype)
 
-    print(
-        f"step cost on {device} ({torch.get_num_threads()} threads), {tuple(shape)} "
-        f"{args.dtype}, {args.nfe} steps, median of {args.repeats}"
-    )
-    print(
-        f"{'variant':<28}{'DPM-Solver ms':>15}{'MRS ms':>10}{'MRS+mu ms':>11}"
-        f"{'ratio':>8}{'ratio+mu':>10}{'syncs':>7}"
-    )
+    print(f"step cost on {device} ({torch.get_num_threads()} threads), {tuple(shape)} "
+          f"{args.dtype}, {args.nfe} steps, median of {args.repeats}")
+    print(f"{'variant':<28}{'DPM-Solver ms':>15}{'MRS ms':>10}{'MRS+mu ms':>11}"
+          f"{'ratio':>8}{'ratio+mu':>10}{'syncs':>7}")
     for (algorithm, param), order in [(k, o) for k in PAIRS for o in (1, 2, 3)]:
         if algorithm == "sde" and order == 3:
             continue  # diffusers has no third-order SDE solver
@@ -125,11 +117,9 @@ def main() -> None:
         med = {k: statistics.median(v) * 1e3 for k, v in runs.items()}
         syncs = count_syncs(mrs, x, out, mu, device)
         name = f"{algorithm}-{param} order {order}"
-        print(
-            f"{name:<28}{med['dpm']:>15.3f}{med['mrs']:>10.3f}{med['mrs_mu']:>11.3f}"
-            f"{med['mrs'] / med['dpm']:>8.2f}{med['mrs_mu'] / med['dpm']:>10.2f}"
-            f"{'n/a' if syncs is None else syncs:>7}"
-        )
+        print(f"{name:<28}{med['dpm']:>15.3f}{med['mrs']:>10.3f}{med['mrs_mu']:>11.3f}"
+              f"{med['mrs'] / med['dpm']:>8.2f}{med['mrs_mu'] / med['dpm']:>10.2f}"
+              f"{'n/a' if syncs is None else syncs:>7}")
 
 
 if __name__ == "__main__":

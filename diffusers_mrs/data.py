@@ -46,6 +46,7 @@ __all__ = [
     "gaussian_blur",
     "load_bundled_photo",
     "load_image",
+    "make_validation_set",
     "random_augment",
     "sample_degradation_params",
 ]
@@ -473,3 +474,30 @@ class PairedFolderDataset(Dataset):
         if self.augment:
             lq, gt = random_augment(rng, lq, gt)
         return _to_chw(lq), _to_chw(gt)
+
+
+def make_validation_set(
+    kinds: Sequence[str] = DEGRADATION_KINDS, crop: int = 128, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Centre crops of the held-out photos (``bundled_photos("val")``), degraded nominally:
+    the validation data of training and the NFE benchmark.
+
+    Each whole photo is degraded with the nominal parameters (``randomize=False``, seeded by
+    ``(seed, photo, kind)``), then both images are centre-cropped to ``crop`` pixels.
+
+    Returns:
+        ``(lq, gt, labels)``: float32 ``N x 3 x crop x crop`` tensors and ``"kind/photo"``
+        labels, ``N = len(kinds) * 3``.
+    """
+    lqs, gts, labels = [], [], []
+    for pi, (name, img) in enumerate(bundled_photos("val").items()):
+        h, w = img.shape[:2]
+        c = min(crop, h, w)
+        top, left = (h - c) // 2, (w - c) // 2
+        for ki, kind in enumerate(kinds):
+            lq = degrade(img, kind, np.random.default_rng([seed, pi, ki]), randomize=False)
+            for lst, im in ((lqs, lq), (gts, img)):
+                patch = im[top : top + c, left : left + c].transpose(2, 0, 1)
+                lst.append(torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32)))
+            labels.append(f"{kind}/{name}")
+    return torch.stack(lqs), torch.stack(gts), labels

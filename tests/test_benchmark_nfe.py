@@ -15,15 +15,29 @@ from diffusers_mrs import MRSamplerScheduler, MRUNet2DModel
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "nfe_quality.py"
 
 
+SIBLINGS = ("nfe_quality", "nfe_plan", "nfe_run", "nfe_report", "nfe_plots")
+
+
 @pytest.fixture(scope="module")
 def nq():
-    """The benchmark script, imported as a module."""
-    spec = importlib.util.spec_from_file_location("nfe_quality", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["nfe_quality"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("nfe_quality", None)
+    """The benchmark script, imported as a module (its folder on sys.path, as when run)."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("nfe_quality", SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["nfe_quality"] = module
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+        for name in SIBLINGS:
+            sys.modules.pop(name, None)
+
+
+@pytest.fixture(scope="module")
+def plan(nq):
+    """benchmarks/nfe_plan.py, as the script imported it."""
+    return sys.modules["nfe_plan"]
 
 
 def test_plan_dedupes_identical_runs(nq):
@@ -84,11 +98,11 @@ def test_smoke_end_to_end(nq, tmp_path):
             assert all(map(torch.isfinite, torch.tensor(run["per_image"]["psnr"])))
             assert 0.0 < run["seconds_per_image"] < 60.0
     report = (out / "results.md").read_text()
-    assert "## Targets (issue 4)" in report and "## Degradation: jpeg" in report
+    assert "## Fast-sampling targets" in report and "## Degradation: jpeg" in report
     assert "| NFE | Posterior (IR-SDE) |" in report
 
 
-def test_x0_estimate_is_the_networks_posterior_mean_at_T(nq):
+def test_x0_estimate_is_the_networks_posterior_mean_at_T(nq, plan):
     """The 'x0 estimate' method: one step from T, exactly the network's x0 prediction there."""
     torch.manual_seed(0)
     unet = MRUNet2DModel(nf=8, depth=1, attention_heads=1, attention_head_dim=8).eval()
@@ -97,7 +111,7 @@ def test_x0_estimate_is_the_networks_posterior_mean_at_T(nq):
     (method,) = nq.select_methods(nq.build_methods(), "x0-estimate")
     (run,) = nq.plan_runs([method], base, nfes=[10, 5])  # always one step
     assert run.nfe == 1
-    sched = nq.make_scheduler(base, method)
+    sched = plan.make_scheduler(base, method)
     sched.set_timesteps(1)
     mu = torch.rand(2, 3, 16, 16)
     x_T = mu + sched.init_noise_sigma * torch.randn(2, 3, 16, 16)

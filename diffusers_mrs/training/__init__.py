@@ -1,0 +1,57 @@
+"""Training MR diffusion restoration models with accelerate.
+
+- :mod:`.config`: :class:`TrainingConfig`, every option, and the command line built from it;
+- :mod:`.objective`: training times, targets, x0 estimates and losses;
+- :mod:`.trainer`: :class:`Trainer` (setup, train_step, validate, checkpoint, finish) and
+  :func:`train`;
+- :mod:`.validation`: held-out restorations through the pipeline, scored by
+  :mod:`diffusers_mrs.metrics`;
+- :mod:`.trackers`: the built-in ``jsonl`` tracker for accelerate.
+
+``examples/train_mr_diffusion.py`` is the command-line wrapper (:func:`main`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .config import TrainingConfig, build_parser, parse_args
+from .objective import (
+    LOSS_TYPES,
+    LOSS_WEIGHTINGS,
+    PREDICTION_TYPES,
+    check_loss_names,
+    denoising_loss,
+    predict_x0,
+    sample_timesteps,
+    schedule_alpha_sigma,
+    training_loss,
+    training_target,
+)
+from .trainer import Trainer, train
+from .validation import evaluate
+
+__all__ = [
+    "LOSS_TYPES",
+    "LOSS_WEIGHTINGS",
+    "PREDICTION_TYPES",
+    "Trainer",
+    "TrainingConfig",
+    "build_parser",
+    "check_loss_names",
+    "denoising_loss",
+    "evaluate",
+    "main",
+    "parse_args",
+    "predict_x0",
+    "sample_timesteps",
+    "schedule_alpha_sigma",
+    "train",
+    "training_loss",
+    "training_target",
+]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``examples/train_mr_diffusion.py``."""
+    train(parse_args(argv))

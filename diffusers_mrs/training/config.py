@@ -1,0 +1,151 @@
+"""The options of a training run, and the command line that fills them.
+
+:class:`TrainingConfig` is the one list of options; :func:`build_parser` turns it into
+``--flags`` with ``transformers.HfArgumentParser`` (types, choices and help come from the
+dataclass fields), so a flag exists exactly when a field does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..data import DEGRADATION_KINDS
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass
+class TrainingConfig:
+    """Every option of a training run (the command-line flags have the same names)."""
+
+    output_dir: str = "runs/mr-diffusion"
+    # ---- data
+    train_data: str = field(default="bundled", metadata=_help(
+        '"bundled" (the training split of the bundled photos, degraded on the fly) or the root'
+        " of an IR-SDE paired folder (ROOT/LQ/*.png, ROOT/GT/*.png)"))
+    kinds: list[str] = field(default_factory=lambda: list(DEGRADATION_KINDS), metadata=_help(
+        "degradations of the bundled data, each entry equally likely (list one twice to draw it"
+        " twice as often)", choices=DEGRADATION_KINDS))
+    randomize_degradations: bool = True
+    patch_size: int = 64
+    train_batch_size: int = 8
+    dataloader_num_workers: int = 0
+    # ---- model (MRUNet2DModel)
+    nf: int = 16
+    depth: int = 3
+    unet_kwargs: dict[str, Any] = field(
+        default_factory=lambda: {"attention_heads": 1, "attention_head_dim": 16},
+        metadata=_help("JSON dict of extra MRUNet2DModel arguments (the defaults with nf 16 and"
+                       " depth 3 are the shipped default model's architecture)"),
+    )
+    # ---- scheduler (MRSamplerScheduler) and objective
+    num_train_timesteps: int = 100
+    theta_schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    max_sigma: float = field(default=50.0 / 255.0, metadata=_help(
+        "stationary std in [0, 1] units (IR-SDE's 50/255 = 0.196; the shipped model: 10/255)"))
+    eps: float = 0.005
+    prediction_type: Literal["epsilon", "sample", "v_prediction"] = "v_prediction"
+    timestep_sampling: Literal["discrete", "continuous"] = "discrete"
+    loss_type: Literal["mse", "l1"] = "mse"
+    loss_space: Literal["target", "x0"] = field(default="x0", metadata=_help(
+        '"target": compare network outputs with their targets; "x0": compare the implied x0'
+        " estimates with the clean image (the restoration objective, docs/math.md"
+        "#training-objective)"))
+    loss_weighting: Literal["none", "sqrt", "relative"] = field(default="none", metadata=_help(
+        '"relative" divides each sample\'s loss by that of its degraded input, "sqrt" by its'
+        ' square root; both bias the learned posterior towards mu, "none" does not'))
+    # ---- optimisation
+    learning_rate: float = 3e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    adam_weight_decay: float = 0.0
+    lr_scheduler: Literal["cosine", "constant", "linear", "cosine_with_restarts"] = "cosine"
+    lr_warmup_steps: int = 100
+    max_train_steps: int = 1000
+    max_minutes: float | None = field(default=None, metadata=_help(
+        "wall-clock budget of the whole run (over resumes); with a cosine or linear LR the decay"
+        " follows max(step / max_train_steps, elapsed / max_minutes)"))
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    use_ema: bool = True
+    ema_decay: float = 0.999
+    ema_power: float = 0.75
+    # ---- checkpoints and logs
+    checkpointing_steps: int | None = 500
+    checkpointing_minutes: float | None = None
+    checkpoints_total_limit: int | None = field(default=3, metadata=_help(
+        "checkpoints kept in OUTPUT/checkpoints (accelerate deletes the oldest)"))
+    resume_from_checkpoint: str | None = field(default=None, metadata=_help(
+        "a checkpoint folder, or 'latest'", aliases=["--resume"]))
+    init_weights: str | None = field(default=None, metadata=_help(
+        "start from these network weights (a pipeline folder with unet/, or a model folder);"
+        " fresh optimiser, LR schedule and EMA; --resume wins when a checkpoint exists"))
+    report_to: str = field(default="jsonl", metadata=_help(
+        'accelerate tracker(s), comma-separated: "jsonl" (OUTPUT/logs/<run>/metrics.jsonl,'
+        ' built in), "tensorboard", "wandb", ... (when installed), or "none"'))
+    log_every: int = 10
+    # ---- validation
+    validation_steps: int | None = 500
+    validation_minutes: float | None = None
+    validation_num_inference_steps: int = 10
+    validation_crop: int = 128
+    validation_kinds: list[str] = field(
+        default_factory=lambda: list(DEGRADATION_KINDS),
+        metadata=_help("degradations of the validation crops", choices=DEGRADATION_KINDS),
+    )
+    # ---- misc
+    seed: int = 0
+    cpu: bool = field(default=False, metadata=_help("train on the CPU even if a GPU is there"))
+    num_threads: int | None = None
+    save_pipeline: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict of the options."""
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _none_or(kind: Any) -> Any:
+    """Argument type of an optional field: ``none`` (any case) or an empty value is None."""
+
+    def convert(text: str) -> Any:
+        return None if text.lower() in ("none", "null", "") else kind(text)
+
+    convert.__name__ = getattr(kind, "__name__", "value")
+    return convert
+
+
+def build_parser() -> Any:
+    """A ``transformers.HfArgumentParser`` with one ``--flag`` per :class:`TrainingConfig`
+    field (``--resume`` is an alias of ``--resume_from_checkpoint``; optional numbers accept
+    ``none``; ``--unet_kwargs`` takes JSON)."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(
+        TrainingConfig,
+        description="Train an MR diffusion (IR-SDE) restoration model with accelerate.",
+    )
+    hints = typing.get_type_hints(TrainingConfig)
+    optional = {name for name, hint in hints.items() if type(None) in typing.get_args(hint)}
+    for action in parser._actions:
+        if action.dest == "unet_kwargs":
+            action.type = json.loads
+        elif action.dest in optional and action.type in (int, float, str):
+            action.type = _none_or(action.type)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainingConfig:
+    """Parse command-line flags into a :class:`TrainingConfig`."""
+    (config,) = build_parser().parse_args_into_dataclasses(
+        args=None if argv is None else list(argv), look_for_args_file=False
+    )
+    return config

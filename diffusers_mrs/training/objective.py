@@ -1,0 +1,173 @@
+"""The training objective: times, noising, targets, x0 estimates and losses.
+
+``x_t = scheduler.add_noise(x0, noise, t, mu=lq)`` with ``t`` uniform on the integers
+``1..T`` (as IR-SDE) or on ``(0, T]``; the network's target by ``prediction_type``
+(docs/math.md#prediction-types) and the loss on the target or on the implied x0 estimate,
+optionally weighted per sample (docs/math.md#training-objective).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+TIMESTEP_SAMPLINGS = ("discrete", "continuous")
+LOSS_SPACES = ("target", "x0")
+
+
+def schedule_alpha_sigma(
+    scheduler: Any, timesteps: torch.Tensor, ref: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha_t and sigma_t of ``scheduler`` at ``timesteps`` (shape ``[B]``), as ``B x 1 x 1 x 1``
+    float32 tensors on ``ref``'s device, from the scheduler's noise schedule
+    (docs/math.md#schedules)."""
+    t = timesteps.to(ref.device)
+    alpha, sigma = scheduler.noise_schedule.alpha_sigma(t, dtype=torch.float32)
+    view = (-1,) + (1,) * (ref.ndim - 1)
+    return alpha.view(view), sigma.view(view)
+
+
+def sample_timesteps(
+    batch_size: int,
+    num_train_timesteps: int,
+    mode: str = "discrete",
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Training times, float32 ``[B]``: uniform integers ``1..T`` or continuous ``U(0, T]``."""
+    if mode == "discrete":
+        t = torch.randint(1, num_train_timesteps + 1, (batch_size,), generator=generator)
+        return t.to(device=device, dtype=torch.float32)
+    if mode == "continuous":
+        u = torch.rand((batch_size,), generator=generator)
+        return ((1.0 - u) * num_train_timesteps).clamp(min=1e-3).to(device=device)
+    raise ValueError(f"timestep_sampling must be 'discrete' or 'continuous', got {mode!r}")
+
+
+def training_target(
+    scheduler: Any,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    mu: torch.Tensor,
+    prediction_type: str | None = None,
+) -> torch.Tensor:
+    """The regression target of the network for ``prediction_type`` (default: the scheduler's).
+
+    ``epsilon`` -> ``noise``; ``sample`` -> ``x0``; ``v_prediction`` ->
+    ``scheduler.get_velocity(x0, noise, t, mu=mu)``
+    (``= max_sigma alpha eps - (sigma / max_sigma) (x0 - mu)``).
+    """
+    ptype = prediction_type or scheduler.config.prediction_type
+    if ptype == "epsilon":
+        return noise
+    if ptype == "sample":
+        return x0
+    if ptype == "v_prediction":
+        return scheduler.get_velocity(x0, noise, timesteps, mu=mu)
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {ptype!r}")
+
+
+def predict_x0(
+    scheduler: Any,
+    model_output: torch.Tensor,
+    x_t: torch.Tensor,
+    timesteps: torch.Tensor,
+    mu: torch.Tensor,
+    prediction_type: str | None = None,
+) -> torch.Tensor:
+    """The x0 estimate implied by a network output (docs/math.md#prediction-types),
+    differentiable.
+
+    epsilon: ``x0 = mu + (y_t - sigma eps) / alpha``; sample: the output itself;
+    v_prediction: ``x0 = mu + alpha y_t - (sigma / max_sigma) v``. The scheduler's
+    ``predict_original_sample`` does the conversion; ``prediction_type`` overrides its own.
+    """
+    if prediction_type not in (None, scheduler.config.prediction_type):
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(
+                f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}"
+            )
+        scheduler = type(scheduler).from_config(scheduler.config, prediction_type=prediction_type)
+    return scheduler.predict_original_sample(model_output, timesteps, x_t, mu=mu)
+
+
+LOSS_TYPES = ("mse", "l1")
+#: ``loss_weighting`` -> the power of the degraded input's loss that divides each sample's loss.
+LOSS_WEIGHTINGS = {"none": 0.0, "sqrt": 0.5, "relative": 1.0}
+
+
+def check_loss_names(loss_type: str, weighting: str) -> None:
+    """Raises ``ValueError`` naming the argument if either name is unknown."""
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    if weighting not in LOSS_WEIGHTINGS:
+        raise ValueError(
+            f"loss_weighting must be one of {tuple(LOSS_WEIGHTINGS)}, got {weighting!r}"
+        )
+
+
+def training_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mu: torch.Tensor,
+    x0: torch.Tensor,
+    loss_type: str = "mse",
+    weighting: str = "none",
+    floor: float = 1e-4,
+) -> torch.Tensor:
+    """Mean per-sample loss ``d(pred, target)``, ``d`` the squared (``mse``) or absolute
+    (``l1``) error averaged over ``C x H x W``.
+
+    ``weighting="relative"`` divides each sample's loss by ``max(d(mu, x0), floor)``, the loss
+    of returning the degraded input, so degradations of very different strength weigh the
+    same: ``-10 log10`` of the relative MSE is the PSNR gain over the input.
+    ``weighting="sqrt"`` divides by the square root of that, a compromise that keeps strong
+    degradations from being neglected.
+
+    Both weights depend on the clean image, so for a given input the minimiser is no longer
+    the posterior mean ``E[x0 | mu]`` but ``E[w x0 | mu] / E[w | mu]`` with
+    ``w = d(mu, x0)^-p``: the sampler then draws from the posterior reweighted by ``w``, and
+    where one input has several explanations (a dark photo: a clean dark scene, or a
+    low-light shot) the one closest to ``mu`` gains by the ratio of their input losses.
+    ``"none"`` is the unbiased choice.
+    """
+    check_loss_names(loss_type, weighting)
+
+    def per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        diff = a.float() - b.float()
+        return (diff.square() if loss_type == "mse" else diff.abs()).flatten(1).mean(1)
+
+    loss = per_sample(pred, target)
+    if LOSS_WEIGHTINGS[weighting]:
+        loss = loss / per_sample(mu, x0).clamp_min(floor) ** LOSS_WEIGHTINGS[weighting]
+    return loss.mean()
+
+
+def denoising_loss(
+    unet: torch.nn.Module,
+    scheduler: Any,
+    lq: torch.Tensor,
+    gt: torch.Tensor,
+    timestep_sampling: str = "discrete",
+    loss_space: str = "x0",
+    loss_type: str = "mse",
+    loss_weighting: str = "none",
+) -> torch.Tensor:
+    """One batch's loss: draw ``t`` and noise, noise ``gt`` towards ``mu = lq``
+    (docs/math.md#forward-process), run the network, and compare its output with the target
+    (``loss_space="target"``) or its implied x0 with ``gt`` (``"x0"``)."""
+    if loss_space not in LOSS_SPACES:
+        raise ValueError(f"loss_space must be one of {LOSS_SPACES}, got {loss_space!r}")
+    noise = torch.randn_like(gt)
+    T = int(scheduler.config.num_train_timesteps)
+    t = sample_timesteps(gt.shape[0], T, timestep_sampling, device=gt.device)
+    x_t = scheduler.add_noise(gt, noise, t, mu=lq)
+    pred = unet(x_t, t, lq).sample
+    if loss_space == "x0":
+        pred, target = predict_x0(scheduler, pred, x_t, t, lq), gt
+    else:
+        target = training_target(scheduler, gt, noise, t, lq)
+    return training_loss(pred, target, lq, gt, loss_type, loss_weighting)

@@ -1,0 +1,457 @@
+"""The training loop, as a :class:`Trainer` on :class:`accelerate.Accelerator`.
+
+``Trainer(config).run()`` trains an :class:`~diffusers_mrs.MRUNet2DModel` on ``(lq, gt)``
+pairs, ``lq`` being the MR diffusion's ``mu``: :meth:`Trainer.setup` builds everything,
+:meth:`Trainer.train_step` takes one optimiser step, :meth:`Trainer.validate` restores the
+held-out crops through the pipeline, :meth:`Trainer.checkpoint` saves a resumable state and
+:meth:`Trainer.finish` writes the pipeline folder. accelerate does the rest: mixed precision,
+gradient accumulation, multi-process data sharding, trackers (``report_to``) and checkpoint
+rotation (``ProjectConfiguration(total_limit=...)``, folders ``OUTPUT/checkpoints/
+checkpoint_<n>``).
+
+Multi-process: on GPUs ``accelerate launch --num_processes N``; on a CPU-only machine
+``accelerate launch --multi_gpu --num_processes N`` (or ``torchrun``), which selects gloo DDP
+on the CPU. Time-based decisions are taken on the main process and broadcast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import DegradedPatchDataset, PairedFolderDataset, bundled_photos, make_validation_set
+from .config import TrainingConfig
+from .objective import PREDICTION_TYPES, check_loss_names, denoising_loss
+from .trackers import flat_config, make_trackers
+from .validation import evaluate
+
+_CKPT_NUMBER = re.compile(r"(\d+)$")
+
+
+class TrainState:
+    """Loop counters saved with each checkpoint (registered with the accelerator)."""
+
+    def __init__(self) -> None:
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.train_seconds = 0.0  # wall-clock seconds spent in the loop, over all resumes
+
+    def state_dict(self) -> dict[str, float]:
+        return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                "train_seconds": self.train_seconds}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.step = int(state["step"])
+        self.epoch = int(state.get("epoch", 0))
+        self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+
+
+def list_checkpoints(ckpt_root: Path) -> list[Path]:
+    """Checkpoint folders of a run, oldest first (by the number that ends their name)."""
+    if not ckpt_root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_root.iterdir()
+             if p.is_dir() and (m := _CKPT_NUMBER.search(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_checkpoint(resume: str, ckpt_root: Path) -> Path | None:
+    """The folder ``resume`` names: ``"latest"`` (None when the run has none yet), a path,
+    or a folder name inside ``ckpt_root``."""
+    if resume == "latest":
+        ckpts = list_checkpoints(ckpt_root)
+        return ckpts[-1] if ckpts else None
+    path = Path(resume)
+    if not path.is_dir():
+        path = ckpt_root / resume
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint {resume!r} not found (looked in {ckpt_root})")
+    return path
+
+
+def _due(step: int, every_steps: int | None, seconds_since: float,
+         every_minutes: float | None) -> bool:
+    """Whether a periodic task is due: every N steps and/or every M minutes since it ran."""
+    by_steps = bool(every_steps) and step % every_steps == 0
+    by_time = every_minutes is not None and seconds_since >= 60 * every_minutes
+    return by_steps or by_time
+
+
+class Trainer:
+    """Trains (or resumes training) an MR diffusion restoration model; see the module doc.
+
+    Args:
+        config: the options (see :class:`TrainingConfig`).
+        model_cls: the network class (default :class:`diffusers_mrs.MRUNet2DModel`), built as
+            ``model_cls(in_channels=3, out_channels=3, nf=..., depth=..., **unet_kwargs)``.
+        scheduler_cls: the scheduler class (default :class:`diffusers_mrs.MRSamplerScheduler`).
+    """
+
+    def __init__(self, config: TrainingConfig, model_cls: type | None = None,
+                 scheduler_cls: type | None = None) -> None:
+        if config.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}")
+        if config.max_train_steps < 1:
+            raise ValueError(f"max_train_steps must be at least 1, got {config.max_train_steps}")
+        check_loss_names(config.loss_type, config.loss_weighting)
+        if model_cls is None:
+            from ..models.unet_mr import MRUNet2DModel as model_cls
+        if scheduler_cls is None:
+            from ..scheduling_mr_sampler import MRSamplerScheduler as scheduler_cls
+        self.config, self.model_cls, self.scheduler_cls = config, model_cls, scheduler_cls
+        self.out_dir = Path(config.output_dir)
+        self.state = TrainState()
+        self.progress = 0.0  # max(step / max_train_steps, time / max_minutes), on all processes
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        """Accelerator, network, scheduler, EMA, optimiser, LR schedule, data; then resume."""
+        from accelerate.utils import set_seed
+
+        cfg = self.config
+        if cfg.num_threads:
+            torch.set_num_threads(int(cfg.num_threads))
+        self.accelerator = self._make_accelerator()
+        if self.accelerator.is_main_process:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "training_config.json").write_text(
+                json.dumps(cfg.to_dict(), indent=2) + "\n")
+        set_seed(cfg.seed)  # identical initial weights on every process
+        self.unet = self._make_unet()
+        self.scheduler = self.scheduler_cls(
+            num_train_timesteps=cfg.num_train_timesteps, theta_schedule=cfg.theta_schedule,
+            max_sigma=cfg.max_sigma, eps=cfg.eps, prediction_type=cfg.prediction_type)
+        self.num_parameters = sum(p.numel() for p in self.unet.parameters())
+        self.ema = self._make_ema()
+        self.optimizer = torch.optim.AdamW(
+            self.unet.parameters(), lr=cfg.learning_rate,
+            betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.adam_weight_decay)
+        self.lr_scheduler = self._make_lr_scheduler()
+        self.dataset, dataloader = self._make_data()
+        self.unet, self.optimizer, self.dataloader, self.lr_scheduler = self.accelerator.prepare(
+            self.unet, self.optimizer, dataloader, self.lr_scheduler)
+        self.accelerator.register_for_checkpointing(self.state)
+        if self.ema is not None:
+            self.accelerator.register_for_checkpointing(self.ema)
+        self._resume()
+        if self.ema is not None:
+            self.ema.to(self.accelerator.device)
+        self.val_data = make_validation_set(cfg.validation_kinds, cfg.validation_crop, cfg.seed)
+        self.accelerator.init_trackers("train", config=flat_config(cfg.to_dict()))
+
+    def _make_accelerator(self) -> Any:
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
+
+        cfg = self.config
+        # Several processes but no GPU: accelerate sets up gloo DDP only when told it is on CPU.
+        multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        project = ProjectConfiguration(
+            project_dir=str(self.out_dir), logging_dir=str(self.out_dir / "logs"),
+            automatic_checkpoint_naming=True, total_limit=cfg.checkpoints_total_limit)
+        return Accelerator(
+            cpu=cfg.cpu or multi_cpu, mixed_precision=cfg.mixed_precision,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            project_config=project,
+            log_with=make_trackers(cfg.report_to, "train", self.out_dir / "logs") or None)
+
+    def _make_unet(self) -> torch.nn.Module:
+        cfg = self.config
+        if cfg.init_weights:
+            init = Path(cfg.init_weights)
+            sub = "unet" if (init / "unet").is_dir() else None
+            return self.model_cls.from_pretrained(str(init), subfolder=sub)
+        return self.model_cls(in_channels=3, out_channels=3, nf=cfg.nf, depth=cfg.depth,
+                              **cfg.unet_kwargs)
+
+    def _make_ema(self) -> Any:
+        from diffusers.training_utils import EMAModel
+
+        if not self.config.use_ema:
+            return None
+        return EMAModel(self.unet.parameters(), decay=self.config.ema_decay, use_ema_warmup=True,
+                        power=self.config.ema_power, model_cls=self.model_cls,
+                        model_config=self.unet.config)
+
+    def _make_lr_scheduler(self) -> Any:
+        """diffusers' LR schedule; with ``max_minutes`` a cosine/linear decay that follows
+        :attr:`progress`, so it ends whichever budget (steps or time) runs out first."""
+        from diffusers.optimization import get_scheduler
+
+        cfg = self.config
+        if cfg.max_minutes is not None and cfg.lr_scheduler in ("cosine", "linear"):
+            return torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._timed_lr_factor)
+        name = cfg.lr_scheduler
+        if name == "constant" and cfg.lr_warmup_steps > 0:
+            name = "constant_with_warmup"
+        n = self.accelerator.num_processes
+        return get_scheduler(name, optimizer=self.optimizer,
+                             num_warmup_steps=cfg.lr_warmup_steps * n,
+                             num_training_steps=cfg.max_train_steps * n)
+
+    def _timed_lr_factor(self, _: int) -> float:
+        cfg = self.config
+        warm = min(1.0, (self.state.step + 1) / cfg.lr_warmup_steps) if cfg.lr_warmup_steps else 1.0
+        p = min(1.0, self.progress)
+        if cfg.lr_scheduler == "cosine":
+            return warm * 0.5 * (1.0 + math.cos(math.pi * p))
+        return warm * (1.0 - p)
+
+    def _make_data(self) -> tuple[Any, torch.utils.data.DataLoader]:
+        cfg = self.config
+        micro = cfg.train_batch_size * self.accelerator.num_processes
+        if cfg.train_data == "bundled":
+            dataset: Any = DegradedPatchDataset(
+                list(bundled_photos("train").values()), patch_size=cfg.patch_size,
+                kinds=tuple(cfg.kinds), length=micro * cfg.gradient_accumulation_steps * 1000,
+                seed=cfg.seed, randomize=cfg.randomize_degradations)
+        else:
+            dataset = PairedFolderDataset(cfg.train_data, patch_size=cfg.patch_size,
+                                          augment=True, seed=cfg.seed)
+        if len(dataset) < micro:
+            raise ValueError(
+                f"the dataset has {len(dataset)} items, fewer than one global batch ({micro})")
+        # shuffle=False: items are already random functions of (seed, epoch, index)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train_batch_size,
+                                             shuffle=False, drop_last=True,
+                                             num_workers=cfg.dataloader_num_workers)
+        return dataset, loader
+
+    def _resume(self) -> None:
+        from accelerate.utils import set_seed
+
+        acc, ckpt_root = self.accelerator, self.out_dir / "checkpoints"
+        path = None
+        if self.config.resume_from_checkpoint:
+            path = resolve_checkpoint(self.config.resume_from_checkpoint, ckpt_root)
+            if path is None:
+                acc.print("resume_from_checkpoint='latest': no checkpoint yet, starting fresh")
+        if path is None:
+            set_seed(self.config.seed + acc.process_index)  # different noise per process
+        else:
+            acc.print(f"resuming from {path}")
+            acc.load_state(str(path))
+        # New checkpoints are numbered after every existing one (accelerate never overwrites).
+        existing = list_checkpoints(ckpt_root)
+        if existing:
+            last = int(_CKPT_NUMBER.search(existing[-1].name).group(1))
+            acc.project_configuration.iteration = last + 1
+
+    # ------------------------------------------------------------------ steps
+    def train_step(self, lq: torch.Tensor, gt: torch.Tensor) -> float:
+        """Forward, backward and (when gradients sync) clip, optimiser and LR steps; the loss."""
+        cfg, acc = self.config, self.accelerator
+        with acc.accumulate(self.unet):
+            loss = denoising_loss(self.unet, self.scheduler, lq, gt, cfg.timestep_sampling,
+                                  cfg.loss_space, cfg.loss_type, cfg.loss_weighting)
+            acc.backward(loss)
+            if acc.sync_gradients and cfg.max_grad_norm > 0:
+                acc.clip_grad_norm_(self.unet.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            self.lr_scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach().float().item()
+
+    def validate(self) -> dict[str, float] | None:
+        """Validation PSNRs with the EMA weights (main process; logged to the trackers)."""
+        cfg, acc = self.config, self.accelerator
+        metrics = None
+        if acc.is_main_process:
+            model = acc.unwrap_model(self.unet)
+            if self.ema is not None:
+                self.ema.store(model.parameters())
+                self.ema.copy_to(model.parameters())
+            metrics = evaluate(model, self.scheduler, *self.val_data,
+                               num_inference_steps=cfg.validation_num_inference_steps,
+                               seed=cfg.seed)
+            if self.ema is not None:
+                self.ema.restore(model.parameters())
+            acc.print(f"[val step {self.state.step}] PSNR in {metrics['psnr_in']:.2f} dB -> "
+                      f"MRS@{cfg.validation_num_inference_steps} {metrics['psnr_out']:.2f} dB "
+                      f"(x0 at T: {metrics['psnr_x0_T']:.2f} dB)")
+        acc.wait_for_everyone()
+        if metrics is not None:
+            acc.log({f"val/{k}": v for k, v in metrics.items()}, step=self.state.step)
+        return metrics
+
+    def checkpoint(self) -> None:
+        """``accelerator.save_state()``: model, optimiser, LR, EMA, counters, RNG; accelerate
+        keeps the newest ``checkpoints_total_limit``."""
+        if self.state.batch_in_epoch >= len(self.dataloader):
+            self.state.epoch, self.state.batch_in_epoch = self.state.epoch + 1, 0
+        self.accelerator.save_state()
+        self.accelerator.wait_for_everyone()
+
+    def finish(self, final: dict[str, float] | None) -> Path:
+        """The pipeline folder ``OUTPUT/pipeline`` (EMA weights, float32, safetensors) and
+        ``final_metrics.json``; ends the trackers."""
+        acc = self.accelerator
+        if acc.is_main_process and self.config.save_pipeline:
+            self._save_pipeline(self.out_dir / "pipeline")
+        if acc.is_main_process:
+            summary = {"step": self.state.step, "train_seconds": round(self.state.train_seconds, 1),
+                       "num_parameters": self.num_parameters, "validation": final}
+            (self.out_dir / "final_metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        acc.wait_for_everyone()
+        acc.end_training()
+        return self.out_dir
+
+    def _save_pipeline(self, out: Path) -> None:
+        from ..pipelines import MRRestorationPipeline
+
+        model = self.accelerator.unwrap_model(self.unet)
+        unet = self.model_cls.from_config(model.config)
+        unet.load_state_dict(model.state_dict())
+        if self.ema is not None:
+            self.ema.copy_to(unet.parameters())
+        unet = unet.to("cpu", dtype=torch.float32).eval()
+        MRRestorationPipeline(unet=unet, scheduler=self.scheduler).save_pretrained(
+            out, safe_serialization=True)
+        self.accelerator.print(f"saved pipeline to {out}")
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> Path:
+        """:meth:`setup`, the loop over epochs, final validation and :meth:`finish`."""
+        from tqdm.auto import tqdm
+
+        self.setup()
+        cfg, acc = self.config, self.accelerator
+        acc.print(
+            f"training {type(acc.unwrap_model(self.unet)).__name__} "
+            f"({self.num_parameters / 1e6:.3f} M params, {cfg.prediction_type}) for "
+            f"{cfg.max_train_steps} steps, {acc.num_processes} process(es), "
+            f"from step {self.state.step}")
+        self._clock = _Clock(time.time(), self.state.train_seconds, self.state.step)
+        self._update_progress(self._clock.start)
+        self._bar = tqdm(total=cfg.max_train_steps, initial=self.state.step, desc="train",
+                         disable=not acc.is_local_main_process, dynamic_ncols=True)
+        self.unet.train()
+        done = self._finished()
+        while not done:
+            done = self._run_epoch()
+        self._bar.close()
+        return self.finish(self.validate())
+
+    def _run_epoch(self) -> bool:
+        """One pass over the data (from where a resumed run stopped); True when training ends."""
+        acc, state = self.accelerator, self.state
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(state.epoch)
+        skip = state.batch_in_epoch
+        loader = acc.skip_first_batches(self.dataloader, skip) if skip else self.dataloader
+        for batch_i, (lq, gt) in enumerate(loader, start=skip):
+            self._clock.add_loss(self.train_step(lq, gt))
+            state.batch_in_epoch = batch_i + 1
+            if acc.sync_gradients and self._after_optimizer_step():
+                return True
+        if state.batch_in_epoch:  # (a checkpoint at the epoch's end already moved on)
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        return False
+
+    def _after_optimizer_step(self) -> bool:
+        """EMA, counters, logging, validation and checkpoints; True when training ends."""
+        cfg, state, clock = self.config, self.state, self._clock
+        if self.ema is not None:
+            self.ema.step(self.accelerator.unwrap_model(self.unet).parameters())
+        state.step += 1
+        self._bar.update(1)
+        now = time.time()
+        self._update_progress(now)
+        if state.step % cfg.log_every == 0 or state.step == cfg.max_train_steps:
+            self._log_training(now)
+        last = state.step >= cfg.max_train_steps
+        out_of_time = cfg.max_minutes is not None and self.progress >= 1.0
+        want_val = self._flag(_due(state.step, cfg.validation_steps, now - clock.last_val,
+                                   cfg.validation_minutes))
+        want_ckpt = self._flag(_due(state.step, cfg.checkpointing_steps, now - clock.last_ckpt,
+                                    cfg.checkpointing_minutes))
+        if want_val and not last:
+            self.validate()
+            clock.last_val = time.time()
+        if want_ckpt or last or out_of_time:
+            self.checkpoint()
+            clock.last_ckpt = time.time()
+        if out_of_time and not last:
+            self.accelerator.print(f"max_minutes spent at step {state.step}")
+        return last or out_of_time
+
+    def _log_training(self, now: float) -> None:
+        acc, clock = self.accelerator, self._clock
+        mean = acc.gather(torch.tensor([clock.take_mean_loss()], device=acc.device)).mean().item()
+        lr = self.lr_scheduler.get_last_lr()[0]
+        sec_per_step = clock.seconds_per_step(now, self.state.step)
+        self._bar.set_postfix(loss=f"{mean:.4g}", lr=f"{lr:.2e}", s_per_step=f"{sec_per_step:.2f}")
+        acc.log({"loss": mean, "lr": lr, "elapsed_s": self.state.train_seconds,
+                 "sec_per_step": sec_per_step}, step=self.state.step)
+
+    def _update_progress(self, now: float) -> None:
+        cfg = self.config
+        spent = self._clock.seconds_before + (now - self._clock.start)
+        frac = self.state.step / cfg.max_train_steps
+        if cfg.max_minutes:
+            frac = max(frac, spent / (60.0 * cfg.max_minutes))
+        if self.accelerator.num_processes > 1:  # the main process's clock decides
+            from accelerate.utils import broadcast
+
+            t = torch.tensor([frac], device=self.accelerator.device)
+            frac = float(broadcast(t, from_process=0).item())
+        self.state.train_seconds = spent
+        self.progress = frac
+
+    def _finished(self) -> bool:
+        cfg = self.config
+        return self.state.step >= cfg.max_train_steps or (
+            cfg.max_minutes is not None and self.progress >= 1.0)
+
+    def _flag(self, value: bool) -> bool:
+        """The main process's decision, on every process."""
+        if self.accelerator.num_processes == 1:
+            return value
+        from accelerate.utils import broadcast
+
+        t = torch.tensor([1 if value else 0], device=self.accelerator.device)
+        return bool(broadcast(t, from_process=0).item())
+
+
+class _Clock:
+    """Wall-clock marks of a run and the running loss between two log lines."""
+
+    def __init__(self, start: float, seconds_before: float, step: int) -> None:
+        self.start, self.seconds_before = start, seconds_before
+        self.last_val = self.last_ckpt = self.last_log = start
+        self.step_at_last_log = step
+        self.loss_sum, self.loss_n = 0.0, 0
+
+    def add_loss(self, loss: float) -> None:
+        self.loss_sum, self.loss_n = self.loss_sum + loss, self.loss_n + 1
+
+    def take_mean_loss(self) -> float:
+        mean = self.loss_sum / max(self.loss_n, 1)
+        self.loss_sum, self.loss_n = 0.0, 0
+        return mean
+
+    def seconds_per_step(self, now: float, step: int) -> float:
+        sps = (now - self.last_log) / max(step - self.step_at_last_log, 1)
+        self.last_log, self.step_at_last_log = now, step
+        return sps
+
+
+def train(config: TrainingConfig, model_cls: type | None = None,
+          scheduler_cls: type | None = None) -> Path:
+    """Train (or resume) a model: ``Trainer(config, model_cls, scheduler_cls).run()``.
+
+    Returns:
+        The output directory: ``training_config.json``, ``logs/`` (trackers; with the
+        built-in ``jsonl`` tracker ``logs/train/metrics.jsonl``), ``checkpoints/`` and, at the
+        end, ``pipeline/`` (EMA weights) and ``final_metrics.json``.
+    """
+    return Trainer(config, model_cls, scheduler_cls).run()
