@@ -94,6 +94,7 @@ class Network:
     scheduler_config: dict[str, Any]
     original: Callable[..., torch.Tensor] | None = None  # original(x, mu, t, **contexts)
     original_kind: str = "none"
+    original_module: torch.nn.Module | None = None  # moved to the device with ours
     notes: list[str] = field(default_factory=list)
 
 
@@ -147,7 +148,7 @@ def with_original(net: Network, code: OriginalCode) -> Network:
     state = convert_to_irsde_state_dict(net.unet.state_dict())
     original.load_state_dict(state, strict=True)
     net.original = lambda x, mu, t, **_: original(x, mu, t)
-    net.original_kind = "original ConditionalUNet"
+    net.original_kind, net.original_module = "original ConditionalUNet", original
     return net
 
 
@@ -162,6 +163,37 @@ def irsde_network(code: OriginalCode, nf: int, depth: int) -> Network:
     unet = _randomise(MRUNet2DModel(nf=nf, depth=depth, mid_attention="full"), seed=1)
     config = public_config(MRSamplerScheduler(**IRSDE_SCHEDULER).config)
     return with_original(Network(f"irsde-nf{nf}", unet, config), code)
+
+
+def refusion_network(code: OriginalCode, width: int) -> Network:
+    """A Refusion-shaped conditional NAFNet (IR-SDE's noise-predicting settings)."""
+    from diffusers_mrs import MRNAFNetModel
+    from diffusers_mrs.models.nafnet_checkpoint import convert_nafnet_state_dict
+
+    blocks = {"middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1], "dec_blk_nums": [1, 1, 1, 1]}
+    unet = MRNAFNetModel(width=width, **blocks).eval()
+    config = public_config(MRSamplerScheduler(**IRSDE_SCHEDULER).config)
+    net = Network(f"refusion-w{width}", unet, config)
+    if code.nafnet is None:
+        _randomise_all(unet, seed=2)
+        net.original, net.original_kind = _ours_as_original(unet), "our network"
+        return net
+    torch.manual_seed(2)
+    original = code.nafnet(img_channel=3, width=width, **blocks).eval()
+    _randomise_all(original, seed=2)
+    unet.load_state_dict(convert_nafnet_state_dict(original.state_dict()), strict=True)
+    net.original = lambda x, mu, t, **_: original(x, mu, t)
+    net.original_kind, net.original_module = "original ConditionalNAFNet", original
+    return net
+
+
+def _randomise_all(module: torch.nn.Module, seed: int) -> None:
+    """Small random values for zero-initialised parameters, so every layer matters."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            if not param.any():
+                param.normal_(std=0.02)
 
 
 def missing_network(name: str, what: str) -> Network | None:
@@ -181,6 +213,8 @@ def build_networks(names: list[str], code: OriginalCode, irsde_nf: int) -> list[
         elif name == "refusion":
             if getattr(diffusers_mrs, "MRNAFNetModel", None) is None:
                 nets.append(missing_network(name, "MRNAFNetModel is not in this version"))
+            else:
+                nets.append(refusion_network(code, width=16))
         elif name == "daclip":
             if "image_context" not in MRUNet2DModel.forward.__code__.co_varnames:
                 nets.append(missing_network(name, "MRUNet2DModel has no context inputs here"))
@@ -207,18 +241,23 @@ def ours_runner(net: Network, method: str, nfe: int, variant: str) -> Runner:
 
 
 def make_pipeline(unet: torch.nn.Module, scheduler: Any, variant: str) -> MRRestorationPipeline:
-    """A pipeline in the variant's dtype (``fp32``, ``bf16``, ``fp16``, ``+compile``)."""
+    """A pipeline for a variant: ``fp32``, ``bf16`` or ``fp16`` network weights (the sampler
+    stays float32), ``+compile`` for :meth:`MRRestorationPipeline.enable_compile`."""
     import copy
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     name, _, extra = variant.partition("+")
-    if name != "fp32" or extra:
+    if name != "fp32" or extra:  # a copy: the other variants keep the float32 network
         unet = copy.deepcopy(unet).to(dtype[name])
-        if extra == "compile":
-            unet.compile()
     pipe = MRRestorationPipeline(unet=unet, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
+    if extra == "compile":
+        pipe.enable_compile()
     return pipe
+
+
+def _device(net: Network) -> torch.device:
+    return next(net.unet.parameters()).device
 
 
 def original_mrs_runner(code: OriginalCode, net: Network, nfe: int) -> Runner:
@@ -227,7 +266,7 @@ def original_mrs_runner(code: OriginalCode, net: Network, nfe: int) -> Runner:
 
     cfg = net.scheduler_config
     sde = SimpleNamespace(
-        device=torch.device("cpu"),
+        device=_device(net),
         T=cfg["num_train_timesteps"],
         max_sigma=cfg["max_sigma"],
         model=net.original,
@@ -269,7 +308,7 @@ def original_posterior_runner(code: OriginalCode, net: Network, nfe: int) -> Run
             T=cfg["num_train_timesteps"],
             schedule=cfg["theta_schedule"],
             eps=cfg["eps"],
-            device="cpu",
+            device=_device(net),
         )
     sde.set_model(net.original)
 
@@ -416,8 +455,11 @@ def summarise(net: Network, stats: dict[tuple, dict[str, Any]]) -> list[dict[str
         if original is not None and variant != "original":
             pairs = zip(s["seconds"], original["seconds"], strict=True)
             row["ratio_vs_original"] = statistics.median(a / b for a, b in pairs)
+            # Same noise only from the same CPU generator; the original's posterior loop
+            # reads the network output as noise.
+            same_noise = _device(net).type == "cpu"
             same_target = method == "mrs" or net.scheduler_config["prediction_type"] == "epsilon"
-            if variant == "fp32" and same_target:
+            if variant == "fp32" and same_target and same_noise:
                 row["max_abs_diff_vs_original"] = (
                     (s["output"] - original["output"]).abs().max().item()
                 )
@@ -586,6 +628,8 @@ def main(argv: list[str] | None = None) -> None:
     nets = build_networks(args.networks, code, args.irsde_nf)
     for net in nets:
         net.unet.to(args.device)
+        if net.original_module is not None:
+            net.original_module.to(args.device)
         if args.spacing != "model":
             net.scheduler_config["timestep_spacing"] = args.spacing
         rows += run_network(net, code, args, mu)
