@@ -190,6 +190,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seam-steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--skip-memory", action="store_true", help="only the seam measurement")
+    p.add_argument("--skip-seams", action="store_true", help="only the memory measurement")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--child-tile", type=int, help=argparse.SUPPRESS)
     p.add_argument("--child-overlap", type=int, help=argparse.SUPPRESS)
@@ -202,7 +204,8 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    write(args, memory_rows(args), seam_rows(args))
+    memory = [] if args.skip_memory else memory_rows(args)
+    write(args, memory, [] if args.skip_seams else seam_rows(args))
 
 
 if __name__ == "__main__":

@@ -418,13 +418,51 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-existing", action="store_true", help="skip inputs whose output file exists"
     )
     restore.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_demo_parser(sub)
+    # ---- convert / convert-daclip: original checkpoints -> pipeline folder (convert.py)
+    from diffusers_mrs.convert import add_convert_parsers
+
+    add_convert_parsers(sub)
     return parser
+
+
+def add_demo_parser(sub: Any) -> None:
+    """The ``demo`` sub-command: the Gradio web app of :mod:`diffusers_mrs.demo`."""
+    demo = sub.add_parser("demo", help="start the web demo (needs the [demo] extra)")
+    demo.add_argument("--model", default=None, metavar="DIR_OR_REPO",
+                      help="pipeline folder or Hub repo id (default: the shipped model)")
+    demo.add_argument("--host", default="127.0.0.1",
+                      help="address to listen on (default: 127.0.0.1, this machine only)")
+    demo.add_argument("--port", type=_positive_int, default=None,
+                      help="port (default: Gradio's, 7860 or the next free one)")
+    demo.add_argument("--device", default=None, help="torch device (default: cuda if present)")
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    """The ``demo`` sub-command: imports Gradio only now, with a clear message if missing."""
+    try:
+        from .demo import run_demo
+    except ImportError as err:
+        if getattr(err, "name", None) and err.name.split(".")[0] in ("gradio", "gradio_client"):
+            print(
+                "diffusers-mrs demo: error: the demo needs Gradio; install it with"
+                ' pip install "diffusers-mrs[demo]"',
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        raise
+    run_demo(model=args.model, host=args.host, port=args.port, device=args.device)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``diffusers-mrs`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("convert", "convert-daclip"):
+        from diffusers_mrs.convert import run_convert
+
+        return run_convert(args)
     if args.command == "restore":
         if args.tile is None and args.tile_overlap is not None:
             parser.error("--tile-overlap needs --tile")
@@ -435,6 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             parser.error("--tile-overlap must be smaller than --tile")
         return run_restore(args)
+    if args.command == "demo":
+        return run_demo_command(args)
     parser.error(f"unknown command {args.command}")  # pragma: no cover - argparse exits
     return EXIT_USAGE  # pragma: no cover
 

@@ -13,8 +13,14 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from .noise_schedule import MRNoiseSchedule
+from .prediction_types import (
+    PREDICTION_TYPES,
+    check_prediction_type,
+    network_target,
+    x0_from_output,
+)
 
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+__all__ = ["MR_SCHEDULERS", "PREDICTION_TYPES", "MRSchedulerBase", "MRSchedulerOutput"]
 
 #: Every scheduler of the family; each lists the others as compatible.
 MR_SCHEDULERS = ("MRSamplerScheduler", "MRPosteriorScheduler", "MREulerMaruyamaScheduler")
@@ -38,27 +44,6 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"Unknown {name} {value!r}; expected one of {choices}.")
 
 
-def prediction_conversion(
-    prediction_type: str, target: str, alpha: float, sigma: float, max_sigma: float
-) -> tuple[float, float]:
-    """(p, q) with ``target = p * y_t + q * m`` (docs/math.md#prediction-types).
-
-    ``target`` is "data" (y_0 = x_0 - mu) or "noise" (eps); ``m`` is the network output,
-    except for ``prediction_type="sample"`` where it is the output minus mu (i.e. y_0).
-    """
-    if target == "data":
-        return {
-            "epsilon": (1.0 / alpha, -sigma / alpha),           # y0 = (y - sigma eps) / alpha
-            "sample": (0.0, 1.0),
-            "v_prediction": (alpha, -sigma / max_sigma),        # y0 = alpha y - (sigma/ms) v
-        }[prediction_type]
-    return {
-        "epsilon": (0.0, 1.0),
-        "sample": (1.0 / sigma, -alpha / sigma),                # eps = (y - alpha y0) / sigma
-        "v_prediction": (sigma / max_sigma**2, alpha / max_sigma),  # (alpha v + sigma/ms y)/ms
-    }[prediction_type]
-
-
 class MRSchedulerBase:
     """Mixin with the parts every MR scheduler shares. Subclasses also inherit
     ``SchedulerMixin`` and ``ConfigMixin`` and register the shared config names:
@@ -71,7 +56,7 @@ class MRSchedulerBase:
     # ---------------------------------------------------------------- construction
     def _build_schedule(self) -> None:
         cfg = self.config
-        check_choice("prediction_type", cfg.prediction_type, PREDICTION_TYPES)
+        check_prediction_type(cfg.prediction_type)
         self.noise_schedule = MRNoiseSchedule.from_config(
             cfg.num_train_timesteps, cfg.theta_schedule, cfg.trained_thetas, cfg.max_sigma,
             cfg.eps,
@@ -234,11 +219,14 @@ class MRSchedulerBase:
         timesteps: torch.Tensor | float,
         mu: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Velocity target v = max_sigma alpha_t eps - (sigma_t / max_sigma)(x_0 - mu)."""
-        ms = self.config.max_sigma
+        """Velocity target v = max_sigma alpha_t eps - (sigma_t / max_sigma)(x_0 - mu)
+        (the ``v_prediction`` row of docs/math.md#prediction-types)."""
         alpha, sigma = self._alpha_sigma(timesteps, sample)
-        y0 = sample.to(alpha.dtype) if mu is None else (sample - mu).to(alpha.dtype)
-        return (ms * alpha * noise.to(alpha.dtype) - (sigma / ms) * y0).to(sample.dtype)
+        v = network_target(
+            "v_prediction", sample.to(alpha.dtype), noise.to(alpha.dtype), alpha, sigma,
+            self.config.max_sigma, None if mu is None else mu.to(alpha.dtype),
+        )
+        return v.to(sample.dtype)
 
     def predict_original_sample(
         self,
@@ -250,16 +238,10 @@ class MRSchedulerBase:
         """x_0 estimate from a network output at any (batched) times
         (docs/math.md#prediction-types)."""
         alpha, sigma = self._alpha_sigma(timesteps, sample)
-        y = sample.to(alpha.dtype) if mu is None else (sample - mu).to(alpha.dtype)
-        m = model_output.to(alpha.dtype)
-        kind = self.config.prediction_type
-        if kind == "epsilon":
-            y0 = (y - sigma * m) / alpha
-        elif kind == "v_prediction":
-            y0 = alpha * y - (sigma / self.config.max_sigma) * m
-        else:
-            return m.to(sample.dtype)
-        x0 = y0 if mu is None else y0 + mu.to(alpha.dtype)
+        x0 = x0_from_output(
+            self.config.prediction_type, model_output.to(alpha.dtype), sample.to(alpha.dtype),
+            alpha, sigma, self.config.max_sigma, None if mu is None else mu.to(alpha.dtype),
+        )
         return x0.to(sample.dtype)
 
     def __len__(self) -> int:

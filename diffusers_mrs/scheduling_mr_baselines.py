@@ -17,11 +17,11 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from .prediction_types import prediction_conversion
 from .scheduling_common import (
     MRSchedulerBase,
     MRSchedulerOutput,
     check_choice,
-    prediction_conversion,
 )
 from .solver import StepCoefficients
 

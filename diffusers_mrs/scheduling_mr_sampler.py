@@ -19,11 +19,11 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from .noise_schedule import thetas_from_betas
+from .prediction_types import prediction_conversion
 from .scheduling_common import (
     MRSchedulerBase,
     MRSchedulerOutput,
     check_choice,
-    prediction_conversion,
 )
 from .solver import (
     ALGORITHM_TYPES,

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from diffusers_mrs.noise_schedule import MRNoiseSchedule
+from diffusers_mrs.prediction_types import network_target
 
 
 class GaussianOracle:
@@ -54,16 +55,14 @@ class GaussianOracle:
         return y0 + self.mu
 
     def __call__(self, x_t: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+        """The exact network output for ``prediction_type``: the table's combination of the
+        exact E[x_0 | x_t] and the noise it implies."""
         a, s = self.coefficients(t)
         x0 = self.data_prediction(x_t, t)
-        y, y0 = x_t - self.mu, x0 - self.mu
-        eps = (y - a * y0) / s
-        if self.prediction_type == "sample":
-            return x0
-        if self.prediction_type == "epsilon":
-            return eps
-        ms = self.schedule.max_sigma
-        return ms * a * eps - (s / ms) * y0
+        eps = (x_t - self.mu - a * (x0 - self.mu)) / s
+        return network_target(
+            self.prediction_type, x0, eps, a, s, self.schedule.max_sigma, self.mu
+        )
 
     def ode_solution(self, y_s: torch.Tensor, s: float, t: float) -> torch.Tensor:
         """Exact PF-ODE transport of y from time s to time t."""

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .checkpoint_io import IRSDECheckpointError, IRSDECheckpointMixin, read_checkpoint
 from .dtype_warning import install as _install_dtype_warning_filter
 from .irsde_checkpoint import (
-    IRSDECheckpointError,
     convert_irsde_state_dict,
     convert_to_irsde_state_dict,
     load_irsde_checkpoint,
@@ -30,6 +30,7 @@ __all__ = [
     "DACLIPEncoderOutput",
     "DACLIPImageEncoder",
     "IRSDECheckpointError",
+    "IRSDECheckpointMixin",
     "MRNAFNetModel",
     "MRUNet2DModel",
     "MRUNet2DOutput",
@@ -37,6 +38,7 @@ __all__ = [
     "convert_to_irsde_state_dict",
     "daclip_feature_extractor",
     "load_irsde_checkpoint",
+    "read_checkpoint",
 ]
 
 

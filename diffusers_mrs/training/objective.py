@@ -12,7 +12,10 @@ from typing import Any
 
 import torch
 
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+from .. import prediction_types
+
+# One table of prediction types and their conversions (docs/math.md#prediction-types).
+PREDICTION_TYPES = prediction_types.PREDICTION_TYPES
 TIMESTEP_SAMPLINGS = ("discrete", "continuous")
 LOSS_SPACES = ("target", "x0")
 
@@ -57,17 +60,14 @@ def training_target(
     """The regression target of the network for ``prediction_type`` (default: the scheduler's).
 
     ``epsilon`` -> ``noise``; ``sample`` -> ``x0``; ``v_prediction`` ->
-    ``scheduler.get_velocity(x0, noise, t, mu=mu)``
-    (``= max_sigma alpha eps - (sigma / max_sigma) (x0 - mu)``).
+    ``max_sigma alpha eps - (sigma / max_sigma) (x0 - mu)``: one row each of
+    :data:`diffusers_mrs.prediction_types.OUTPUT_COEFFICIENTS`.
     """
     ptype = prediction_type or scheduler.config.prediction_type
-    if ptype == "epsilon":
-        return noise
-    if ptype == "sample":
-        return x0
-    if ptype == "v_prediction":
-        return scheduler.get_velocity(x0, noise, timesteps, mu=mu)
-    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {ptype!r}")
+    alpha, sigma = schedule_alpha_sigma(scheduler, timesteps, x0)
+    return prediction_types.network_target(
+        ptype, x0, noise, alpha, sigma, scheduler.config.max_sigma, mu
+    )
 
 
 def predict_x0(
@@ -82,16 +82,14 @@ def predict_x0(
     differentiable.
 
     epsilon: ``x0 = mu + (y_t - sigma eps) / alpha``; sample: the output itself;
-    v_prediction: ``x0 = mu + alpha y_t - (sigma / max_sigma) v``. The scheduler's
-    ``predict_original_sample`` does the conversion; ``prediction_type`` overrides its own.
+    v_prediction: ``x0 = mu + alpha y_t - (sigma / max_sigma) v``.
+    ``prediction_type`` (default: the scheduler's) selects the row of the table.
     """
-    if prediction_type not in (None, scheduler.config.prediction_type):
-        if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(
-                f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}"
-            )
-        scheduler = type(scheduler).from_config(scheduler.config, prediction_type=prediction_type)
-    return scheduler.predict_original_sample(model_output, timesteps, x_t, mu=mu)
+    ptype = prediction_type or scheduler.config.prediction_type
+    alpha, sigma = schedule_alpha_sigma(scheduler, timesteps, x_t)
+    return prediction_types.x0_from_output(
+        ptype, model_output, x_t, alpha, sigma, scheduler.config.max_sigma, mu
+    )
 
 
 LOSS_TYPES = ("mse", "l1")

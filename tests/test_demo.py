@@ -1,0 +1,183 @@
+"""``diffusers-mrs demo``: the Gradio app, served on 127.0.0.1 and called through gradio_client.
+
+A tiny random network keeps every call fast; the app under test is the real one
+(``build_demo`` with the real handlers), launched by the test on a free local port.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+gr = pytest.importorskip("gradio", reason="the demo extra (gradio) is not installed")
+gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is not installed")
+
+from diffusers_mrs import MRRestorationPipeline, MRSamplerScheduler, MRUNet2DModel  # noqa: E402
+from diffusers_mrs.cli import main  # noqa: E402
+from diffusers_mrs.demo import (  # noqa: E402
+    COMPARE_RUNS,
+    DemoSession,
+    build_demo,
+    check_image,
+    example_images,
+    parse_tile,
+)
+from diffusers_mrs.uncertainty_map import LEGEND_HEIGHT, MIN_LEGEND_WIDTH  # noqa: E402
+
+H, W = 40, 48
+MAX_PIXELS = 4000  # a 64 x 64 upload is above it
+
+
+def tiny_pipe() -> MRRestorationPipeline:
+    torch.manual_seed(0)
+    unet = MRUNet2DModel(nf=8, depth=2, attention_heads=1, attention_head_dim=8)
+    with torch.no_grad():
+        unet.conv_out.weight.normal_(0.0, 0.05)
+        unet.conv_out.bias.fill_(0.5)
+    pipe = MRRestorationPipeline(unet=unet, scheduler=MRSamplerScheduler(prediction_type="sample"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def value(output: object) -> object:
+    """The value of an output: handlers return visibility updates for some components."""
+    if isinstance(output, dict) and output.get("__type__") == "update":
+        return output.get("value")
+    return output
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def save_image(path: Path, h: int, w: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, DemoSession]]:
+    """The demo on 127.0.0.1 and a gradio_client connected to it."""
+    workdir = tmp_path_factory.mktemp("demo")
+    session = DemoSession(pipe=tiny_pipe(), workdir=workdir, max_pixels=MAX_PIXELS)
+    demo = build_demo(session)
+    port = free_port()
+    demo.queue(default_concurrency_limit=1).launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+        show_error=True,
+    )
+    try:
+        client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+        yield client, session
+    finally:
+        demo.close()
+
+
+def test_restore_call_returns_the_input_and_a_full_size_result(served, tmp_path):
+    client, _ = served
+    src = save_image(tmp_path / "in.png", H, W)
+    pair, info, std_map, download, _ = client.predict(
+        gradio_client.handle_file(str(src)), "MR Sampler", 2, 0, 1, "off", api_name="/restore"
+    )
+    before, after = (Image.open(p) for p in pair)
+    assert before.size == after.size == (W, H)
+    assert np.array_equal(np.asarray(before.convert("RGB")), np.asarray(Image.open(src)))
+    assert "NFE 2" in info and " s**" in info
+    assert value(std_map) is None and std_map["visible"] is False  # one sample: no map
+    full = Image.open(value(download))
+    assert full.size == (W, H) and full.format == "PNG"
+    assert np.array_equal(np.asarray(full), np.asarray(after.convert("RGB")))
+
+
+@pytest.mark.parametrize("sampler", ["Posterior (IR-SDE)", "Euler-Maruyama"])
+def test_restore_with_the_baselines(served, tmp_path, sampler):
+    client, _ = served
+    src = save_image(tmp_path / "in.png", H, W)
+    pair, info, *_ = client.predict(
+        gradio_client.handle_file(str(src)), sampler, 3, 1, 1, "32", api_name="/restore"
+    )
+    assert Image.open(pair[1]).size == (W, H)
+    assert sampler in info and "NFE 3" in info
+
+
+def test_ensemble_call_returns_the_mean_and_the_uncertainty_map(served, tmp_path):
+    client, _ = served
+    src = save_image(tmp_path / "in.png", H, W)
+    pair, info, std_map, download, _ = client.predict(
+        gradio_client.handle_file(str(src)), "MR Sampler", 2, 0, 3, "off", api_name="/restore"
+    )
+    assert Image.open(pair[1]).size == Image.open(value(download)).size == (W, H)
+    assert "3 samples" in info
+    assert Image.open(value(std_map)).size == (max(W, MIN_LEGEND_WIDTH), H + LEGEND_HEIGHT)
+
+
+def test_compare_call_returns_both_restorations_with_their_times(served, tmp_path):
+    client, _ = served
+    src = save_image(tmp_path / "in.png", 16, 24)
+    mrs, posterior, info = client.predict(
+        gradio_client.handle_file(str(src)), 0, "off", api_name="/compare"
+    )
+    assert Image.open(mrs).size == Image.open(posterior).size == (24, 16)
+    for (sampler, steps) in COMPARE_RUNS:
+        assert f"{sampler} @ {steps} steps" in info and f"NFE {steps}" in info
+    assert not np.array_equal(np.asarray(Image.open(mrs)), np.asarray(Image.open(posterior)))
+
+
+def test_too_large_upload_gets_a_clear_message(served, tmp_path):
+    client, _ = served
+    src = save_image(tmp_path / "big.png", 64, 64)
+    with pytest.raises(Exception, match="megapixels"):
+        client.predict(
+            gradio_client.handle_file(str(src)), "MR Sampler", 2, 0, 1, "off",
+            api_name="/restore",
+        )
+
+
+def test_results_stay_in_the_session_folder(served, tmp_path):
+    client, session = served
+    src = save_image(tmp_path / "in.png", H, W)
+    before = set(session.workdir.iterdir())
+    client.predict(
+        gradio_client.handle_file(str(src)), "MR Sampler", 1, 0, 1, "off", api_name="/restore"
+    )
+    new = set(session.workdir.iterdir()) - before
+    assert len(new) == 1 and next(iter(new)).suffix == ".png"
+
+
+def test_checks_without_a_server():
+    with pytest.raises(gr.Error, match="Upload an image"):
+        check_image(None, MAX_PIXELS)
+    with pytest.raises(gr.Error, match="megapixels"):
+        check_image(Image.new("RGB", (100, 100)), MAX_PIXELS)
+    assert parse_tile("off") is None and parse_tile("128") == 128
+    with pytest.raises(gr.Error, match="at least 16"):
+        parse_tile(8)
+    assert {p.name for p in example_images()} >= {"coffee_blur.png"}
+
+
+def test_demo_subcommand_parses_and_defaults_to_localhost(monkeypatch):
+    seen = {}
+    monkeypatch.setattr("diffusers_mrs.demo.run_demo", lambda **kw: seen.update(kw))
+    assert main(["demo", "--port", "7999"]) == 0
+    assert seen == {"model": None, "host": "127.0.0.1", "port": 7999, "device": None}
+
+
+def test_demo_subcommand_without_gradio_says_how_to_install(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.delitem(sys.modules, "diffusers_mrs.demo", raising=False)
+    monkeypatch.setitem(sys.modules, "gradio", None)  # `import gradio` fails
+    code = main(["demo"])
+    assert code == 2
+    assert 'pip install "diffusers-mrs[demo]"' in capsys.readouterr().err
