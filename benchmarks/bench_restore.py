@@ -216,8 +216,13 @@ def build_networks(names: list[str], code: OriginalCode, irsde_nf: int) -> list[
             else:
                 nets.append(refusion_network(code, width=16))
         elif name == "daclip":
-            if "image_context" not in MRUNet2DModel.forward.__code__.co_varnames:
-                nets.append(missing_network(name, "MRUNet2DModel has no context inputs here"))
+            nets.append(
+                missing_network(
+                    name,
+                    "not wired into this benchmark yet (the contexts come from DA-CLIP's "
+                    "image encoder); benchmarks/bench_daclip.py times that network",
+                )
+            )
         else:
             raise SystemExit(f"unknown network {name!r}")
     return [n for n in nets if n is not None]
