@@ -243,13 +243,12 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
             y_next.add_(z, alpha=coef.noise)
         prev = y_next if mu_ is None else y_next.add_(mu_)
         prev = prev.to(sample.dtype)
-
+        self._step_index = i + 1
+        if not return_dict:  # nobody reads pred_original_sample: not computed
+            return (prev,)
         pred_x0 = None
         if self.config.parameterization == "data":
             pred_x0 = (d0 if mu_ is None else d0 + mu_).to(sample.dtype)
-        self._step_index = i + 1
-        if not return_dict:
-            return (prev,)
         return MRSchedulerOutput(prev_sample=prev, pred_original_sample=pred_x0)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -388,14 +389,18 @@ class MRRestorationPipeline(DiffusionPipeline):
             pretrained_model_name_or_path: a folder written by ``save_pretrained``, a Hub repo
                 id (``"user/name"``), or ``None`` for the default model shipped in the package
                 (``diffusers_mrs/default_model``).
-            **kwargs: passed to ``DiffusionPipeline.from_pretrained`` (``torch_dtype``,
-                ``unet=...``, ...). ``revision``, ``cache_dir``, ``token``, ``force_download``
-                and ``local_files_only`` also control the Hub download.
+            **kwargs: passed to ``DiffusionPipeline.from_pretrained`` (``unet=...``, ...).
+                ``torch_dtype`` (or ``dtype``) loads the network in that dtype: it then runs
+                in float16/bfloat16 while the sampler keeps float32. ``revision``,
+                ``cache_dir``, ``token``, ``force_download`` and ``local_files_only`` also
+                control the Hub download.
 
         diffusers does not download pipelines whose components come from a third-party
         library, so for a repo id the snapshot is downloaded first
         (:func:`diffusers_mrs.pipeline_folder.download_pipeline_snapshot`) and loaded locally.
         """
+        if "torch_dtype" in kwargs:  # diffusers' deprecated name for `dtype`
+            kwargs.setdefault("dtype", kwargs.pop("torch_dtype"))
         if pretrained_model_name_or_path is None:
             path = default_model_path()
             if not (path / "model_index.json").is_file():
@@ -423,6 +428,36 @@ class MRRestorationPipeline(DiffusionPipeline):
     def interrupt(self) -> bool:
         """Set ``pipe._interrupt = True`` from a callback to skip the remaining steps."""
         return getattr(self, "_interrupt", False)
+
+    @property
+    def _execution_device(self) -> torch.device:
+        """The device the network runs on. diffusers' property reads ``module.device``,
+        which a plain ``nn.Module`` lacks; then the network's first tensor decides."""
+        try:
+            return super()._execution_device
+        except AttributeError:
+            for tensor in itertools.chain(self.unet.parameters(), self.unet.buffers()):
+                return tensor.device
+            return torch.device("cpu")
+
+    def enable_compile(self, **compile_kwargs: Any) -> None:
+        """Compiles the network in place with ``torch.compile`` (opt-in).
+
+        The compiled graph is built on the first call and then reused for every step and
+        every image of that size; a second image size triggers one more compilation with
+        dynamic shapes, which then serves all sizes (tiled restoration always feeds the
+        same tile shape). Compiling takes tens of seconds to minutes on a CPU, so it pays
+        off for many images or steps; the README gives measured costs. Calling it again
+        does nothing. ``compile_kwargs`` go to ``torch.compile`` (``mode``, ``dynamic``...).
+        """
+        unet = _unwrap(self.unet)
+        if getattr(unet, "_compiled_call_impl", None) is None:
+            unet.compile(**compile_kwargs)
+
+    def _sampling_dtype(self) -> torch.dtype:
+        """The dtype of the sampler's state: float64 for a float64 network, else float32,
+        so a float16/bfloat16 network only changes the network's arithmetic."""
+        return torch.float64 if self._unet_dtype() == torch.float64 else torch.float32
 
     def _unet_dtype(self) -> torch.dtype:
         dtype = getattr(self.unet, "dtype", None)
@@ -608,13 +643,18 @@ class MRRestorationPipeline(DiffusionPipeline):
         out = self.image_encoder(
             pixel_values.to(device=mu.device, dtype=encoder_dtype), return_dict=False
         )
-        return _Contexts(out[0].to(mu.dtype), out[1].to(mu.dtype))
+        dtype = self._unet_dtype()  # the contexts only feed the network
+        return _Contexts(out[0].to(dtype), out[1].to(dtype))
 
     def _network(
         self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor, contexts: _Contexts | None
     ) -> torch.Tensor:
         """``unet(x, t, mu[, contexts])`` with ``t`` broadcast over the batch; returns the
-        prediction."""
+        prediction.
+
+        ``x`` (the state, new at every step) is cast to the network's dtype here; ``mu`` and
+        the contexts arrive in it already (cast once per image)."""
+        x = x.to(mu.dtype)
         kwargs = contexts.unet_kwargs(x.shape[0]) if contexts is not None else {}
         out = self.unet(x, t.to(x.device).reshape(()).expand(x.shape[0]), mu=mu, **kwargs)
         return out.sample if hasattr(out, "sample") else out[0]
@@ -661,18 +701,22 @@ class MRRestorationPipeline(DiffusionPipeline):
         """The sampling loop: one network evaluation and one scheduler step per timestep
         (``contexts``, computed once per image, go to every evaluation)."""
         step_kwargs, takes_mu = self._step_kwargs(generator)
+        network_dtype = self._unet_dtype()
+        mu_net = mu.to(network_dtype)  # once per image, not per step
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
-                model_output = self._model_output(latents, mu, t, sampling.tiling, contexts)
+                model_output = self._model_output(latents, mu_net, t, sampling.tiling, contexts)
                 if takes_mu:
                     step_kwargs["mu"] = mu
                 latents = self.scheduler.step(
                     model_output, t, latents, return_dict=False, **step_kwargs
                 )[0].to(mu.dtype)
                 if sampling.callback is not None:
-                    latents, mu = self._run_callback(sampling, i, t, latents, mu)
+                    latents, new_mu = self._run_callback(sampling, i, t, latents, mu)
+                    if new_mu is not mu:
+                        mu, mu_net = new_mu, new_mu.to(network_dtype)
                 progress_bar.update()
         return latents
 
@@ -709,7 +753,7 @@ class MRRestorationPipeline(DiffusionPipeline):
     ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
         """Restores every image, one batch per size; returns the restorations (the mean of
         each image's samples) and their spread (``None`` for one sample), in input order."""
-        device, dtype = self._execution_device, self._unet_dtype()
+        device, dtype = self._execution_device, self._sampling_dtype()
         restored: list[torch.Tensor] = [torch.empty(0)] * len(images)
         spread: list[torch.Tensor | None] = [None] * len(images)
         for indices in _size_groups(images):
