@@ -38,7 +38,6 @@ MRS@10 | MRS@5 | clean).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -49,7 +48,7 @@ from typing import Any
 import torch
 from nfe_plan import NFE_LIST, Method, build_methods, plan_runs, select_methods, unique_evaluations
 from nfe_plots import plot_grid, plot_psnr_vs_nfe
-from nfe_report import markdown_report, targets_summary, write_json
+from nfe_report import markdown_report, read_json, targets_summary, write_json
 from nfe_run import (
     BenchData,
     SweepState,
@@ -90,7 +89,7 @@ def rewrite_report(out_dir: Path) -> int:
     if not path.is_file():
         print(f"error: {path} does not exist; run the benchmark first", file=sys.stderr)
         return 2
-    results = json.loads(path.read_text(encoding="utf-8"))
+    results = read_json(path)
     (out_dir / "results.md").write_text(markdown_report(results) + "\n", encoding="utf-8")
     plot_psnr_vs_nfe(results, out_dir / "psnr_vs_nfe.png")
     print(f"wrote {out_dir}/results.md and psnr_vs_nfe.png from {path}")

@@ -31,6 +31,22 @@ def write_json(results: dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
+def _from_jsonable(obj: Any) -> Any:
+    """Inverse of :func:`_jsonable`: ``"inf"``, ``"-inf"`` and ``"nan"`` strings as floats."""
+    if isinstance(obj, str) and obj in ("inf", "-inf", "nan"):
+        return float(obj)
+    if isinstance(obj, dict):
+        return {k: _from_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_from_jsonable(v) for v in obj]
+    return obj
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The results :func:`write_json` wrote, non-finite floats restored."""
+    return _from_jsonable(json.loads(path.read_text(encoding="utf-8")))
+
+
 def _psnr(results: dict[str, Any], key: str, nfe: int, kind: str = "average") -> float | None:
     run = results["methods"].get(key, {}).get("runs", {}).get(str(nfe))
     return None if run is None else run["psnr"][kind]

@@ -407,6 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restore.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_demo_parser(sub)
+    # ---- convert / convert-daclip: original checkpoints -> pipeline folder (convert.py)
+    from diffusers_mrs.convert import add_convert_parsers
+
+    add_convert_parsers(sub)
     return parser
 
 
@@ -443,6 +447,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``diffusers-mrs`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("convert", "convert-daclip"):
+        from diffusers_mrs.convert import run_convert
+
+        return run_convert(args)
     if args.command == "restore":
         if args.tile is None and args.tile_overlap is not None:
             parser.error("--tile-overlap needs --tile")

@@ -11,6 +11,10 @@ depends on its own generator when a list of generators is given). The output kee
 input order; with mixed sizes, ``output_type="np"``/``"pt"`` give lists of per-image arrays
 instead of one stacked array.
 
+DA-CLIP models: a pipeline with an ``image_encoder`` (and its ``feature_extractor``)
+computes the encoder's two context vectors once per image from the degraded image and
+passes them to every network call (tiled calls included).
+
 Large images: ``tile_size`` runs the network on overlapping tiles at every step and blends
 the outputs with a raised-cosine window (see :mod:`diffusers_mrs.pipelines.tiling`); the
 scheduler step, and with it the noise, stays global, so no seams appear.
@@ -26,7 +30,7 @@ import importlib
 import inspect
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -256,12 +260,42 @@ class _Tiling:
 
 
 @dataclass(frozen=True)
+class _Contexts:
+    """Per-image conditioning vectors of a DA-CLIP network, ``[B, D]`` each."""
+
+    image: torch.Tensor
+    degradation: torch.Tensor
+
+    def repeat_interleave(self, repeats: int) -> _Contexts:
+        """The contexts of a batch whose items are each repeated ``repeats`` times."""
+        return _Contexts(
+            self.image.repeat_interleave(repeats, dim=0),
+            self.degradation.repeat_interleave(repeats, dim=0),
+        )
+
+    def unet_kwargs(self, batch: int) -> dict[str, torch.Tensor]:
+        """Keyword arguments of the network for a batch of ``batch`` items. A tiled call
+        stacks the tiles position-major (item ``k * B + b`` is tile ``k`` of image ``b``,
+        :func:`~diffusers_mrs.pipelines.tiling.tiled_model_output`), so the contexts are
+        tiled the same way."""
+        per_image = self.image.shape[0]
+        if batch % per_image:
+            raise ValueError(f"a batch of {batch} is not a whole number of {per_image} images")
+        reps = batch // per_image
+        return {
+            "image_context": self.image.repeat(reps, 1),
+            "degradation_context": self.degradation.repeat(reps, 1),
+        }
+
+
+@dataclass(frozen=True)
 class _Sampling:
     """The settings of one ``__call__`` that every size group samples with."""
 
     num_inference_steps: int
     timesteps: Sequence[float] | None
     num_samples: int
+    latents: torch.Tensor | None
     tiling: _Tiling | None
     callback: StepCallback | None
     callback_inputs: Sequence[str]
@@ -286,6 +320,12 @@ class MRRestorationPipeline(DiffusionPipeline):
         scheduler: ``MRSamplerScheduler``, ``MRPosteriorScheduler`` or
             ``MREulerMaruyamaScheduler``; swap with
             ``pipe.scheduler = MRPosteriorScheduler.from_config(pipe.scheduler.config)``.
+        image_encoder: optional, DA-CLIP's :class:`~diffusers_mrs.DACLIPImageEncoder`
+            (``None`` for plain IR-SDE/Refusion networks). With it, the network is called
+            as ``unet(x_t, t, mu, image_context=..., degradation_context=...)``.
+        feature_extractor: the encoder's preprocessing (a ``transformers`` CLIP image
+            processor, :func:`~diffusers_mrs.models.daclip_encoder.daclip_feature_extractor`);
+            required with ``image_encoder``.
 
     ``model_index.json`` names the components' library as ``"diffusers_mrs"`` when their class
     is exported by the top-level ``diffusers_mrs`` package, so folders stay loadable when the
@@ -293,12 +333,29 @@ class MRRestorationPipeline(DiffusionPipeline):
     :func:`diffusers_mrs.hub.push_pipeline_to_hub`.
     """
 
-    model_cpu_offload_seq = "unet"
+    model_cpu_offload_seq = "image_encoder->unet"
+    _optional_components = ["image_encoder", "feature_extractor"]  # noqa: RUF012
     _callback_tensor_inputs = ["latents", "mu"]  # noqa: RUF012 - diffusers convention
 
-    def __init__(self, unet: torch.nn.Module, scheduler: SchedulerMixin) -> None:
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        scheduler: SchedulerMixin,
+        image_encoder: torch.nn.Module | None = None,
+        feature_extractor: Any = None,
+    ) -> None:
         super().__init__()
-        self.register_modules(unet=unet, scheduler=scheduler)
+        if (image_encoder is None) != (feature_extractor is None):
+            raise ValueError(
+                "image_encoder and feature_extractor go together (the encoder needs its "
+                "preprocessing); pass both or neither."
+            )
+        self.register_modules(
+            unet=unet,
+            scheduler=scheduler,
+            image_encoder=image_encoder,
+            feature_extractor=feature_extractor,
+        )
 
     # -------------------------------------------------------------- model_index.json naming
     def register_modules(self, **kwargs: Any) -> None:
@@ -431,6 +488,29 @@ class MRRestorationPipeline(DiffusionPipeline):
                     f" {self._callback_tensor_inputs}."
                 )
 
+    def check_latents(
+        self, latents: torch.Tensor | None, images: Sequence[torch.Tensor], num_samples: int
+    ) -> torch.Tensor | None:
+        """``latents`` (the initial states x_T) must be a finite tensor of shape
+        ``[len(images) * num_samples, C, H, W]`` (samples of image ``i`` at ``i*K + k``);
+        it needs images of one size."""
+        if latents is None:
+            return None
+        if not isinstance(latents, torch.Tensor):
+            raise ValueError(f"`latents` must be a torch.Tensor, got {type(latents).__name__}.")
+        sizes = {tuple(img.shape) for img in images}
+        if len(sizes) != 1:
+            raise ValueError("`latents` needs images of one size (got several sizes).")
+        expected = (len(images) * num_samples, *next(iter(sizes)))
+        if tuple(latents.shape) != expected:
+            raise ValueError(
+                f"`latents` must have shape {list(expected)} (images x num_samples, C, H, W), "
+                f"got {list(latents.shape)}."
+            )
+        if not bool(torch.isfinite(latents).all()):
+            raise ValueError("`latents` contains NaN or infinite values.")
+        return latents
+
     @staticmethod
     def check_generators(
         generator: torch.Generator | list[torch.Generator] | None, batch_size: int
@@ -473,7 +553,7 @@ class MRRestorationPipeline(DiffusionPipeline):
         if tile_size is not None:
             tiling = _Tiling(*normalize_tile_args(tile_size, tile_overlap), tile_batch_size)
         return _Sampling(
-            num_inference_steps, timesteps, num_samples, tiling, callback, callback_inputs
+            num_inference_steps, timesteps, num_samples, None, tiling, callback, callback_inputs
         )
 
     # ------------------------------------------------------------------------ sampling steps
@@ -510,19 +590,48 @@ class MRRestorationPipeline(DiffusionPipeline):
             logger.info(f"{type(self.scheduler).__name__}.step takes no `mu`; it is not passed.")
         return {"generator": generator} if "generator" in names else {}, "mu" in names
 
-    def _network(self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``unet(x, t, mu)`` with ``t`` broadcast over the batch; returns the prediction."""
-        out = self.unet(x, t.to(x.device).reshape(()).expand(x.shape[0]), mu=mu)
+    def encode_image(self, mu: torch.Tensor) -> _Contexts | None:
+        """DA-CLIP's contexts of the degraded images ``mu`` (``[B, C, H, W]`` in [0, 1]), or
+        ``None`` without an image encoder.
+
+        As DA-CLIP prepares them: the image is turned into 8 bits by truncation
+        (``uint8(x * 255)``, in float32), then the feature extractor resizes the short side
+        to 224 (bicubic), centre-crops 224 x 224 and normalises with CLIP's mean and std.
+        The encoder then runs once on the whole batch.
+        """
+        if self.image_encoder is None:
+            return None
+        pixels = (mu.detach().float().clamp(0, 1) * 255).to(torch.uint8)
+        pil = [PIL.Image.fromarray(img.permute(1, 2, 0).cpu().numpy()) for img in pixels]
+        pixel_values = self.feature_extractor(images=pil, return_tensors="pt").pixel_values
+        encoder_dtype = getattr(self.image_encoder, "dtype", torch.float32)
+        out = self.image_encoder(
+            pixel_values.to(device=mu.device, dtype=encoder_dtype), return_dict=False
+        )
+        return _Contexts(out[0].to(mu.dtype), out[1].to(mu.dtype))
+
+    def _network(
+        self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor, contexts: _Contexts | None
+    ) -> torch.Tensor:
+        """``unet(x, t, mu[, contexts])`` with ``t`` broadcast over the batch; returns the
+        prediction."""
+        kwargs = contexts.unet_kwargs(x.shape[0]) if contexts is not None else {}
+        out = self.unet(x, t.to(x.device).reshape(()).expand(x.shape[0]), mu=mu, **kwargs)
         return out.sample if hasattr(out, "sample") else out[0]
 
     def _model_output(
-        self, latents: torch.Tensor, mu: torch.Tensor, t: torch.Tensor, tiling: _Tiling | None
+        self,
+        latents: torch.Tensor,
+        mu: torch.Tensor,
+        t: torch.Tensor,
+        tiling: _Tiling | None,
+        contexts: _Contexts | None = None,
     ) -> torch.Tensor:
         """The network's prediction at ``t``, on the whole image or tile by tile."""
         if tiling is None:
-            return self._network(latents, mu, t)
+            return self._network(latents, mu, t, contexts)
         return tiled_model_output(
-            lambda x_tiles, mu_tiles: self._network(x_tiles, mu_tiles, t),
+            lambda x_tiles, mu_tiles: self._network(x_tiles, mu_tiles, t, contexts),
             latents,
             mu,
             tiling.size,
@@ -547,14 +656,16 @@ class MRRestorationPipeline(DiffusionPipeline):
         timesteps: torch.Tensor,
         generator: torch.Generator | list[torch.Generator] | None,
         sampling: _Sampling,
+        contexts: _Contexts | None = None,
     ) -> torch.Tensor:
-        """The sampling loop: one network evaluation and one scheduler step per timestep."""
+        """The sampling loop: one network evaluation and one scheduler step per timestep
+        (``contexts``, computed once per image, go to every evaluation)."""
         step_kwargs, takes_mu = self._step_kwargs(generator)
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
-                model_output = self._model_output(latents, mu, t, sampling.tiling)
+                model_output = self._model_output(latents, mu, t, sampling.tiling, contexts)
                 if takes_mu:
                     step_kwargs["mu"] = mu
                 latents = self.scheduler.step(
@@ -570,17 +681,24 @@ class MRRestorationPipeline(DiffusionPipeline):
         mu: torch.Tensor,
         generator: torch.Generator | list[torch.Generator] | None,
         sampling: _Sampling,
+        latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Samples one batch of same-size images (``num_samples`` per image, in the
-        :func:`~diffusers_mrs.pipelines.ensemble.repeat_for_samples` layout); returns the
-        samples as float32 in [0, 1]."""
+        :func:`~diffusers_mrs.pipelines.ensemble.repeat_for_samples` layout), from
+        ``latents`` when given; returns the samples as float32 in [0, 1]."""
+        contexts = self.encode_image(mu)  # once per image, before the repeats
         mu, generator = repeat_for_samples(mu, generator, sampling.num_samples)
+        if contexts is not None:
+            contexts = contexts.repeat_interleave(sampling.num_samples)
         timesteps = self.prepare_timesteps(
             sampling.num_inference_steps, sampling.timesteps, mu.device
         )
         self._num_timesteps = len(timesteps)
-        latents = self.prepare_latents(mu, generator)
-        latents = self.denoise(latents, mu, timesteps, generator, sampling)
+        if latents is None:
+            latents = self.prepare_latents(mu, generator)
+        else:
+            latents = latents.to(device=mu.device, dtype=mu.dtype)
+        latents = self.denoise(latents, mu, timesteps, generator, sampling, contexts)
         return latents.float().clamp_(0.0, 1.0)
 
     def _restore_images(
@@ -599,7 +717,7 @@ class MRRestorationPipeline(DiffusionPipeline):
             group_generator = (
                 [generator[k] for k in indices] if isinstance(generator, list) else generator
             )
-            samples = self._restore_group(mu, group_generator, sampling)
+            samples = self._restore_group(mu, group_generator, sampling, sampling.latents)
             mean, std = ensemble_statistics(samples, sampling.num_samples)
             for j, k in enumerate(indices):
                 restored[k] = mean[j]
@@ -635,6 +753,7 @@ class MRRestorationPipeline(DiffusionPipeline):
         tile_overlap: int | tuple[int, int] | None = None,
         tile_batch_size: int = 4,
         num_samples: int = 1,
+        latents: torch.Tensor | None = None,
     ) -> MRRestorationPipelineOutput | tuple:
         r"""Restores degraded images.
 
@@ -663,6 +782,9 @@ class MRRestorationPipeline(DiffusionPipeline):
                 ``uncertainty`` their per-pixel standard deviation (each sample clipped to
                 [0, 1] first; :mod:`diffusers_mrs.pipelines.ensemble`). Callbacks see the
                 ``len(images) * K`` batch; a generator list still has one entry per image.
+            latents: the initial states x_T, ``[len(images) * K, C, H, W]`` (images of one
+                size; default ``mu + init_noise_sigma * noise``). With an ODE scheduler the
+                result is then deterministic.
 
         Returns:
             ``MRRestorationPipelineOutput`` with ``images`` in the input order (and
@@ -686,6 +808,7 @@ class MRRestorationPipeline(DiffusionPipeline):
         )
         images = prepare_images(image, channels=self._unet_channels())
         self.check_generators(generator, len(images))
+        sampling = replace(sampling, latents=self.check_latents(latents, images, num_samples))
         self._interrupt = False
         restored, spread = self._restore_images(images, generator, sampling)
         self.maybe_free_model_hooks()

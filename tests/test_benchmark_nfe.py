@@ -101,6 +101,11 @@ def test_smoke_end_to_end(nq, tmp_path):
     assert "## Fast-sampling targets" in report and "## Degradation: jpeg" in report
     assert "| NFE | Posterior (IR-SDE) |" in report
 
+    # --report-only rewrites the report from results.json alone, runs nothing
+    (out / "results.md").unlink()
+    assert nq.main(["--report-only", "--out", str(out)]) == 0
+    assert (out / "results.md").read_text() == report
+
 
 def test_x0_estimate_is_the_networks_posterior_mean_at_T(nq, plan):
     """The 'x0 estimate' method: one step from T, exactly the network's x0 prediction there."""

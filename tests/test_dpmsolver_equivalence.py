@@ -4,6 +4,7 @@ DPMSolverMultistepScheduler step for step."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
@@ -70,9 +71,17 @@ def test_drop_in_for_a_ddpm_pipeline_config():
     torch.testing.assert_close(sigma, (1 - acp).sqrt(), rtol=1e-9, atol=0)
 
 
-def test_ddpm_pipeline_runs_with_the_mr_sampler():
+@pytest.mark.parametrize(
+    ("dpm_algorithm", "mrs_algorithm"), [("sde-dpmsolver++", "sde"), ("dpmsolver++", "ode")]
+)
+def test_ddpm_pipeline_drop_in_matches_dpmsolver(dpm_algorithm: str, mrs_algorithm: str):
+    """In a real diffusers ``DDPMPipeline``, ``MRSamplerScheduler.from_config(ddpm_config)``
+    gives the images diffusers' DPM-Solver++(2M) (SDE variant by default) gives from the same
+    config and seed. Only the time grid is chosen equal: our integer ``trailing`` spacing is
+    DPM-Solver's ``linspace``."""
     from diffusers import DDPMPipeline, UNet2DModel
 
+    torch.manual_seed(0)
     unet = UNet2DModel(
         sample_size=8,
         in_channels=3,
@@ -82,15 +91,32 @@ def test_ddpm_pipeline_runs_with_the_mr_sampler():
         norm_num_groups=4,
         down_block_types=("DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D"),
+    ).eval()
+    # v_prediction keeps a random network's images inside [0, 1] where epsilon saturates them.
+    ddpm_config = DDPMScheduler(num_train_timesteps=1000, prediction_type="v_prediction").config
+    mrs = MRSamplerScheduler.from_config(
+        ddpm_config, timestep_spacing="trailing", algorithm_type=mrs_algorithm
     )
-    pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000))
-    pipe.scheduler = MRSamplerScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    out = pipe(
-        batch_size=1,
-        num_inference_steps=5,
-        output_type="np",
-        generator=torch.Generator().manual_seed(0),
-    ).images
-    assert out.shape == (1, 8, 8, 3)
-    assert torch.isfinite(torch.from_numpy(out)).all()
+    assert (mrs.config.parameterization, mrs.config.solver_order) == ("data", 2)
+    dpm = DPMSolverMultistepScheduler.from_config(
+        ddpm_config,
+        algorithm_type=dpm_algorithm,
+        solver_order=2,
+        solver_type="heun",
+        timestep_spacing="linspace",
+        final_sigmas_type="sigma_min",
+    )
+    images = {}
+    for name, scheduler in (("mrs", mrs), ("dpm", dpm)):
+        pipe = DDPMPipeline(unet=unet, scheduler=scheduler)
+        pipe.set_progress_bar_config(disable=True)
+        images[name] = pipe(
+            batch_size=2,
+            num_inference_steps=10,
+            output_type="np",
+            generator=torch.Generator().manual_seed(0),
+        ).images
+    torch.testing.assert_close(mrs.timesteps, dpm.timesteps.float())
+    inside = (images["dpm"] > 0) & (images["dpm"] < 1)
+    assert inside.mean() > 0.5, "the images saturate: the comparison would measure nothing"
+    np.testing.assert_allclose(images["mrs"], images["dpm"], atol=2e-5, rtol=0)

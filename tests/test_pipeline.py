@@ -22,6 +22,7 @@ from diffusers_mrs import (
     MRSamplerScheduler,
     MRUNet2DModel,
 )
+from diffusers_mrs.noise_schedule import MRNoiseSchedule
 from diffusers_mrs.pipelines import pipeline_mr_restoration as pipeline_module
 from diffusers_mrs.pipelines.tiling import (
     blend_window,
@@ -251,6 +252,56 @@ def test_scheduler_swap(pipe: MRRestorationPipeline, scheduler_cls: type) -> Non
     assert tuple(pipe.config["scheduler"]) == ("diffusers_mrs", "MRSamplerScheduler")
 
 
+def documented_baseline(kind: str, unet: MRUNet2DModel, mu: torch.Tensor, steps: int, seed: int,
+                        config) -> torch.Tensor:
+    """The baselines of docs/math.md#baselines written out (IR-SDE step mode: every visit of
+    ``int(linspace(1, T, N))`` moves one grid step t -> t - 1), for a network predicting x_0,
+    with alpha, sigma and theta from the scheduler config's noise schedule."""
+    sched = MRNoiseSchedule.from_config(
+        config.num_train_timesteps, config.theta_schedule, config.trained_thetas,
+        config.max_sigma, config.eps,
+    )  # fmt: skip
+    ms, alpha, sigma = config.max_sigma, sched.alpha, sched.sigma
+    visits = np.linspace(1, config.num_train_timesteps, steps).astype(np.int64)[::-1]
+    g = gen(seed)
+    x = mu + float(sigma(visits[0])) * torch.randn(mu.shape, generator=g)
+    for t in visits.tolist():
+        x0 = unet(x, torch.full((mu.shape[0],), float(t)), mu=mu).sample
+        y, y0, s = x - mu, x0 - mu, t - 1
+        if kind == "posterior":
+            A, B, C = float(alpha(t) / alpha(s)), float(alpha(t)), float(alpha(s))
+            mean = A * (1 - C**2) / (1 - B**2) * y + C * (1 - A**2) / (1 - B**2) * y0
+            std = ms * math.sqrt((1 - A**2) * (1 - C**2) / (1 - B**2))
+        else:  # Euler-Maruyama on the reverse SDE with the score -eps / sigma_t
+            theta, delta = float(sched.thetas[t]), sched.dt * (t - s)
+            g2 = 2 * ms**2 * theta
+            eps = (y - float(alpha(t)) * y0) / float(sigma(t))
+            mean = (1 + theta * delta) * y - g2 * delta / float(sigma(t)) * eps
+            std = math.sqrt(g2 * delta)
+        x = mu + mean + std * torch.randn(mu.shape, generator=g)
+    return x.clamp(0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("scheduler_cls", "kind"),
+    [(MRPosteriorScheduler, "posterior"), (MREulerMaruyamaScheduler, "euler_maruyama")],
+)
+def test_swapped_scheduler_gives_the_documented_baseline(
+    pipe: MRRestorationPipeline, unet: MRUNet2DModel, scheduler_cls: type, kind: str
+) -> None:
+    """``from_config`` swaps keep the schedule: the pipeline then returns exactly what the
+    baseline's documented update gives with the same network and generator."""
+    config = pipe.scheduler.config
+    pipe.scheduler = scheduler_cls.from_config(config)
+    x = image(20, 24, seed=7)
+    out = pipe(x, num_inference_steps=4, generator=gen(3), output_type="pt").images
+    mu = torch.from_numpy(x).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        ref = documented_baseline(kind, unet, mu, 4, 3, config)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    assert float((out - mu).abs().mean()) > 1e-2  # the sampler moved away from its input
+
+
 def test_scheduler_without_mu_argument(unet: MRUNet2DModel) -> None:
     """A scheduler whose step takes no ``mu`` is called without it."""
 
@@ -303,7 +354,7 @@ def test_callback_on_step_end(pipe: MRRestorationPipeline) -> None:
 
 
 def test_dtype_and_offload_conventions(unet: MRUNet2DModel) -> None:
-    assert MRRestorationPipeline.model_cpu_offload_seq == "unet"
+    assert MRRestorationPipeline.model_cpu_offload_seq == "image_encoder->unet"
     pipe64 = MRRestorationPipeline(
         unet=tiny_unet().to(torch.float64), scheduler=MRSamplerScheduler(prediction_type="sample")
     )

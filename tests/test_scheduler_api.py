@@ -242,19 +242,33 @@ def test_step_reads_nothing_back_from_the_device(scheduler):
     assert rec.calls == []
 
 
-def test_step_works_under_torch_compile():
-    sched = MRSamplerScheduler(solver_order=2)
-    eager = MRSamplerScheduler(solver_order=2)
+def _inductor_unavailable() -> str | None:
+    """Why torch.compile's default (inductor) backend cannot generate code here, or None."""
+    try:
+        torch.compile(lambda v: v * 2.0 + 1.0)(torch.ones(3))
+    except Exception as err:  # a missing or broken C++ toolchain surfaces here
+        return f"torch.compile (inductor) cannot build code on this machine: {err!r}"[:300]
+    return None
+
+
+def test_step_loop_under_torch_compile_equals_eager():
+    """The scheduler step compiled by the default inductor backend (generated code, one
+    recompile per step for its coefficients) gives the eager result to float32 round-off."""
+    reason = _inductor_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    sched = MRSamplerScheduler(solver_order=2, prediction_type="v_prediction")
+    eager = MRSamplerScheduler(solver_order=2, prediction_type="v_prediction")
     for s in (sched, eager):
-        s.set_timesteps(5)
+        s.set_timesteps(3)
         s.set_begin_index(0)
-    compiled = torch.compile(sched.step, backend="eager")
-    x = torch.randn(1, 3, 8, 8)
-    mu = torch.rand(1, 3, 8, 8)
-    noise = torch.randn(5, 1, 3, 8, 8)
+    compiled = torch.compile(sched.step)
+    g = torch.Generator().manual_seed(0)
+    x, mu = torch.randn(1, 3, 8, 8, generator=g), torch.rand(1, 3, 8, 8, generator=g)
+    noise = torch.randn(3, 1, 3, 8, 8, generator=g)
     xc = xe = x
     for i, t in enumerate(sched.timesteps):
         xc = compiled(torch.tanh(xc), t, xc, mu=mu, variance_noise=noise[i]).prev_sample
         xe = eager.step(torch.tanh(xe), t, xe, mu=mu, variance_noise=noise[i]).prev_sample
-    torch.testing.assert_close(xc, xe)
-    assert math.isfinite(float(xc.abs().max()))
+    torch.testing.assert_close(xc, xe, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(xe, x) and math.isfinite(float(xc.abs().max()))

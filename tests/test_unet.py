@@ -164,7 +164,7 @@ def test_incomplete_or_foreign_checkpoint_errors(fixture, tmp_path):
         MRUNet2DModel.from_irsde_checkpoint(path)
 
     path = save_pth({"epoch": 3}, tmp_path / "empty.pth")
-    with pytest.raises(IRSDECheckpointError, match=r"no tensors"):
+    with pytest.raises(IRSDECheckpointError, match=r"no state dict found"):
         MRUNet2DModel.from_irsde_checkpoint(path)
 
 
@@ -295,8 +295,10 @@ def test_convert_script_end_to_end(fixture, tmp_path):
         "network_G:\n  which_model_G: ConditionalUNet\n"
         "  setting:\n    in_nc: 3\n    out_nc: 3\n    nf: 8\n    depth: 2\n"
     )
-    out = module.main([str(ckpt), str(tmp_path / "pipe"), "--options", str(options), "--T", "80"])
+    out = tmp_path / "pipe"
+    assert module.main([str(ckpt), str(out), "--options", str(options), "--T", "80"]) == 0
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    assert "IR-SDE" in (out / "README.md").read_text()
     pipe = MRRestorationPipeline.from_pretrained(out)
     assert isinstance(pipe.scheduler, MRSamplerScheduler)
     assert pipe.scheduler.config.num_train_timesteps == 80  # the command line wins

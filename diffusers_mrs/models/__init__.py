@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .checkpoint_io import IRSDECheckpointError, IRSDECheckpointMixin, read_checkpoint
 from .irsde_checkpoint import (
-    IRSDECheckpointError,
     convert_irsde_state_dict,
     convert_to_irsde_state_dict,
     load_irsde_checkpoint,
@@ -27,6 +27,7 @@ __all__ = [
     "DACLIPEncoderOutput",
     "DACLIPImageEncoder",
     "IRSDECheckpointError",
+    "IRSDECheckpointMixin",
     "MRNAFNetModel",
     "MRUNet2DModel",
     "MRUNet2DOutput",
@@ -34,6 +35,7 @@ __all__ = [
     "convert_to_irsde_state_dict",
     "daclip_feature_extractor",
     "load_irsde_checkpoint",
+    "read_checkpoint",
 ]
 
 

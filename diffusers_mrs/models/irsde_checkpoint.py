@@ -1,4 +1,4 @@
-"""Loading official IR-SDE checkpoints into :class:`~diffusers_mrs.MRUNet2DModel`.
+"""The IR-SDE / DA-CLIP ``ConditionalUNet`` checkpoint format (:class:`MRUNet2DModel`).
 
 IR-SDE saves its generator as a plain ``state_dict`` of ``ConditionalUNet`` (file names
 like ``latest_G.pth``); other tools wrap it with a ``module.`` prefix (DataParallel) or
@@ -20,30 +20,46 @@ one to one, with identical shapes, onto ours (IR-SDE -> diffusers-mrs):
 - inside attention layers: ``fn.norm.g`` -> ``norm.weight``, ``fn.fn.to_qkv`` ->
   ``to_qkv``, ``fn.fn.to_out.0`` (linear) or ``fn.fn.to_out`` (full) -> ``to_out``,
   ``fn.fn.to_out.1.g`` -> ``out_norm.weight``.
+- DA-CLIP's context parts: ``prompt`` / ``text_mlp.0`` / ``text_mlp.2`` / ``prompt_mlp``
+  -> ``degradation_embedding.prompt`` / ``.linear_1`` / ``.linear_2`` / ``.linear_out``;
+  in its transformer attention layers ``fn.fn.<rest>`` -> ``transformer.<rest>`` (the
+  spatial transformer's names and diffusers' ``Transformer2DModel``'s coincide).
+
+Reading files (nesting, prefixes, ``weights_only``) and the structural check before
+allocation live in :mod:`diffusers_mrs.models.checkpoint_io`; this module only knows the
+names and how to read the architecture off the shapes.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from .checkpoint_io import (
+    NESTED_KEYS,
+    IRSDECheckpointError,
+    IRSDECheckpointMixin,
+    extract_state_dict,
+    read_checkpoint,
+    strip_wrappers,
+)
+
 __all__ = [
+    "NESTED_KEYS",
     "IRSDECheckpointError",
+    "IRSDECheckpointMixin",
     "convert_irsde_state_dict",
+    "convert_to_irsde_names",
     "convert_to_irsde_state_dict",
     "extract_state_dict",
     "infer_irsde_config",
     "load_irsde_checkpoint",
+    "map_irsde_key",
+    "read_checkpoint",
 ]
-
-# Keys under which other training tools nest a state dict, tried in this order.
-NESTED_KEYS = ("params_ema", "params", "state_dict", "model", "net_g", "netG", "generator")
-# Prefixes added by wrappers (DataParallel/DistributedDataParallel, torch.compile).
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 # Top-level prefixes: original -> ours (what follows the prefix is mapped by the tables below).
 _BLOCK_RULES: list[tuple[re.Pattern[str], str, str]] = [
@@ -51,6 +67,10 @@ _BLOCK_RULES: list[tuple[re.Pattern[str], str, str]] = [
     (re.compile(r"^init_conv\.(?P<rest>.+)$"), "conv_in.", "plain"),
     (re.compile(r"^time_mlp\.1\.(?P<rest>.+)$"), "time_embedding.linear_1.", "plain"),
     (re.compile(r"^time_mlp\.3\.(?P<rest>.+)$"), "time_embedding.linear_2.", "plain"),
+    (re.compile(r"^(?P<rest>prompt)$"), "degradation_embedding.", "prompt"),
+    (re.compile(r"^text_mlp\.0\.(?P<rest>.+)$"), "degradation_embedding.linear_1.", "plain"),
+    (re.compile(r"^text_mlp\.2\.(?P<rest>.+)$"), "degradation_embedding.linear_2.", "plain"),
+    (re.compile(r"^prompt_mlp\.(?P<rest>.+)$"), "degradation_embedding.linear_out.", "plain"),
     (
         re.compile(r"^downs\.(?P<i>\d+)\.(?P<r>[01])\.(?P<rest>.+)$"),
         "down_blocks.{i}.resnets.{r}.",
@@ -101,80 +121,51 @@ _ATTN_INNER = {
     "fn.fn.to_out.weight": "to_out.weight",  # full attention: conv only
     "fn.fn.to_out.bias": "to_out.bias",
 }
+# DA-CLIP's spatial transformer: same names as diffusers' Transformer2DModel.
+_TRANSFORMER_INNER = re.compile(
+    r"^fn\.fn\.(?P<inner>(norm|proj_in|proj_out)\.(weight|bias)"
+    r"|transformer_blocks\.\d+\.(norm[123]\.(weight|bias)|attn[12]\.to_[qkv]\.weight"
+    r"|attn[12]\.to_out\.0\.(weight|bias)|ff\.net\.0\.proj\.(weight|bias)|ff\.net\.2\.(weight|bias)))$"
+)
 _PLAIN_INNER = {"weight": "weight", "bias": "bias"}
-_INNER = {"plain": _PLAIN_INNER, "resnet": _RESNET_INNER, "attn": _ATTN_INNER}
-
-
-class IRSDECheckpointError(ValueError):
-    """The checkpoint is not an IR-SDE ``ConditionalUNet`` matching the requested config."""
-
-
-def _strip_wrappers(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-                changed = True
-    return key
+_INNER = {
+    "plain": _PLAIN_INNER,
+    "resnet": _RESNET_INNER,
+    "attn": _ATTN_INNER,
+    "prompt": {"prompt": "prompt"},
+}
 
 
 def map_irsde_key(key: str) -> str | None:
-    """Our name for the IR-SDE parameter ``key`` (wrapper prefixes allowed), or ``None``."""
-    key = _strip_wrappers(key)
+    """Our name for the IR-SDE / DA-CLIP parameter ``key`` (wrappers allowed), or ``None``."""
+    key = strip_wrappers(key)
     for pattern, prefix, kind in _BLOCK_RULES:
         match = pattern.match(key)
         if match is None:
             continue
-        inner = _INNER[kind].get(match.group("rest"))
+        rest = match.group("rest")
+        inner = _INNER[kind].get(rest)
+        if inner is None and kind == "attn":
+            transformer = _TRANSFORMER_INNER.match(rest)
+            inner = "transformer." + transformer.group("inner") if transformer else None
         if inner is None:
             return None
         return prefix.format(**match.groupdict()) + inner
     return None
 
 
-def extract_state_dict(obj: Any, key: str | None = None) -> dict[str, torch.Tensor]:
-    """Return the tensor state dict inside a loaded checkpoint object.
-
-    Args:
-        obj: what ``torch.load`` returned: a state dict, or a dict nesting one under one of
-            :data:`NESTED_KEYS` (or under ``key``).
-        key: nesting key to use instead of the automatic search.
-    """
-    if not isinstance(obj, Mapping):
-        raise IRSDECheckpointError(
-            f"expected a state dict (a mapping of names to tensors), got {type(obj).__name__}"
-        )
-    if key is not None:
-        if key not in obj:
-            raise IRSDECheckpointError(
-                f"checkpoint has no key {key!r}; top-level keys: {sorted(obj)[:20]}"
-            )
-        return extract_state_dict(obj[key])
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if tensors:
-        return tensors
-    for candidate in NESTED_KEYS:
-        if isinstance(obj.get(candidate), Mapping):
-            return extract_state_dict(obj[candidate])
-    raise IRSDECheckpointError(
-        "no tensors found in the checkpoint, and none of the usual nesting keys "
-        f"{list(NESTED_KEYS)} holds a state dict; top-level keys: {sorted(obj)[:20]}"
-    )
-
-
 def convert_irsde_state_dict(
     state_dict: Mapping[str, torch.Tensor], strict: bool = True
 ) -> dict[str, torch.Tensor]:
-    """Rename an IR-SDE ``ConditionalUNet`` state dict to :class:`MRUNet2DModel` names.
+    """Rename an IR-SDE / DA-CLIP ``ConditionalUNet`` state dict to our names.
 
-    ``module.``/``_orig_mod.`` prefixes are removed. Tensors are not copied or reshaped.
+    ``module.``/``_orig_mod.`` prefixes are removed; the order of the entries is kept.
+    Tensors are not copied or reshaped.
 
     Args:
         state_dict: the original parameters.
         strict: raise :class:`IRSDECheckpointError` on names that belong to no part of the
-            IR-SDE U-Net (otherwise they are dropped).
+            network (otherwise they are dropped).
     """
     converted: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
@@ -188,50 +179,60 @@ def convert_irsde_state_dict(
         converted[new_key] = value
     if unknown and strict:
         raise IRSDECheckpointError(
-            f"{len(unknown)} checkpoint entries are not IR-SDE ConditionalUNet parameters: "
-            f"{_preview(unknown)} (expected a generator checkpoint, e.g. 'latest_G.pth', of "
-            "codes/config/<task>/models/modules/DenoisingUNet_arch.py:ConditionalUNet)"
+            f"{len(unknown)} checkpoint entries are not ConditionalUNet parameters: "
+            f"{_preview(unknown)} (expected a generator checkpoint, e.g. 'latest_G.pth' or "
+            "'universal-ir.pth', of models/modules/DenoisingUNet_arch.py:ConditionalUNet)"
         )
     return converted
+
+
+def convert_to_irsde_names(state_dict: Mapping[str, Any]) -> dict[str, str | None]:
+    """Our parameter names (the keys of ``state_dict``) -> the original names (or ``None``)."""
+    num_up = len({k.split(".")[1] for k in state_dict if k.startswith("up_blocks.")})
+    return {key: _unmap_key(key, state_dict, num_up) for key in state_dict}
 
 
 def convert_to_irsde_state_dict(
     state_dict: Mapping[str, torch.Tensor],
 ) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`convert_irsde_state_dict`: our names back to IR-SDE names."""
-    num_up = len({k.split(".")[1] for k in state_dict if k.startswith("up_blocks.")})
+    """Inverse of :func:`convert_irsde_state_dict`: our names back to the original names."""
     out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        orig = _unmap_key(key, state_dict, num_up)
+    for key, orig in convert_to_irsde_names(state_dict).items():
         if orig is None:
             raise IRSDECheckpointError(f"{key!r} is not an MRUNet2DModel parameter name")
-        out[orig] = value
+        out[orig] = state_dict[key]
     return out
 
 
+_SIMPLE_INVERSE = {
+    "conv_in.": "init_conv.",
+    "time_embedding.linear_1.": "time_mlp.1.",
+    "time_embedding.linear_2.": "time_mlp.3.",
+    "conv_out.": "final_conv.",
+    "degradation_embedding.linear_1.": "text_mlp.0.",
+    "degradation_embedding.linear_2.": "text_mlp.2.",
+    "degradation_embedding.linear_out.": "prompt_mlp.",
+    "degradation_embedding.prompt": "prompt",
+}
+_NESTED_INVERSE: list[tuple[str, str, str]] = [
+    (r"^down_blocks\.(\d+)\.resnets\.([01])\.(.+)$", "downs.{0}.{1}.", "resnet"),
+    (r"^down_blocks\.(\d+)\.attention\.(.+)$", "downs.{0}.2.", "attn"),
+    (r"^down_blocks\.(\d+)\.out_conv\.(.+)$", "downs.{0}.3.", "plain"),
+    (r"^up_blocks\.(\d+)\.resnets\.([01])\.(.+)$", "ups.{0}.{1}.", "resnet"),
+    (r"^up_blocks\.(\d+)\.attention\.(.+)$", "ups.{0}.2.", "attn"),
+    (r"^up_blocks\.(\d+)\.out_conv\.(.+)$", "ups.{0}.3.", "upconv"),
+    (r"^mid_block\.resnets\.0\.(.+)$", "mid_block1.", "resnet"),
+    (r"^mid_block\.resnets\.1\.(.+)$", "mid_block2.", "resnet"),
+    (r"^mid_block\.attention\.(.+)$", "mid_attn.", "attn"),
+    (r"^final_resnet\.(.+)$", "final_res_block.", "resnet"),
+]
+
+
 def _unmap_key(key: str, state_dict: Mapping[str, Any], num_up: int) -> str | None:
-    simple = {
-        "conv_in.": "init_conv.",
-        "time_embedding.linear_1.": "time_mlp.1.",
-        "time_embedding.linear_2.": "time_mlp.3.",
-        "conv_out.": "final_conv.",
-    }
-    for ours, theirs in simple.items():
+    for ours, theirs in _SIMPLE_INVERSE.items():
         if key.startswith(ours):
             return theirs + key[len(ours) :]
-    patterns: list[tuple[str, str, str]] = [
-        (r"^down_blocks\.(\d+)\.resnets\.([01])\.(.+)$", "downs.{0}.{1}.", "resnet"),
-        (r"^down_blocks\.(\d+)\.attention\.(.+)$", "downs.{0}.2.", "attn"),
-        (r"^down_blocks\.(\d+)\.out_conv\.(.+)$", "downs.{0}.3.", "plain"),
-        (r"^up_blocks\.(\d+)\.resnets\.([01])\.(.+)$", "ups.{0}.{1}.", "resnet"),
-        (r"^up_blocks\.(\d+)\.attention\.(.+)$", "ups.{0}.2.", "attn"),
-        (r"^up_blocks\.(\d+)\.out_conv\.(.+)$", "ups.{0}.3.", "upconv"),
-        (r"^mid_block\.resnets\.0\.(.+)$", "mid_block1.", "resnet"),
-        (r"^mid_block\.resnets\.1\.(.+)$", "mid_block2.", "resnet"),
-        (r"^mid_block\.attention\.(.+)$", "mid_attn.", "attn"),
-        (r"^final_resnet\.(.+)$", "final_res_block.", "resnet"),
-    ]
-    for pattern, template, kind in patterns:
+    for pattern, template, kind in _NESTED_INVERSE:
         match = re.match(pattern, key)
         if match is None:
             continue
@@ -245,52 +246,96 @@ def _unmap_key(key: str, state_dict: Mapping[str, Any], num_up: int) -> str | No
         if kind == "resnet":
             inverse = {v: k for k, v in _RESNET_INNER.items()}
             return prefix + inverse[rest] if rest in inverse else None
-        # attention: the linear kind has an output layer norm, the full kind does not.
-        owner = key[: -len(rest)]
-        linear = (owner + "out_norm.weight") in state_dict
-        inverse_attn = {
-            "norm.weight": "fn.norm.g",
-            "to_qkv.weight": "fn.fn.to_qkv.weight",
-            "to_out.weight": "fn.fn.to_out.0.weight" if linear else "fn.fn.to_out.weight",
-            "to_out.bias": "fn.fn.to_out.0.bias" if linear else "fn.fn.to_out.bias",
-            "out_norm.weight": "fn.fn.to_out.1.g",
-        }
-        return prefix + inverse_attn[rest] if rest in inverse_attn else None
+        return _unmap_attention(key, rest, prefix, state_dict)
     return None
 
 
-def infer_irsde_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Read ``in_channels``, ``out_channels``, ``nf``, ``depth`` and ``mid_attention`` off
-    the shapes of an IR-SDE state dict (original names, wrapper prefixes allowed).
+def _unmap_attention(key: str, rest: str, prefix: str, state_dict: Mapping[str, Any]) -> str | None:
+    if rest.startswith("transformer."):
+        return prefix + "fn.fn." + rest[len("transformer.") :]
+    # the linear kind has an output layer norm, the full kind does not.
+    owner = key[: -len(rest)]
+    linear = (owner + "out_norm.weight") in state_dict
+    inverse_attn = {
+        "norm.weight": "fn.norm.g",
+        "to_qkv.weight": "fn.fn.to_qkv.weight",
+        "to_out.weight": "fn.fn.to_out.0.weight" if linear else "fn.fn.to_out.weight",
+        "to_out.bias": "fn.fn.to_out.0.bias" if linear else "fn.fn.to_out.bias",
+        "out_norm.weight": "fn.fn.to_out.1.g",
+    }
+    return prefix + inverse_attn[rest] if rest in inverse_attn else None
 
-    The split of the attention width into heads is not recoverable from shapes; 4 heads
-    (the original's value) are assumed.
+
+def _shape(sd: Mapping[str, torch.Tensor], key: str, ndim: int) -> tuple[int, ...]:
+    if key not in sd:
+        raise IRSDECheckpointError(
+            f"this does not look like a ConditionalUNet checkpoint: {key!r} is missing; "
+            f"first keys: {_preview(list(sd))}"
+        )
+    shape = tuple(int(n) for n in sd[key].shape)
+    if len(shape) != ndim:
+        raise IRSDECheckpointError(f"{key} has shape {shape}; expected {ndim} dimensions")
+    return shape
+
+
+def infer_irsde_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Read the constructor arguments of :class:`MRUNet2DModel` off the shapes of an
+    IR-SDE or DA-CLIP ``ConditionalUNet`` state dict (original names, wrappers allowed).
+
+    The number of levels is the number of consecutive ``downs.{i}.3`` convolutions from
+    level 0, so a stray higher-level entry is reported as unexpected instead of implying a
+    deeper network. The split of the linear-attention width into heads is not recoverable
+    from shapes; 4 heads (the original's value) are assumed.
     """
-    sd = {_strip_wrappers(k): v for k, v in state_dict.items()}
-    if "init_conv.weight" not in sd or "final_conv.weight" not in sd:
+    sd = {strip_wrappers(k): v for k, v in state_dict.items()}
+    init = _shape(sd, "init_conv.weight", 4)
+    final = _shape(sd, "final_conv.weight", 4)
+    if init[1] % 2:
         raise IRSDECheckpointError(
-            "this does not look like an IR-SDE ConditionalUNet checkpoint: "
-            "'init_conv.weight' and/or 'final_conv.weight' are missing; first keys: "
-            f"{_preview(list(sd))}"
+            f"init_conv.weight has shape {init}; the conditional U-Net expects an even number "
+            "of input channels (x_t - mu stacked with mu)"
         )
-    init = sd["init_conv.weight"]
-    if init.ndim != 4 or init.shape[1] % 2:
-        raise IRSDECheckpointError(
-            f"init_conv.weight has shape {tuple(init.shape)}; the conditional U-Net expects "
-            "an even number of input channels (x_t - mu stacked with mu)"
-        )
-    levels = {int(m.group(1)) for k in sd if (m := re.match(r"^downs\.(\d+)\.", k))}
+    nf = init[0]
+    widths = []
+    while f"downs.{len(widths)}.3.weight" in sd:
+        width = _shape(sd, f"downs.{len(widths)}.3.weight", 4)[0]
+        if width % nf:
+            raise IRSDECheckpointError(
+                f"downs.{len(widths)}.3.weight has {width} output channels, not a multiple "
+                f"of the base width nf={nf} (init_conv.weight)"
+            )
+        widths.append(width // nf)
+    if not widths:
+        raise IRSDECheckpointError("no level found: 'downs.0.3.weight' is missing")
     config: dict[str, Any] = {
-        "in_channels": int(init.shape[1]) // 2,
-        "out_channels": int(sd["final_conv.weight"].shape[0]),
-        "nf": int(init.shape[0]),
-        "depth": max(levels) + 1 if levels else 0,
+        "in_channels": init[1] // 2,
+        "out_channels": final[0],
+        "nf": nf,
+        "depth": len(widths),
         "mid_attention": "full" if "mid_attn.fn.fn.to_out.weight" in sd else "linear",
     }
+    if widths != [2 ** (i + 1) for i in range(len(widths))]:
+        config["ch_mult"] = widths
+    config.update(_infer_context_config(sd, len(widths)))
     qkv = sd.get("downs.0.2.fn.fn.to_qkv.weight")
     if qkv is not None and int(qkv.shape[0]) % 12 == 0:
         config["attention_heads"] = 4
         config["attention_head_dim"] = int(qkv.shape[0]) // 12
+    return config
+
+
+def _infer_context_config(sd: Mapping[str, torch.Tensor], depth: int) -> dict[str, Any]:
+    """DA-CLIP's options: which contexts are used, their width, where transformers start."""
+    config: dict[str, Any] = {}
+    if "prompt" in sd:
+        config["use_degra_context"] = True
+        config["context_dim"] = _shape(sd, "text_mlp.0.weight", 2)[1]
+    key = "mid_attn.fn.fn.transformer_blocks.0.attn2.to_k.weight"
+    if "mid_attn.fn.fn.proj_in.weight" in sd:
+        config["use_image_context"] = True
+        config["context_dim"] = _shape(sd, key, 2)[1]
+        levels = [i for i in range(depth) if f"downs.{i}.2.fn.fn.proj_in.weight" in sd]
+        config["transformer_start_level"] = min(levels) if levels else max(depth, 3)
     return config
 
 
@@ -299,82 +344,6 @@ def _preview(names: list[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def load_irsde_state_dict_into(
-    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]
-) -> torch.nn.Module:
-    """Convert ``state_dict`` (IR-SDE names) and load it into ``model``, strictly.
-
-    Raises:
-        IRSDECheckpointError: listing the missing, unexpected and wrongly shaped entries,
-            by their IR-SDE names and ours.
-    """
-    originals = {map_irsde_key(k): k for k in state_dict}
-    converted = convert_irsde_state_dict(state_dict, strict=True)
-    expected = model.state_dict()
-    num_up = len({k.split(".")[1] for k in expected if k.startswith("up_blocks.")})
-    missing = [
-        f"{_unmap_key(k, expected, num_up)} (ours: {k})" for k in expected if k not in converted
-    ]
-    unexpected = [f"{originals[k]} (ours: {k})" for k in converted if k not in expected]
-    mismatched = [
-        f"{originals[k]} (ours: {k}): checkpoint {tuple(converted[k].shape)} "
-        f"vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in converted and converted[k].shape != v.shape
-    ]
-    if not (missing or unexpected or mismatched):
-        model.load_state_dict(converted, strict=True)
-        return model
-    lines = []
-    for title, items in (
-        ("missing from the checkpoint", missing),
-        ("unexpected in the checkpoint", unexpected),
-        ("shape mismatch", mismatched),
-    ):
-        if items:
-            lines.append(f"{title} ({len(items)}):")
-            lines.extend(f"    {item}" for item in items[:10])
-            if len(items) > 10:
-                lines.append(f"    ... and {len(items) - 10} more")
-    config = getattr(model, "config", None)
-    settings = (
-        ", ".join(f"{k}={v}" for k, v in dict(config).items() if not k.startswith("_"))
-        if config is not None
-        else "?"
-    )
-    raise IRSDECheckpointError(
-        f"the IR-SDE checkpoint does not fit {type(model).__name__}({settings}).\n  "
-        + "\n  ".join(lines)
-        + "\nPass the values of `network_G.setting` from the IR-SDE option file (or leave "
-        "them out to infer them from the checkpoint)."
-    )
-
-
-def load_irsde_checkpoint(
-    path: str | os.PathLike[str],
-    model_cls: type | None = None,
-    state_dict_key: str | None = None,
-    **config: Any,
-):
-    """Load an IR-SDE generator checkpoint file into a new :class:`MRUNet2DModel`.
-
-    Args:
-        path: ``.pth``/``.pt`` file written by IR-SDE (``torch.save(state_dict)``); it is
-            read with ``torch.load(..., map_location="cpu", weights_only=True)``.
-        model_cls: class to instantiate (default :class:`MRUNet2DModel`).
-        state_dict_key: nesting key holding the state dict, if not found automatically.
-        **config: constructor arguments; those not given are inferred from the shapes.
-
-    Returns:
-        The model, float32, in eval mode.
-    """
-    if model_cls is None:
-        from .unet_mr import MRUNet2DModel
-
-        model_cls = MRUNet2DModel
-    obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    state_dict = extract_state_dict(obj, key=state_dict_key)
-    full_config = {**infer_irsde_config(state_dict), **config}
-    model = model_cls(**full_config)
-    load_irsde_state_dict_into(model, state_dict)
-    return model.eval()
+def load_irsde_checkpoint(path, model_cls: type[IRSDECheckpointMixin], **kwargs: Any):
+    """``model_cls.from_irsde_checkpoint(path, **kwargs)`` (kept for older callers)."""
+    return model_cls.from_irsde_checkpoint(path, **kwargs)

@@ -14,32 +14,29 @@ identical shapes, onto :class:`~diffusers_mrs.MRNAFNetModel` (Refusion -> diffus
   ``conv5``, ``beta`` and ``gamma`` keep their names.
 
 The functions here take state dicts whose wrapper prefixes (``module.``) are already
-removed; they build nothing, so a loader can check a checkpoint before allocating a model.
+removed; they build nothing. They are the hooks of :class:`MRNAFNetModel`'s
+:class:`~diffusers_mrs.models.checkpoint_io.IRSDECheckpointMixin`, which reads the file
+safely and checks the checkpoint before allocating a model.
 """
 
 from __future__ import annotations
 
-import os
-import pickle
 import re
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from .irsde_checkpoint import IRSDECheckpointError, extract_state_dict
+from .checkpoint_io import IRSDECheckpointError
 
 __all__ = [
     "NAFNetCheckpointError",
     "convert_nafnet_state_dict",
     "infer_nafnet_config",
-    "load_nafnet_checkpoint",
     "map_nafnet_key",
     "nafnet_original_names",
 ]
 
-# Prefixes added by wrappers (DataParallel, torch.compile).
-_WRAPPERS = ("module.", "_orig_mod.")
 _TOP = [
     (re.compile(r"^intro\.(weight|bias)$"), r"conv_in.\1"),
     (re.compile(r"^ending\.(weight|bias)$"), r"conv_out.\1"),
@@ -199,68 +196,6 @@ def infer_nafnet_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any
         "middle_blk_num": len(middle),
         "dec_blk_nums": dec,
     }
-
-
-def read_nafnet_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The state dict in a checkpoint file, read with ``weights_only=True`` (pickled code
-    is refused, never run), unnested and without ``module.``/``_orig_mod.`` prefixes."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise NAFNetCheckpointError(f"{path}: no such checkpoint file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise NAFNetCheckpointError(
-            f"{path}: refused to load: unpickling it would run code or build objects other "
-            f"than tensors (read with weights_only=True). Details: {str(err)[:300]}"
-        ) from err
-    out = {}
-    for key, value in extract_state_dict(obj).items():
-        while key.startswith(_WRAPPERS):
-            key = key.split(".", 1)[1]
-        out[key] = value
-    return out
-
-
-def load_nafnet_checkpoint(model_cls: type, path: str | os.PathLike[str], **config: Any):
-    """``model_cls`` (:class:`MRNAFNetModel`) built from a Refusion checkpoint file.
-
-    The configuration is inferred from the shapes (``config`` overrides it) and the
-    checkpoint's names and shapes are compared with a model built on the ``meta`` device
-    (which allocates nothing) before the real model is created.
-    """
-    state_dict = read_nafnet_checkpoint(path)
-    full_config = {**infer_nafnet_config(state_dict), **config}
-    converted = convert_nafnet_state_dict(state_dict)
-    with torch.device("meta"):
-        expected = model_cls(**full_config).state_dict()
-    original = nafnet_original_names(expected)
-    missing = [f"{original[k]} (ours: {k})" for k in expected if k not in converted]
-    unexpected = [k for k in converted if k not in expected]
-    mismatched = [
-        f"{original[k]} (ours: {k}): checkpoint {tuple(converted[k].shape)} vs model "
-        f"{tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in converted and converted[k].shape != v.shape
-    ]
-    if missing or unexpected or mismatched:
-        lines = [
-            f"{title} ({len(items)}): {_preview(items, 8)}"
-            for title, items in (
-                ("missing from the checkpoint", missing),
-                ("unexpected in the checkpoint", unexpected),
-                ("shape mismatch", mismatched),
-            )
-            if items
-        ]
-        settings = ", ".join(f"{k}={v}" for k, v in full_config.items())
-        raise NAFNetCheckpointError(
-            f"{os.fspath(path)} does not fit {model_cls.__name__}({settings}):\n  "
-            + "\n  ".join(lines)
-        )
-    model = model_cls(**full_config)
-    model.load_state_dict({k: v.float() for k, v in converted.items()}, strict=True)
-    return model.eval()
 
 
 def _preview(names: list[str], limit: int = 12) -> str:

@@ -25,9 +25,7 @@ accepted. Parameter names map one to one onto Refusion's checkpoints; see
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +33,13 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from .checkpoint_io import IRSDECheckpointMixin
+from .nafnet_checkpoint import (
+    NAFNetCheckpointError,
+    convert_nafnet_state_dict,
+    infer_nafnet_config,
+    nafnet_original_names,
+)
 from .unet_mr import ChannelLayerNorm, MRUNet2DOutput, sinusoidal_embedding
 
 __all__ = ["MRNAFBlock", "MRNAFNetModel"]
@@ -119,7 +124,7 @@ def _blocks(count: int, channels: int, temb_channels: int) -> nn.ModuleList:
     return nn.ModuleList([MRNAFBlock(channels, temb_channels) for _ in range(count)])
 
 
-class MRNAFNetModel(ModelMixin, ConfigMixin):
+class MRNAFNetModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
     r"""Refusion's conditional NAFNet for mean-reverting diffusion image restoration.
 
     Called as ``model(sample, timestep, mu)``, like :class:`~diffusers_mrs.MRUNet2DModel`,
@@ -222,26 +227,12 @@ class MRNAFNetModel(ModelMixin, ConfigMixin):
             return (x,)
         return MRUNet2DOutput(sample=x)
 
-    @classmethod
-    def from_irsde_checkpoint(cls, path: str | os.PathLike[str], **config: Any) -> MRNAFNetModel:
-        """Build the model from a Refusion generator checkpoint (``*_G.pth``).
-
-        The file is read with ``torch.load(weights_only=True)`` (plain, ``module.``-prefixed
-        or nested state dict); ``width`` and the block counts are inferred from the shapes
-        (:func:`~diffusers_mrs.models.nafnet_checkpoint.infer_nafnet_config`), and every
-        name and shape is checked before the model is allocated.
-
-        Args:
-            path: the checkpoint file.
-            **config: constructor arguments (``network_G.setting`` of the option file)
-                overriding the inferred ones; checked against the weights.
-
-        Returns:
-            The model in float32 and eval mode.
-        """
-        from .nafnet_checkpoint import load_nafnet_checkpoint
-
-        return load_nafnet_checkpoint(cls, path, **config)
+    # Refusion checkpoint format (IRSDECheckpointMixin hooks): width and block counts are
+    # inferred from the shapes, every name and shape is checked before allocation.
+    _irsde_infer_config = staticmethod(infer_nafnet_config)
+    _irsde_convert_state_dict = staticmethod(convert_nafnet_state_dict)
+    _irsde_original_names = staticmethod(nafnet_original_names)
+    _irsde_error = NAFNetCheckpointError
 
 
 def _check_config(

@@ -1,4 +1,4 @@
-"""The IR-SDE conditional U-Net, rewritten as a diffusers model.
+"""The IR-SDE / DA-CLIP conditional U-Net, rewritten as a diffusers model.
 
 `MRUNet2DModel` reproduces the network that IR-SDE (Luo et al., 2023) and the MR Sampler
 paper train for image restoration (`ConditionalUNet` in the IR-SDE code base): a U-Net
@@ -7,7 +7,8 @@ image itself, i.e. ``concat(x_t - mu, mu)`` along channels. Its output has the s
 ``x_t``; what it means (noise, clean image or velocity) is decided by the scheduler's
 ``prediction_type``, not by the network.
 
-Layout, for ``depth`` levels and base width ``nf`` (level ``i`` has ``nf * 2**i`` channels):
+Layout, for ``depth`` levels and base width ``nf`` (level ``i`` has ``nf * 2**i`` channels
+in IR-SDE; DA-CLIP sets the widths per level with ``ch_mult``):
 
 * ``conv_in``: 7x7 convolution (no bias) from ``2 * in_channels`` to ``nf`` channels;
 * ``time_embedding``: sinusoidal features of the timestep (``nf`` of them), then
@@ -21,6 +22,11 @@ Layout, for ``depth`` levels and base width ``nf`` (level ``i`` has ``nf * 2**i`
   skip tensor; ``out_conv`` is nearest-neighbour upsampling followed by a 3x3 convolution,
   except on the shallowest level (a 3x3 convolution only);
 * ``final_resnet`` on ``concat(features, conv_in output)`` and the 3x3 ``conv_out``.
+
+DA-CLIP (Luo et al., 2024) adds two per-image context vectors from its image encoder: the
+image context feeds cross-attention transformers that replace the linear attention from
+level 3 down and in the middle, the degradation context is added to the time embedding
+through a learned prompt (``degradation_embedding``).
 
 The spatial size is padded (reflect) to a multiple of ``2**depth`` and cropped back, so
 any height and width are accepted. Module and parameter names are chosen so that a
@@ -38,9 +44,16 @@ import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from .irsde_checkpoint import (
+    IRSDECheckpointMixin,
+    convert_irsde_state_dict,
+    convert_to_irsde_names,
+    infer_irsde_config,
+)
 from .padding import pad_to_multiple
 
 __all__ = ["MRUNet2DModel", "MRUNet2DOutput"]
@@ -177,8 +190,8 @@ class MRLinearAttention(_PixelAttention):
         super().__init__(channels, heads, dim_head)
         self.out_norm = ChannelLayerNorm(channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return ``x + attention(norm(x))``."""
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Return ``x + attention(norm(x))`` (``context`` is not used)."""
         b, _, height, width = x.shape
         n = height * width
         qkv = self.to_qkv(self.norm(x)).reshape(b, 3, self.heads, self.dim_head, n)
@@ -200,8 +213,8 @@ class MRAttention(_PixelAttention):
     the ``N x N`` attention matrix is never materialised by the fused kernels.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return ``x + attention(norm(x))``."""
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Return ``x + attention(norm(x))`` (``context`` is not used)."""
         b, _, height, width = x.shape
         n = height * width
         qkv = self.to_qkv(self.norm(x)).reshape(b, 3, self.heads, self.dim_head, n)
@@ -211,12 +224,80 @@ class MRAttention(_PixelAttention):
         return self.to_out(out) + x
 
 
+class MRContextTransformer(nn.Module):
+    """DA-CLIP's residual, pre-normalised cross-attention transformer block.
+
+    ``out = x + h + proj_out(block(proj_in(group_norm(h)), context))`` with
+    ``h = norm(x)`` (a channel layer norm): the original wraps a spatial transformer, which
+    has its own residual connection, in a pre-norm residual, hence the two sums. The
+    transformer is diffusers' :class:`~diffusers.Transformer2DModel` (group norm with 32
+    groups, 1x1 projections, one block of self-attention, cross-attention to the image
+    context and a GEGLU feed-forward), with ``channels // head_dim`` heads of ``head_dim``
+    channels; the context is a single token per image (``[B, 1, context_dim]``).
+    """
+
+    def __init__(self, channels: int, context_dim: int, head_dim: int = 32) -> None:
+        super().__init__()
+        self.norm = ChannelLayerNorm(channels)
+        self.transformer = Transformer2DModel(
+            num_attention_heads=channels // head_dim,
+            attention_head_dim=head_dim,
+            in_channels=channels,
+            cross_attention_dim=context_dim,
+            norm_num_groups=32,
+            activation_fn="geglu",
+            attention_bias=False,
+        )
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Return ``x + transformer(norm(x), context)`` (the transformer adds its input)."""
+        if context is None:
+            raise ValueError("this attention layer attends to the image context; pass one.")
+        h = self.norm(x)
+        return x + self.transformer(h, encoder_hidden_states=context[:, None], return_dict=False)[0]
+
+
+class MRDegradationEmbedding(nn.Module):
+    """DA-CLIP's degradation prompt, added to the time embedding.
+
+    ``linear_out(softmax(linear_2(silu(linear_1(c))), dim=1) * prompt)`` for a degradation
+    context ``c`` of shape ``[B, context_dim]``; ``prompt`` is a learned ``[1, D]`` vector
+    (the original's ``text_mlp``, ``prompt`` and ``prompt_mlp``).
+    """
+
+    def __init__(self, context_dim: int, embed_dim: int) -> None:
+        super().__init__()
+        self.prompt = nn.Parameter(torch.rand(1, embed_dim))
+        self.linear_1 = nn.Linear(context_dim, embed_dim)
+        self.act = nn.SiLU()
+        self.linear_2 = nn.Linear(embed_dim, embed_dim)
+        self.linear_out = nn.Linear(embed_dim, embed_dim)
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        """Map ``[B, context_dim]`` to ``[B, embed_dim]``."""
+        weights = torch.softmax(self.linear_2(self.act(self.linear_1(context))), dim=1)
+        return self.linear_out(weights * self.prompt)
+
+
+def _make_attention(
+    kind: str, channels: int, heads: int, dim_head: int, context_dim: int | None
+) -> nn.Module:
+    """``"linear"``, ``"full"`` or ``"transformer"`` attention at ``channels`` channels."""
+    if kind == "transformer":
+        assert context_dim is not None
+        return MRContextTransformer(channels, context_dim)
+    if kind == "full":
+        return MRAttention(channels, heads, dim_head)
+    return MRLinearAttention(channels, heads, dim_head)
+
+
 class MRDownBlock(nn.Module):
-    """One encoder level: two residual blocks, linear attention, then ``out_conv``.
+    """One encoder level: two residual blocks, attention, then ``out_conv``.
 
     ``out_conv`` halves the resolution (4x4, stride 2, with bias) when ``downsample``,
     otherwise it is a 3x3 convolution without bias; either way it maps ``in_channels`` to
-    ``out_channels``. The block records its two skip tensors in ``skips``.
+    ``out_channels``. ``attention`` works at ``in_channels`` (linear attention, or DA-CLIP's
+    context transformer).
     """
 
     def __init__(
@@ -225,14 +306,13 @@ class MRDownBlock(nn.Module):
         out_channels: int,
         temb_channels: int,
         downsample: bool,
-        heads: int,
-        dim_head: int,
+        attention: nn.Module,
     ) -> None:
         super().__init__()
         self.resnets = nn.ModuleList(
             [MRResnetBlock(in_channels, in_channels, temb_channels) for _ in range(2)]
         )
-        self.attention = MRLinearAttention(in_channels, heads, dim_head)
+        self.attention = attention
         self.downsample = downsample
         if downsample:
             self.out_conv = nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1)
@@ -240,21 +320,21 @@ class MRDownBlock(nn.Module):
             self.out_conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
 
     def forward(
-        self, x: torch.Tensor, temb: torch.Tensor
+        self, x: torch.Tensor, temb: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return ``(output, skip_0, skip_1)``."""
         skip_0 = self.resnets[0](x, temb)
-        skip_1 = self.attention(self.resnets[1](skip_0, temb))
+        skip_1 = self.attention(self.resnets[1](skip_0, temb), context)
         return self.out_conv(skip_1), skip_0, skip_1
 
 
 class MRUpBlock(nn.Module):
     """One decoder level: two skip-concatenating residual blocks, attention, ``out_conv``.
 
-    The block works at ``out_channels`` (the width of the matching encoder level's output,
-    ``2 * in_channels``); ``out_conv`` maps back to ``in_channels``, preceded by 2x
-    nearest-neighbour upsampling when ``upsample`` (3x3 with bias), or a bias-free 3x3
-    convolution on the shallowest level.
+    The block works at ``out_channels`` (the width of the matching encoder level's output);
+    ``out_conv`` maps back to ``in_channels``, preceded by 2x nearest-neighbour upsampling
+    when ``upsample`` (3x3 with bias), or a bias-free 3x3 convolution on the shallowest
+    level. The residual blocks see ``out_channels + in_channels`` channels (one skip each).
     """
 
     def __init__(
@@ -263,8 +343,7 @@ class MRUpBlock(nn.Module):
         out_channels: int,
         temb_channels: int,
         upsample: bool,
-        heads: int,
-        dim_head: int,
+        attention: nn.Module,
     ) -> None:
         super().__init__()
         self.resnets = nn.ModuleList(
@@ -273,67 +352,81 @@ class MRUpBlock(nn.Module):
                 for _ in range(2)
             ]
         )
-        self.attention = MRLinearAttention(out_channels, heads, dim_head)
+        self.attention = attention
         self.upsample = upsample
         self.out_conv = nn.Conv2d(out_channels, in_channels, 3, padding=1, bias=upsample)
 
     def forward(
-        self, x: torch.Tensor, skip_0: torch.Tensor, skip_1: torch.Tensor, temb: torch.Tensor
+        self,
+        x: torch.Tensor,
+        skip_0: torch.Tensor,
+        skip_1: torch.Tensor,
+        temb: torch.Tensor,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Consume the matching encoder skips (``skip_1`` first, as they were pushed)."""
         x = self.resnets[0](torch.cat([x, skip_1], dim=1), temb)
         x = self.resnets[1](torch.cat([x, skip_0], dim=1), temb)
-        x = self.attention(x)
+        x = self.attention(x, context)
         if self.upsample:
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         return self.out_conv(x)
 
 
 class MRMidBlock(nn.Module):
-    """Bottleneck: residual block, attention (linear or full), residual block."""
+    """Bottleneck: residual block, attention (linear, full or transformer), residual block."""
 
-    def __init__(
-        self, channels: int, temb_channels: int, attention_type: str, heads: int, dim_head: int
-    ) -> None:
+    def __init__(self, channels: int, temb_channels: int, attention: nn.Module) -> None:
         super().__init__()
         self.resnets = nn.ModuleList(
             [MRResnetBlock(channels, channels, temb_channels) for _ in range(2)]
         )
-        self.attention: nn.Module
-        if attention_type == "linear":
-            self.attention = MRLinearAttention(channels, heads, dim_head)
-        else:
-            self.attention = MRAttention(channels, heads, dim_head)
+        self.attention = attention
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, temb: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Apply the three layers in order."""
         x = self.resnets[0](x, temb)
-        x = self.attention(x)
+        x = self.attention(x, context)
         return self.resnets[1](x, temb)
 
 
-class MRUNet2DModel(ModelMixin, ConfigMixin):
-    r"""The IR-SDE conditional U-Net for mean-reverting diffusion image restoration.
+class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
+    r"""The IR-SDE / DA-CLIP conditional U-Net for mean-reverting diffusion restoration.
 
     The network receives the current state ``sample`` (x_t), the timestep in training
     units (0..T) and the condition ``mu`` (the degraded image, same shape as ``sample``),
-    and sees ``concat(sample - mu, mu)``.
+    and sees ``concat(sample - mu, mu)``. DA-CLIP's variant also takes two per-image
+    context vectors from its image encoder: the image context
+    drives cross-attention transformers at the deepest levels and the middle, the
+    degradation context is added to the time embedding through a learned prompt.
 
     Args:
         in_channels: channels of ``sample`` and of ``mu`` (the first convolution sees twice
             as many).
         out_channels: channels of the prediction.
-        nf: base width; level ``i`` has ``nf * 2**i`` channels and the bottleneck
-            ``nf * 2**depth``. Must be even (it is also the number of sinusoidal
-            timestep features).
+        nf: base width. Must be even (it is also the number of sinusoidal timestep
+            features).
         depth: number of encoder/decoder levels (``depth - 1`` resolution halvings);
-            inputs are padded to a multiple of ``2**depth``, as in the original.
+            inputs are padded to a multiple of ``2**depth``, as in the original. Default
+            ``len(ch_mult)``, or 4.
         upscale: kept for compatibility with IR-SDE option files, which pass it but never
             use it; only ``1`` is accepted.
         mid_attention: ``"linear"`` (the IR-SDE ``ConditionalUNet``) or ``"full"``
-            (softmax self-attention, as the unconditional IR-SDE U-Net uses in its middle).
-        attention_heads: heads of every attention layer (4 in the original).
-        attention_head_dim: width of each head (32 in the original).
+            (softmax self-attention, as the unconditional IR-SDE U-Net uses in its middle);
+            ignored with an image context (the middle is then a transformer).
+        attention_heads: heads of every linear/full attention layer (4 in the original).
+        attention_head_dim: width of each of those heads (32 in the original).
+        ch_mult: output width of each level in units of ``nf`` (DA-CLIP's option, e.g.
+            ``[1, 2, 4, 8]``: widths ``nf x [1, 1, 2, 4, 8]``). Default: IR-SDE's doubling
+            ``[2, 4, ..., 2**depth]``.
+        context_dim: width of the DA-CLIP context vectors (512); needed by the two options
+            below.
+        use_image_context: cross-attention transformers (``channels // 32`` heads of 32)
+            at levels ``>= transformer_start_level`` and in the middle.
+        use_degra_context: add the degradation prompt to the time embedding.
+        transformer_start_level: first level with a transformer (3 in DA-CLIP).
     """
 
     _supports_gradient_checkpointing = True
@@ -344,42 +437,65 @@ class MRUNet2DModel(ModelMixin, ConfigMixin):
         in_channels: int = 3,
         out_channels: int = 3,
         nf: int = 64,
-        depth: int = 4,
+        depth: int | None = None,
         upscale: int = 1,
         mid_attention: str = "linear",
         attention_heads: int = 4,
         attention_head_dim: int = 32,
+        ch_mult: list[int] | None = None,
+        context_dim: int | None = None,
+        use_image_context: bool = False,
+        use_degra_context: bool = False,
+        transformer_start_level: int = 3,
     ) -> None:
         super().__init__()
-        if upscale != 1:
-            raise ValueError(
-                f"upscale={upscale} is not supported: the IR-SDE U-Net ignores this option "
-                "and always returns the input resolution; use upscale=1."
-            )
-        if nf < 4 or nf % 2:
-            raise ValueError(f"nf must be an even number >= 4, got {nf}.")
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}.")
-        if mid_attention not in ("linear", "full"):
-            raise ValueError(f"mid_attention must be 'linear' or 'full', got {mid_attention!r}.")
+        widths = _check_config(
+            nf,
+            depth,
+            upscale,
+            mid_attention,
+            ch_mult,
+            context_dim,
+            use_image_context,
+            use_degra_context,
+            transformer_start_level,
+        )
+        depth = len(widths) - 1
+        self.register_to_config(depth=depth)
 
         temb_channels = 4 * nf
-        heads, dim_head = attention_heads, attention_head_dim
         self.conv_in = nn.Conv2d(2 * in_channels, nf, 7, padding=3, bias=False)
         self.time_embedding = MRTimestepEmbedding(nf, temb_channels)
+        self.degradation_embedding = (
+            MRDegradationEmbedding(context_dim, temb_channels) if use_degra_context else None
+        )
 
-        widths = [nf * 2**i for i in range(depth + 1)]
+        def attention(level: int | None, channels: int) -> nn.Module:
+            deep = level is None or level >= transformer_start_level
+            kind = "transformer" if use_image_context and deep else "linear"
+            if level is None and kind == "linear":
+                kind = mid_attention
+            return _make_attention(kind, channels, attention_heads, attention_head_dim, context_dim)
+
         self.down_blocks = nn.ModuleList(
             [
-                MRDownBlock(widths[i], widths[i + 1], temb_channels, i < depth - 1, heads, dim_head)
+                MRDownBlock(
+                    widths[i],
+                    widths[i + 1],
+                    temb_channels,
+                    i < depth - 1,
+                    attention(i, widths[i]),
+                )
                 for i in range(depth)
             ]
         )
-        self.mid_block = MRMidBlock(widths[depth], temb_channels, mid_attention, heads, dim_head)
+        self.mid_block = MRMidBlock(widths[depth], temb_channels, attention(None, widths[depth]))
         # up_blocks[j] mirrors down_blocks[depth - 1 - j].
         self.up_blocks = nn.ModuleList(
             [
-                MRUpBlock(widths[i], widths[i + 1], temb_channels, i > 0, heads, dim_head)
+                MRUpBlock(
+                    widths[i], widths[i + 1], temb_channels, i > 0, attention(i, widths[i + 1])
+                )
                 for i in reversed(range(depth))
             ]
         )
@@ -414,6 +530,29 @@ class MRUNet2DModel(ModelMixin, ConfigMixin):
             )
         return t
 
+    def _context(
+        self, name: str, context: torch.Tensor | None, batch: int, used: bool
+    ) -> torch.Tensor | None:
+        """Check a context vector (``[B, context_dim]`` or ``[1, context_dim]``) and give it
+        the batch size and the parameters' dtype; ``None`` when the network has no use."""
+        if not used:
+            return None
+        if context is None:
+            if name == "image_context":
+                raise ValueError(
+                    "this network attends to an image context (DA-CLIP): pass "
+                    f"image_context of shape [batch, {self.config.context_dim}] (the "
+                    "pipeline computes it with its image_encoder)."
+                )
+            return None
+        dim = self.config.context_dim
+        if context.ndim != 2 or context.shape[1] != dim or context.shape[0] not in (1, batch):
+            raise ValueError(
+                f"{name} must have shape [{batch}, {dim}] (or [1, {dim}]), got "
+                f"{tuple(context.shape)}."
+            )
+        return context.to(self.conv_in.weight.dtype).expand(batch, dim)
+
     def _run(self, module: nn.Module, *args: Any) -> Any:
         """Call ``module``, through activation checkpointing when it is enabled."""
         if self.gradient_checkpointing and torch.is_grad_enabled():
@@ -428,6 +567,8 @@ class MRUNet2DModel(ModelMixin, ConfigMixin):
         sample: torch.Tensor,
         timestep: float | int | torch.Tensor,
         mu: torch.Tensor,
+        image_context: torch.Tensor | None = None,
+        degradation_context: torch.Tensor | None = None,
         return_dict: bool = True,
     ) -> MRUNet2DOutput | tuple[torch.Tensor]:
         """Predict from the state ``sample`` at ``timestep`` given the condition ``mu``.
@@ -437,6 +578,12 @@ class MRUNet2DModel(ModelMixin, ConfigMixin):
             timestep: time in training units (0..T): a Python number, a 0-dim tensor or a
                 tensor with one entry per batch item.
             mu: the degraded image (mean-reversion target), same shape as ``sample``.
+            image_context: DA-CLIP image embedding ``[B, context_dim]`` (or ``[1, ...]``
+                for the whole batch); required by networks with ``use_image_context``,
+                ignored by the others.
+            degradation_context: DA-CLIP degradation embedding, same shape; added through
+                the prompt by networks with ``use_degra_context`` (skipped when ``None``,
+                as in the original), ignored by the others.
             return_dict: return an :class:`MRUNet2DOutput` rather than a tuple.
 
         Returns:
@@ -448,8 +595,16 @@ class MRUNet2DModel(ModelMixin, ConfigMixin):
         dtype = self.conv_in.weight.dtype
         sample = sample.to(dtype)
         mu = mu.to(dtype)
+        context = self._context(
+            "image_context", image_context, batch, self.config.use_image_context
+        )
+        degradation = self._context(
+            "degradation_context", degradation_context, batch, self.config.use_degra_context
+        )
 
         temb = self.time_embedding(self._timestep_tensor(timestep, batch, sample.device))
+        if degradation is not None:
+            temb = temb + self.degradation_embedding(degradation)
 
         x = pad_to_multiple(torch.cat([sample - mu, mu], dim=1), self.pad_multiple)
 
@@ -457,12 +612,12 @@ class MRUNet2DModel(ModelMixin, ConfigMixin):
         stem = x
         skips: list[tuple[torch.Tensor, torch.Tensor]] = []
         for block in self.down_blocks:
-            x, skip_0, skip_1 = self._run(block, x, temb)
+            x, skip_0, skip_1 = self._run(block, x, temb, context)
             skips.append((skip_0, skip_1))
-        x = self._run(self.mid_block, x, temb)
+        x = self._run(self.mid_block, x, temb, context)
         for block in self.up_blocks:
             skip_0, skip_1 = skips.pop()
-            x = self._run(block, x, skip_0, skip_1, temb)
+            x = self._run(block, x, skip_0, skip_1, temb, context)
         x = self._run(self.final_resnet, torch.cat([x, stem], dim=1), temb)
         x = self.conv_out(x)[..., :height, :width]
 
@@ -470,20 +625,49 @@ class MRUNet2DModel(ModelMixin, ConfigMixin):
             return (x,)
         return MRUNet2DOutput(sample=x)
 
-    @classmethod
-    def from_irsde_checkpoint(cls, path: str, **config: Any) -> MRUNet2DModel:
-        """Build a model from an official IR-SDE generator checkpoint (``*_G.pth``).
+    # IR-SDE / DA-CLIP checkpoint format (IRSDECheckpointMixin hooks).
+    _irsde_infer_config = staticmethod(infer_irsde_config)
+    _irsde_convert_state_dict = staticmethod(convert_irsde_state_dict)
+    _irsde_original_names = staticmethod(convert_to_irsde_names)
 
-        Args:
-            path: file saved by IR-SDE (a ``ConditionalUNet`` state dict, possibly with a
-                ``module.`` prefix or nested under ``"params"``/``"state_dict"``...).
-            **config: constructor arguments (``nf``, ``depth``, ...), i.e. the values of
-                ``network_G.setting`` in the IR-SDE option file. Unspecified ones are
-                inferred from the checkpoint's shapes.
 
-        Returns:
-            The model in float32 and eval mode.
-        """
-        from .irsde_checkpoint import load_irsde_checkpoint
-
-        return load_irsde_checkpoint(path, model_cls=cls, **config)
+def _check_config(
+    nf: int,
+    depth: int | None,
+    upscale: int,
+    mid_attention: str,
+    ch_mult: list[int] | None,
+    context_dim: int | None,
+    use_image_context: bool,
+    use_degra_context: bool,
+    transformer_start_level: int,
+) -> list[int]:
+    """Validate the constructor arguments; return the level widths ``[nf, w_1, ..., w_D]``."""
+    if upscale != 1:
+        raise ValueError(
+            f"upscale={upscale} is not supported: the IR-SDE U-Net ignores this option "
+            "and always returns the input resolution; use upscale=1."
+        )
+    if nf < 4 or nf % 2:
+        raise ValueError(f"nf must be an even number >= 4, got {nf}.")
+    if mid_attention not in ("linear", "full"):
+        raise ValueError(f"mid_attention must be 'linear' or 'full', got {mid_attention!r}.")
+    if ch_mult is None:
+        depth = 4 if depth is None else depth
+        ch_mult = [2 ** (i + 1) for i in range(max(depth, 0))]
+    elif depth is not None and depth != len(ch_mult):
+        raise ValueError(f"depth={depth} contradicts ch_mult={list(ch_mult)} (one per level).")
+    if len(ch_mult) < 1 or any(int(m) < 1 for m in ch_mult):
+        raise ValueError(f"need at least one level and positive ch_mult, got {list(ch_mult)}.")
+    widths = [nf] + [nf * int(m) for m in ch_mult]
+    if (use_image_context or use_degra_context) and not context_dim:
+        raise ValueError("use_image_context/use_degra_context need context_dim (512 in DA-CLIP).")
+    if use_image_context:
+        deep = widths[transformer_start_level:-1] + widths[transformer_start_level + 1 :]
+        bad = sorted({w for w in [*deep, widths[-1]] if w % 32})
+        if bad:
+            raise ValueError(
+                f"transformer levels need widths divisible by 32 (group norm, 32-wide heads); "
+                f"got {bad} from nf={nf}, ch_mult={list(ch_mult)}."
+            )
+    return widths

@@ -309,11 +309,11 @@ class Trainer:
         from ..pipelines import MRRestorationPipeline
 
         model = self.accelerator.unwrap_model(self.unet)
-        unet = self.model_cls.from_config(model.config)
+        unet = self.model_cls.from_config(model.config)  # a fresh float32 copy on the CPU
         unet.load_state_dict(model.state_dict())
         if self.ema is not None:
             self.ema.copy_to(unet.parameters())
-        unet = unet.to("cpu", dtype=torch.float32).eval()
+        unet.eval()
         MRRestorationPipeline(unet=unet, scheduler=self.scheduler).save_pretrained(
             out, safe_serialization=True)
         self.accelerator.print(f"saved pipeline to {out}")

@@ -1,0 +1,390 @@
+"""Conversion of original IR-SDE, Refusion and DA-CLIP checkpoints into pipeline folders.
+
+One call turns the files a user downloaded from the original projects into a complete
+:class:`~diffusers_mrs.MRRestorationPipeline` folder: the network (and for DA-CLIP the
+image encoder and its preprocessing) in safetensors, ``model_index.json``, the scheduler
+at the MR Sampler paper's setting (:data:`PAPER_SCHEDULER`, overridable) and a model card
+rendered from ``model_cards/converted_checkpoint.md`` that names the original work, its
+license, the source files (with SHA-256) and every setting. The command line front end is
+``diffusers-mrs convert`` / ``diffusers-mrs convert-daclip`` (:func:`add_convert_parsers`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "FAMILIES",
+    "PAPER_SCHEDULER",
+    "ConversionError",
+    "add_convert_parsers",
+    "convert_checkpoint",
+    "read_options",
+    "run_convert",
+]
+
+
+class ConversionError(ValueError):
+    """The inputs of a conversion are inconsistent (checked before any work)."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """An original code base whose checkpoints convert to a pipeline."""
+
+    title: str
+    network: str  # class name in diffusers_mrs
+    work: str
+    url: str
+    license: str
+
+
+FAMILIES: dict[str, Family] = {
+    "irsde": Family(
+        "IR-SDE",
+        "MRUNet2DModel",
+        "Image Restoration with Mean-Reverting Stochastic Differential Equations "
+        "(Luo et al., ICML 2023), ConditionalUNet",
+        "https://github.com/Algolzw/image-restoration-sde",
+        "mit",
+    ),
+    "refusion": Family(
+        "Refusion",
+        "MRNAFNetModel",
+        "Refusion: Enabling Large-Size Realistic Image Restoration with Latent-Space "
+        "Diffusion Models (Luo et al., CVPR Workshops 2023), ConditionalNAFNet",
+        "https://github.com/Algolzw/image-restoration-sde",
+        "mit",
+    ),
+    "daclip": Family(
+        "DA-CLIP",
+        "MRUNet2DModel",
+        "Controlling Vision-Language Models for Multi-Task Image Restoration (Luo et al., "
+        "ICLR 2024): DA-CLIP image encoder and its universal-restoration ConditionalUNet",
+        "https://github.com/Algolzw/daclip-uir",
+        "mit",
+    ),
+}
+
+#: The MR Sampler paper's setting for these models (their training SDE: T = 100 cosine
+#: steps, max_sigma 50/255, eps 0.005, noise-predicting networks; sampler: SDE, data
+#: parameterization, second order).
+PAPER_SCHEDULER: dict[str, Any] = {
+    "num_train_timesteps": 100,
+    "theta_schedule": "cosine",
+    "max_sigma": 50 / 255,
+    "eps": 0.005,
+    "prediction_type": "epsilon",
+    "algorithm_type": "sde",
+    "parameterization": "data",
+    "solver_order": 2,
+}
+
+
+# network_G.which_model_G of the original option files, per family
+_WHICH_MODEL = {
+    "irsde": "ConditionalUNet",
+    "refusion": "ConditionalNAFNet",
+    "daclip": "ConditionalUNet",
+}
+# network_G.setting names -> constructor arguments (the NAFNet's names are its own)
+_SETTING_NAMES = {
+    "in_nc": "in_channels", "out_nc": "out_channels", "img_channel": "in_channels",
+    "nf": "nf", "depth": "depth", "ch_mult": "ch_mult", "context_dim": "context_dim",
+    "use_degra_context": "use_degra_context", "use_image_context": "use_image_context",
+    "width": "width", "enc_blk_nums": "enc_blk_nums", "middle_blk_num": "middle_blk_num",
+    "dec_blk_nums": "dec_blk_nums",
+}  # fmt: skip
+
+
+def read_options(path: str | os.PathLike[str], family: str) -> tuple[dict, dict]:
+    """Scheduler and network settings from an original ``.yml`` option file.
+
+    ``sde`` gives ``num_train_timesteps`` (T), ``theta_schedule``, ``max_sigma`` (in
+    1/255 units there when >= 1) and ``eps``; ``network_G.setting`` the network's
+    constructor arguments (checked against the weights when loading).
+    """
+    import yaml  # a dependency of huggingface_hub and diffusers
+
+    with open(path, encoding="utf-8") as f:
+        opt = yaml.safe_load(f) or {}
+    sde, net = opt.get("sde") or {}, opt.get("network_G") or {}
+    which = net.get("which_model_G")
+    if which is not None and which != _WHICH_MODEL[family]:
+        raise ConversionError(
+            f"{path}: network_G.which_model_G is {which!r}, not {_WHICH_MODEL[family]!r} "
+            f"(the {FAMILIES[family].title} network)"
+        )
+    scheduler: dict[str, Any] = {}
+    for theirs, ours in (("T", "num_train_timesteps"), ("schedule", "theta_schedule"),
+                         ("eps", "eps")):  # fmt: skip
+        if theirs in sde:
+            scheduler[ours] = sde[theirs]
+    if "max_sigma" in sde:
+        sigma = float(sde["max_sigma"])
+        scheduler["max_sigma"] = sigma / 255 if sigma >= 1 else sigma
+    setting = net.get("setting") or {}
+    network = {_SETTING_NAMES[k]: v for k, v in setting.items() if k in _SETTING_NAMES}
+    if family == "refusion":
+        network.pop("out_channels", None)  # the NAFNet returns what it takes in
+    return scheduler, network
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_inputs(family: str, checkpoint: Path, daclip: Path | None, output: Path) -> None:
+    """Every problem visible before loading anything, as one clear error."""
+    if family not in FAMILIES:
+        raise ConversionError(f"unknown family {family!r}; choose from {sorted(FAMILIES)}")
+    files = [checkpoint] + ([daclip] if daclip is not None else [])
+    for file in files:
+        if not file.is_file():
+            raise ConversionError(f"{file}: no such checkpoint file")
+    if (family == "daclip") != (daclip is not None):
+        raise ConversionError(
+            "a DA-CLIP conversion needs the encoder file (--daclip daclip_ViT-B-32.pt) and "
+            "only DA-CLIP takes one"
+        )
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ConversionError(
+            f"{output} exists and is not an empty folder; choose a new output folder "
+            "(a conversion never overwrites)"
+        )
+    parent = output.absolute().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ConversionError(f"cannot create {output}: {parent} is not a writable folder")
+
+
+def _load_network(family: str, checkpoint: Path, network_config: dict[str, Any]) -> Any:
+    import diffusers_mrs
+
+    network = getattr(diffusers_mrs, FAMILIES[family].network).from_irsde_checkpoint(
+        checkpoint, **network_config
+    )
+    uses_context = bool(getattr(network.config, "use_image_context", False)) or bool(
+        getattr(network.config, "use_degra_context", False)
+    )
+    if uses_context and family != "daclip":
+        raise ConversionError(
+            f"{checkpoint} is a DA-CLIP network (it takes the encoder's contexts): convert it "
+            "with `diffusers-mrs convert-daclip --daclip daclip_ViT-B-32.pt --unet ...`"
+        )
+    if family == "daclip" and not bool(getattr(network.config, "use_image_context", False)):
+        raise ConversionError(
+            f"{checkpoint} has no image-context layers: it is not DA-CLIP's universal "
+            "restoration network (use --family irsde)"
+        )
+    return network
+
+
+def convert_checkpoint(
+    family: str,
+    checkpoint: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    daclip: str | os.PathLike[str] | None = None,
+    scheduler_config: dict[str, Any] | None = None,
+    network_config: dict[str, Any] | None = None,
+    model_name: str | None = None,
+) -> Path:
+    """Convert original checkpoint files into a pipeline folder.
+
+    Args:
+        family: ``"irsde"``, ``"refusion"`` or ``"daclip"`` (:data:`FAMILIES`).
+        checkpoint: the network's file (``*_G.pth``, ``universal-ir.pth``).
+        output: the folder to create; it must not exist or be empty.
+        daclip: DA-CLIP's encoder file (``daclip_ViT-B-32.pt``), for ``"daclip"`` only.
+        scheduler_config: changes to :data:`PAPER_SCHEDULER`.
+        network_config: constructor arguments of the network (default: inferred from the
+            weights; given ones are checked against them).
+        model_name: title of the model card (default: the output folder's name).
+
+    Returns:
+        The output folder. It is written to a temporary folder beside it and renamed into
+        place at the end, so a failed conversion leaves nothing behind.
+    """
+    from diffusers_mrs import MRRestorationPipeline, MRSamplerScheduler
+
+    checkpoint, output = Path(checkpoint), Path(output)
+    daclip = Path(daclip) if daclip is not None else None
+    _check_inputs(family, checkpoint, daclip, output)
+    scheduler = MRSamplerScheduler(**{**PAPER_SCHEDULER, **(scheduler_config or {})})
+    network = _load_network(family, checkpoint, dict(network_config or {}))
+    components: dict[str, Any] = {"unet": network, "scheduler": scheduler}
+    if daclip is not None:
+        from diffusers_mrs.models.daclip_encoder import DACLIPImageEncoder, daclip_feature_extractor
+
+        encoder = DACLIPImageEncoder.from_daclip_checkpoint(daclip)
+        if encoder.config.projection_dim != network.config.context_dim:
+            raise ConversionError(
+                f"the encoder's embeddings have {encoder.config.projection_dim} values but the "
+                f"network expects context_dim={network.config.context_dim}"
+            )
+        components.update(
+            image_encoder=encoder,
+            feature_extractor=daclip_feature_extractor(encoder.config.image_size),
+        )
+    pipe = MRRestorationPipeline(**components)
+    sources = {"network": checkpoint} | ({"image encoder": daclip} if daclip else {})
+    output.absolute().parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.absolute().parent))
+    try:
+        pipe.save_pretrained(staging, safe_serialization=True)
+        card = render_conversion_card(pipe, family, sources, model_name or output.name)
+        card.save(staging / "README.md")
+        if output.exists():
+            output.rmdir()  # checked empty above
+        staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output
+
+
+def _config_json(module: Any) -> str:
+    config = {k: v for k, v in dict(module.config).items() if not k.startswith("_")}
+    return json.dumps(config, indent=2, sort_keys=True, default=str)
+
+
+def render_conversion_card(
+    pipe: Any, family: str, sources: dict[str, Path], model_name: str
+) -> Any:
+    """The model card of a converted folder (``huggingface_hub.ModelCard``)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from diffusers_mrs import __version__
+
+    info = FAMILIES[family]
+    template = resources.files("diffusers_mrs.model_cards") / "converted_checkpoint.md"
+    card_data = ModelCardData(
+        library_name="diffusers",
+        license=info.license,
+        pipeline_tag="image-to-image",
+        tags=["diffusers-mrs", "mean-reverting-diffusion", "image-restoration", "mr-sampler"],
+    )
+    encoder = getattr(pipe, "image_encoder", None)
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template),
+        model_name=model_name,
+        family=info,
+        family_key=family,
+        sources=[
+            {"role": role, "name": path.name, "sha256": _sha256(path)}
+            for role, path in sources.items()
+        ],
+        scheduler_class=type(pipe.scheduler).__name__,
+        scheduler_config=_config_json(pipe.scheduler),
+        network_class=type(pipe.unet).__name__,
+        network_config=_config_json(pipe.unet),
+        num_parameters=f"{sum(p.numel() for p in pipe.unet.parameters()):,}",
+        encoder_config=_config_json(encoder) if encoder is not None else None,
+        diffusers_mrs_version=__version__,
+    )
+
+
+# ----------------------------------------------------------------------------- command line
+def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "scheduler (default: the MR Sampler paper's setting: SDE, data, order 2, T=100, "
+        "cosine, max_sigma 50/255, eps 0.005, epsilon)"
+    )
+    group.add_argument("--T", type=int, dest="num_train_timesteps", help="training steps")
+    group.add_argument("--schedule", dest="theta_schedule", choices=["cosine", "linear"])
+    group.add_argument(
+        "--max-sigma", type=float, help="stationary noise in 1/255 units (50 means 50/255)"
+    )
+    group.add_argument("--eps", type=float, help="alpha at t = T")
+    group.add_argument(
+        "--prediction-type", choices=["epsilon", "sample", "v_prediction"], help="network output"
+    )
+    group.add_argument("--algorithm-type", choices=["sde", "ode"])
+    group.add_argument("--parameterization", choices=["data", "noise"])
+    group.add_argument("--solver-order", type=int, choices=[1, 2, 3])
+
+
+def add_convert_parsers(sub: Any) -> None:
+    """Add ``convert`` and ``convert-daclip`` to the ``diffusers-mrs`` sub-commands."""
+    convert = sub.add_parser(
+        "convert",
+        help="convert an IR-SDE, Refusion or DA-CLIP checkpoint into a pipeline folder",
+        description="Convert original checkpoint files into a pipeline folder (safetensors, "
+        "model_index.json, scheduler, model card) for MRRestorationPipeline.from_pretrained "
+        "and `diffusers-mrs restore --model DIR`.",
+    )
+    convert.add_argument("--family", required=True, choices=sorted(FAMILIES))
+    convert.add_argument("--checkpoint", "--unet", required=True, dest="unet", metavar="FILE")
+    convert.add_argument("--daclip", metavar="FILE", help="DA-CLIP encoder (--family daclip)")
+    convert.add_argument("--output", "-o", required=True, metavar="DIR")
+    convert.add_argument("--name", help="model card title (default: the folder name)")
+    convert.add_argument(
+        "--options", metavar="YML", help="the original option file (sde, network_G)"
+    )
+    _scheduler_arguments(convert)
+    daclip = sub.add_parser(
+        "convert-daclip",
+        help="convert DA-CLIP's daclip_ViT-B-32.pt and universal-ir.pth into a pipeline folder",
+        description="Same as `convert --family daclip`.",
+    )
+    daclip.add_argument("--daclip", required=True, metavar="FILE", help="daclip_ViT-B-32.pt")
+    daclip.add_argument("--unet", required=True, metavar="FILE", help="universal-ir.pth")
+    daclip.add_argument("--output", "-o", required=True, metavar="DIR")
+    daclip.add_argument("--name", help="model card title (default: the folder name)")
+    daclip.add_argument(
+        "--options", metavar="YML", help="the original option file (sde, network_G)"
+    )
+    daclip.set_defaults(family="daclip")
+    _scheduler_arguments(daclip)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Run a parsed ``convert``/``convert-daclip`` command; 0 on success, 2 on bad input."""
+    import sys
+
+    from diffusers_mrs.models import IRSDECheckpointError
+    from diffusers_mrs.models.daclip_encoder_checkpoint import DACLIPCheckpointError
+
+    scheduler_config: dict[str, Any] = {}
+    network_config: dict[str, Any] = {}
+    try:
+        if args.options:
+            scheduler_config, network_config = read_options(args.options, args.family)
+    except (ConversionError, OSError) as err:
+        print(f"diffusers-mrs {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    overrides = {
+        key: getattr(args, key)
+        for key in (
+            "num_train_timesteps", "theta_schedule", "eps", "prediction_type",
+            "algorithm_type", "parameterization", "solver_order",
+        )
+        if getattr(args, key) is not None
+    }  # fmt: skip
+    if args.max_sigma is not None:
+        overrides["max_sigma"] = args.max_sigma / 255
+    try:
+        out = convert_checkpoint(
+            args.family, args.unet, args.output, daclip=args.daclip,
+            scheduler_config={**scheduler_config, **overrides},
+            network_config=network_config, model_name=args.name,
+        )  # fmt: skip
+    except (ConversionError, IRSDECheckpointError, DACLIPCheckpointError, FileNotFoundError) as err:
+        print(f"diffusers-mrs {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    print(f"saved the pipeline to {out}; restore with: diffusers-mrs restore IMAGES --model {out}")
+    return 0

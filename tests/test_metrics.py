@@ -1,0 +1,39 @@
+"""diffusers_mrs.metrics against closed forms: PSNR of a known error, SSIM of identical
+images, clipping of the restoration only, and means per degradation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from diffusers_mrs.metrics import mean_per_group, psnr, psnr_and_ssim
+
+
+def test_psnr_of_a_constant_error_is_its_closed_form() -> None:
+    clean = torch.full((2, 3, 8, 8), 0.5)
+    restored = clean + torch.tensor([0.1, 0.01]).view(2, 1, 1, 1)
+    # MSE = e^2, so PSNR = -10 log10(e^2) = -20 log10(e)
+    assert psnr(restored, clean) == pytest.approx([20.0, 40.0], abs=1e-4)  # float32 inputs
+
+
+def test_restorations_are_clipped_references_are_not() -> None:
+    clean = torch.zeros(1, 1, 4, 4)
+    over = torch.full((1, 1, 4, 4), -0.5)  # clipped to 0: a perfect restoration
+    assert math.isinf(psnr(over, clean)[0])
+    image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    same_psnr, same_ssim = psnr_and_ssim(image, image.clone())
+    assert same_ssim == pytest.approx([1.0]) and math.isinf(same_psnr[0])
+    _, other_ssim = psnr_and_ssim(image.flip(-1), image)
+    assert other_ssim[0] < 0.5
+
+
+def test_mean_per_group_and_shape_checks() -> None:
+    means = mean_per_group([1.0, 2.0, 4.0], ["b", "a", "b"])
+    assert list(means) == ["b", "a", "average"]
+    assert means == {"b": 2.5, "a": 2.0, "average": pytest.approx(7 / 3)}
+    with pytest.raises(ValueError, match="group labels"):
+        mean_per_group([1.0], ["a", "b"])
+    with pytest.raises(ValueError, match="one shape"):
+        psnr(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 5))
