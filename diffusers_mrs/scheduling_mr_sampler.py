@@ -24,6 +24,7 @@ from .scheduling_common import (
     MRSchedulerBase,
     MRSchedulerOutput,
     check_choice,
+    check_real,
 )
 from .solver import (
     ALGORITHM_TYPES,
@@ -115,6 +116,10 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
             raise ValueError(
                 "thresholding applies to the data prediction: it needs parameterization='data'."
             )
+        check_real("rho", rho)
+        check_real("lambda_min", lambda_min, allow_inf=True)
+        check_real("dynamic_thresholding_ratio", dynamic_thresholding_ratio)
+        check_real("sample_max_value", sample_max_value)
         if rho <= 0:
             raise ValueError(f"rho must be positive, got {rho}.")
         self._build_schedule()
@@ -243,13 +248,12 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
             y_next.add_(z, alpha=coef.noise)
         prev = y_next if mu_ is None else y_next.add_(mu_)
         prev = prev.to(sample.dtype)
-
+        self._step_index = i + 1
+        if not return_dict:  # nobody reads pred_original_sample: not computed
+            return (prev,)
         pred_x0 = None
         if self.config.parameterization == "data":
             pred_x0 = (d0 if mu_ is None else d0 + mu_).to(sample.dtype)
-        self._step_index = i + 1
-        if not return_dict:
-            return (prev,)
         return MRSchedulerOutput(prev_sample=prev, pred_original_sample=pred_x0)
 
 

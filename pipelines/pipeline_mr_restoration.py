@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -41,6 +42,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import logging, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
+from diffusers_mrs.image_io import PipelineImageInput, check_finite, prepare_images
 from diffusers_mrs.pipeline_folder import (
     LIBRARY_NAME,
     default_model_path,
@@ -53,12 +55,6 @@ from .tiling import normalize_tile_args, tiled_model_output
 
 logger = logging.get_logger(__name__)
 
-PipelineImageInput = (
-    PIL.Image.Image
-    | np.ndarray
-    | torch.Tensor
-    | Sequence[PIL.Image.Image | np.ndarray | torch.Tensor]
-)
 StepCallback = Callable[..., dict[str, Any]] | PipelineCallback | MultiPipelineCallbacks
 
 _OUTPUT_TYPES = ("pil", "np", "pt")
@@ -123,130 +119,6 @@ def _library_entry(module: Any) -> tuple[str, str] | None:
     if getattr(importlib.import_module(LIBRARY_NAME), cls.__name__, None) is cls:
         return LIBRARY_NAME, cls.__name__
     return None
-
-
-# ----------------------------------------------------------------------------- input handling
-def _convert_channels(img: torch.Tensor, channels: int, what: str) -> torch.Tensor:
-    """Maps a ``[C, H, W]`` image to the model's channel count (gray <-> RGB, RGBA -> RGB)."""
-    c = img.shape[0]
-    if c == channels:
-        return img
-    if channels == 3 and c == 1:
-        return img.expand(3, -1, -1)
-    if channels == 3 and c == 4:
-        return img[:3]  # drop alpha
-    if channels == 1 and c in (3, 4):
-        r, g, b = img[0], img[1], img[2]
-        return (0.299 * r + 0.587 * g + 0.114 * b)[None]
-    raise ValueError(
-        f"{what} has {c} channels, but the model expects {channels}"
-        + (" (1 = grayscale and 4 = RGBA are converted)." if channels == 3 else ".")
-    )
-
-
-def _pil_to_chw(img: PIL.Image.Image, channels: int) -> torch.Tensor:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        arr = np.asarray(img, dtype=np.float32) / 65535.0
-    elif img.mode == "I":  # 32-bit integer images almost always hold 16-bit data
-        arr = np.asarray(img, dtype=np.float32)
-        arr = arr / (65535.0 if arr.max(initial=0) > 255 else 255.0)
-    elif img.mode == "F":
-        arr = np.asarray(img, dtype=np.float32)
-    else:
-        img = img.convert("L" if channels == 1 else "RGB")
-        arr = np.asarray(img, dtype=np.float32) / 255.0
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-
-
-def _numpy_to_chw_list(arr: np.ndarray, what: str) -> list[torch.Tensor]:
-    if arr.dtype == np.uint8:
-        arr = arr.astype(np.float32) / 255.0
-    elif arr.dtype == np.uint16:
-        arr = arr.astype(np.float32) / 65535.0
-    elif arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float32)
-    else:
-        raise ValueError(
-            f"{what}: unsupported numpy dtype {arr.dtype}; use uint8, uint16 or float in [0, 1]."
-        )
-    if arr.ndim == 2:
-        return [torch.from_numpy(np.ascontiguousarray(arr[None]))]
-    if arr.ndim == 3:
-        return [torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))]
-    if arr.ndim == 4:
-        return [torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))) for a in arr]
-    raise ValueError(f"{what}: numpy images must be HW, HWC or BHWC, got shape {arr.shape}.")
-
-
-def _torch_to_chw_list(t: torch.Tensor, what: str) -> list[torch.Tensor]:
-    t = t.detach()
-    if t.dtype == torch.uint8:
-        t = t.float() / 255.0
-    elif t.dtype == torch.bool:
-        t = t.float()
-    elif not t.is_floating_point():
-        raise ValueError(
-            f"{what}: unsupported tensor dtype {t.dtype}; use a float tensor in [0, 1] or uint8."
-        )
-    if t.ndim == 2:
-        return [t[None]]
-    if t.ndim == 3:
-        return [t]
-    if t.ndim == 4:
-        return list(t.unbind(0))
-    raise ValueError(f"{what}: tensors must be HW, CHW or BCHW, got shape {tuple(t.shape)}.")
-
-
-def prepare_images(image: PipelineImageInput, channels: int = 3) -> list[torch.Tensor]:
-    """Turns the pipeline's ``image`` argument into a list of ``[channels, H, W]`` float tensors.
-
-    Accepts PIL images (any mode; grayscale and RGBA are converted, alpha is dropped),
-    numpy arrays (HW, HWC or BHWC; uint8, uint16 or float in [0, 1]), torch tensors (HW,
-    CHW or BCHW; float in [0, 1] or uint8), and lists of them. Float values are used as
-    given (not clipped), so slightly out-of-range degraded inputs keep their information.
-
-    Raises:
-        ValueError: empty input, unsupported type/dtype/shape, a channel count that cannot
-            be converted, an empty image, or NaN/inf values.
-    """
-    if image is None:
-        raise ValueError("`image` must be given (the degraded image, mu).")
-    items = list(image) if isinstance(image, (list, tuple)) else [image]
-    if len(items) == 0:
-        raise ValueError("`image` is an empty list; pass at least one image.")
-
-    out: list[torch.Tensor] = []
-    for idx, item in enumerate(items):
-        what = f"image[{idx}]" if isinstance(image, (list, tuple)) else "image"
-        if isinstance(item, PIL.Image.Image):
-            chw = [_pil_to_chw(item, channels)]
-            hint = ""
-        elif isinstance(item, np.ndarray):
-            chw = _numpy_to_chw_list(item, what)
-            hint = " (numpy arrays are read as HWC)"
-        elif isinstance(item, torch.Tensor):
-            chw = _torch_to_chw_list(item, what)
-            hint = " (tensors are read as CHW)"
-        else:
-            raise ValueError(
-                f"{what} has unsupported type {type(item).__name__}; expected a PIL image, a numpy"
-                " array, a torch tensor, or a list of them."
-            )
-        if len(chw) == 0:
-            raise ValueError(f"{what} is an empty batch.")
-        for img in chw:
-            try:
-                img = _convert_channels(img, channels, what)
-            except ValueError as err:
-                raise ValueError(f"{err}{hint}") from None
-            if img.shape[1] == 0 or img.shape[2] == 0:
-                raise ValueError(f"{what} is empty (shape {tuple(img.shape)}).")
-            if not bool(torch.isfinite(img).all()):
-                raise ValueError(f"{what} contains NaN or infinite values.")
-            out.append(img)
-    return out
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -388,14 +260,18 @@ class MRRestorationPipeline(DiffusionPipeline):
             pretrained_model_name_or_path: a folder written by ``save_pretrained``, a Hub repo
                 id (``"user/name"``), or ``None`` for the default model shipped in the package
                 (``diffusers_mrs/default_model``).
-            **kwargs: passed to ``DiffusionPipeline.from_pretrained`` (``torch_dtype``,
-                ``unet=...``, ...). ``revision``, ``cache_dir``, ``token``, ``force_download``
-                and ``local_files_only`` also control the Hub download.
+            **kwargs: passed to ``DiffusionPipeline.from_pretrained`` (``unet=...``, ...).
+                ``torch_dtype`` (or ``dtype``) loads the network in that dtype: it then runs
+                in float16/bfloat16 while the sampler keeps float32. ``revision``,
+                ``cache_dir``, ``token``, ``force_download`` and ``local_files_only`` also
+                control the Hub download.
 
         diffusers does not download pipelines whose components come from a third-party
         library, so for a repo id the snapshot is downloaded first
         (:func:`diffusers_mrs.pipeline_folder.download_pipeline_snapshot`) and loaded locally.
         """
+        if "torch_dtype" in kwargs:  # diffusers' deprecated name for `dtype`
+            kwargs.setdefault("dtype", kwargs.pop("torch_dtype"))
         if pretrained_model_name_or_path is None:
             path = default_model_path()
             if not (path / "model_index.json").is_file():
@@ -423,6 +299,36 @@ class MRRestorationPipeline(DiffusionPipeline):
     def interrupt(self) -> bool:
         """Set ``pipe._interrupt = True`` from a callback to skip the remaining steps."""
         return getattr(self, "_interrupt", False)
+
+    @property
+    def _execution_device(self) -> torch.device:
+        """The device the network runs on. diffusers' property reads ``module.device``,
+        which a plain ``nn.Module`` lacks; then the network's first tensor decides."""
+        try:
+            return super()._execution_device
+        except AttributeError:
+            for tensor in itertools.chain(self.unet.parameters(), self.unet.buffers()):
+                return tensor.device
+            return torch.device("cpu")
+
+    def enable_compile(self, **compile_kwargs: Any) -> None:
+        """Compiles the network in place with ``torch.compile`` (opt-in).
+
+        The compiled graph is built on the first call and then reused for every step and
+        every image of that size; a second image size triggers one more compilation with
+        dynamic shapes, which then serves all sizes (tiled restoration always feeds the
+        same tile shape). Compiling takes tens of seconds to minutes on a CPU, so it pays
+        off for many images or steps; the README gives measured costs. Calling it again
+        does nothing. ``compile_kwargs`` go to ``torch.compile`` (``mode``, ``dynamic``...).
+        """
+        unet = _unwrap(self.unet)
+        if getattr(unet, "_compiled_call_impl", None) is None:
+            unet.compile(**compile_kwargs)
+
+    def _sampling_dtype(self) -> torch.dtype:
+        """The dtype of the sampler's state: float64 for a float64 network, else float32,
+        so a float16/bfloat16 network only changes the network's arithmetic."""
+        return torch.float64 if self._unet_dtype() == torch.float64 else torch.float32
 
     def _unet_dtype(self) -> torch.dtype:
         dtype = getattr(self.unet, "dtype", None)
@@ -487,6 +393,13 @@ class MRRestorationPipeline(DiffusionPipeline):
                     f"`callback_on_step_end_tensor_inputs` {bad} are not among"
                     f" {self._callback_tensor_inputs}."
                 )
+
+    def check_images_in_dtype(self, images: Sequence[torch.Tensor]) -> None:
+        """The images must stay finite in the network's dtype (e.g. > 65504 overflows float16):
+        checked after the cast, so sampling never starts from inf and returns NaN."""
+        dtype = self._unet_dtype()
+        for k, img in enumerate(images):
+            check_finite(img.to(dtype), f"image[{k}]" if len(images) > 1 else "image")
 
     def check_latents(
         self, latents: torch.Tensor | None, images: Sequence[torch.Tensor], num_samples: int
@@ -608,13 +521,18 @@ class MRRestorationPipeline(DiffusionPipeline):
         out = self.image_encoder(
             pixel_values.to(device=mu.device, dtype=encoder_dtype), return_dict=False
         )
-        return _Contexts(out[0].to(mu.dtype), out[1].to(mu.dtype))
+        dtype = self._unet_dtype()  # the contexts only feed the network
+        return _Contexts(out[0].to(dtype), out[1].to(dtype))
 
     def _network(
         self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor, contexts: _Contexts | None
     ) -> torch.Tensor:
         """``unet(x, t, mu[, contexts])`` with ``t`` broadcast over the batch; returns the
-        prediction."""
+        prediction.
+
+        ``x`` (the state, new at every step) is cast to the network's dtype here; ``mu`` and
+        the contexts arrive in it already (cast once per image)."""
+        x = x.to(mu.dtype)
         kwargs = contexts.unet_kwargs(x.shape[0]) if contexts is not None else {}
         out = self.unet(x, t.to(x.device).reshape(()).expand(x.shape[0]), mu=mu, **kwargs)
         return out.sample if hasattr(out, "sample") else out[0]
@@ -646,8 +564,23 @@ class MRRestorationPipeline(DiffusionPipeline):
         """Calls ``callback_on_step_end``; it may replace ``latents`` and ``mu``."""
         tensors = {"latents": latents, "mu": mu}
         callback_kwargs = {k: tensors[k] for k in sampling.callback_inputs}
-        outputs = sampling.callback(self, i, t, callback_kwargs) or {}
-        return outputs.pop("latents", latents), outputs.pop("mu", mu)
+        outputs = sampling.callback(self, i, t, callback_kwargs)
+        if outputs is None:
+            return latents, mu
+        if not isinstance(outputs, dict):
+            raise TypeError(
+                "callback_on_step_end must return a dict (tensor name -> tensor, e.g."
+                f" {{'latents': latents}}) or None, got {type(outputs).__name__}."
+            )
+        new_latents, new_mu = outputs.get("latents", latents), outputs.get("mu", mu)
+        for name, new, old in (("latents", new_latents, latents), ("mu", new_mu, mu)):
+            if not isinstance(new, torch.Tensor) or new.shape != old.shape:
+                raise ValueError(
+                    f"callback_on_step_end returned {name!r} as {type(new).__name__}"
+                    f" {tuple(getattr(new, 'shape', ()))}; expected a tensor of shape"
+                    f" {tuple(old.shape)}."
+                )
+        return new_latents, new_mu
 
     def denoise(
         self,
@@ -661,18 +594,22 @@ class MRRestorationPipeline(DiffusionPipeline):
         """The sampling loop: one network evaluation and one scheduler step per timestep
         (``contexts``, computed once per image, go to every evaluation)."""
         step_kwargs, takes_mu = self._step_kwargs(generator)
+        network_dtype = self._unet_dtype()
+        mu_net = mu.to(network_dtype)  # once per image, not per step
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
-                model_output = self._model_output(latents, mu, t, sampling.tiling, contexts)
+                model_output = self._model_output(latents, mu_net, t, sampling.tiling, contexts)
                 if takes_mu:
                     step_kwargs["mu"] = mu
                 latents = self.scheduler.step(
                     model_output, t, latents, return_dict=False, **step_kwargs
                 )[0].to(mu.dtype)
                 if sampling.callback is not None:
-                    latents, mu = self._run_callback(sampling, i, t, latents, mu)
+                    latents, new_mu = self._run_callback(sampling, i, t, latents, mu)
+                    if new_mu is not mu:
+                        mu, mu_net = new_mu, new_mu.to(network_dtype)
                 progress_bar.update()
         return latents
 
@@ -709,7 +646,7 @@ class MRRestorationPipeline(DiffusionPipeline):
     ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
         """Restores every image, one batch per size; returns the restorations (the mean of
         each image's samples) and their spread (``None`` for one sample), in input order."""
-        device, dtype = self._execution_device, self._unet_dtype()
+        device, dtype = self._execution_device, self._sampling_dtype()
         restored: list[torch.Tensor] = [torch.empty(0)] * len(images)
         spread: list[torch.Tensor | None] = [None] * len(images)
         for indices in _size_groups(images):
@@ -759,8 +696,10 @@ class MRRestorationPipeline(DiffusionPipeline):
 
         Args:
             image: the degraded image(s), ``mu``: PIL, numpy (HW, HWC or BHWC; uint8, uint16
-                or float in [0, 1]), torch (HW, CHW or BCHW; float in [0, 1] or uint8), or a
-                list of them; grayscale and RGBA are converted to the model's channels.
+                or float in [0, 1]), torch (HW, CHW or BCHW; float in [0, 1] or uint8), a file
+                path, or a list of them, read by the rules of :mod:`diffusers_mrs.image_io`
+                (EXIF orientation, 8/16-bit scale from the image mode, floats outside
+                [-0.5, 1.5] refused; grayscale and RGBA converted to the model's channels).
             num_inference_steps: number of network evaluations (sampler steps).
             timesteps: custom timesteps (train-time units, descending) for
                 ``scheduler.set_timesteps(timesteps=...)``; override ``num_inference_steps``.
@@ -791,7 +730,9 @@ class MRRestorationPipeline(DiffusionPipeline):
             ``uncertainty`` for K > 1), or the tuple of its non-``None`` fields.
 
         Raises:
-            ValueError: on any invalid argument or image, before sampling starts.
+            ValueError: on any invalid argument or image, before sampling starts (images:
+                :class:`~diffusers_mrs.image_io.ImageInputError`, a ``ValueError``).
+            TypeError: a callback that returns something other than a dict or None.
 
         Examples:
         """
@@ -807,6 +748,7 @@ class MRRestorationPipeline(DiffusionPipeline):
             callback_inputs=callback_on_step_end_tensor_inputs,
         )
         images = prepare_images(image, channels=self._unet_channels())
+        self.check_images_in_dtype(images)
         self.check_generators(generator, len(images))
         sampling = replace(sampling, latents=self.check_latents(latents, images, num_samples))
         self._interrupt = False

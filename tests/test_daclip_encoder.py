@@ -266,21 +266,43 @@ def test_pipeline_component_round_trip(fixture, ported, tmp_path):
 # --------------------------------------------------------------------------- preprocessing
 
 
+def _torchvision_like(image: Image.Image, size: int, floor_offset: bool) -> np.ndarray:
+    """DA-CLIP's transform (torchvision's math): short side to ``size`` (PIL bicubic; the
+    long side truncated), centre crop with the offset rounded half to even (``round``) or,
+    with ``floor_offset``, floored as ``transformers`` does; [0, 1]; CLIP mean/std."""
+    width, height = image.size
+    if width <= height:
+        new_w, new_h = size, int(size * height / width)
+    else:
+        new_w, new_h = int(size * width / height), size
+    resized = np.asarray(image.resize((new_w, new_h), Image.BICUBIC), dtype=np.float32) / 255
+    offset = (lambda d: d // 2) if floor_offset else (lambda d: round(d / 2))
+    top, left = offset(new_h - size), offset(new_w - size)
+    crop = resized[top : top + size, left : left + size].transpose(2, 0, 1)
+    mean, std = np.array(OPENAI_CLIP_MEAN), np.array(OPENAI_CLIP_STD)
+    return (crop - mean[:, None, None]) / std[:, None, None]
+
+
+def _pixels(image: Image.Image, size: int) -> np.ndarray:
+    return daclip_feature_extractor(size)(images=image, return_tensors="np")["pixel_values"][0]
+
+
 @pytest.mark.parametrize("height,width", [(40, 56), (56, 40), (32, 32), (37, 90)])
 def test_feature_extractor_is_resize_crop_normalise(height, width):
-    """Short side to 32 (PIL bicubic), centred 32 x 32 crop, CLIP normalisation. For these
-    sizes the crop offset is the same whether it is rounded or floored."""
+    """For these sizes the crop offset is the same whether rounded or floored: the
+    processor reproduces DA-CLIP's preprocessing."""
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-    pixels = daclip_feature_extractor(32)(images=image, return_tensors="np")["pixel_values"][0]
-    new_w, new_h = (
-        (32, int(32 * height / width)) if width <= height else (int(32 * width / height), 32)
-    )
-    resized = np.asarray(image.resize((new_w, new_h), Image.BICUBIC), dtype=np.float32) / 255
-    top, left = round((new_h - 32) / 2), round((new_w - 32) / 2)
-    crop = resized[top : top + 32, left : left + 32].transpose(2, 0, 1)
-    expected = (crop - np.array(OPENAI_CLIP_MEAN)[:, None, None]) / np.array(OPENAI_CLIP_STD)[
-        :, None, None
-    ]
+    pixels = _pixels(image, 32)
     assert pixels.shape == (3, 32, 32)
-    np.testing.assert_allclose(pixels, expected, atol=1e-5)
+    np.testing.assert_allclose(pixels, _torchvision_like(image, 32, False), atol=1e-5)
+
+
+def test_feature_extractor_crop_offset_where_it_differs():
+    """The documented deviation: 35 - 32 = 3 excess pixels, torchvision crops from
+    round(1.5) = 2, transformers from 1."""
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 256, (32, 35, 3), dtype=np.uint8))
+    pixels = _pixels(image, 32)
+    np.testing.assert_allclose(pixels, _torchvision_like(image, 32, True), atol=1e-5)
+    assert np.abs(pixels - _torchvision_like(image, 32, False)).max() > 0.1

@@ -16,10 +16,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from diffusers_mrs.models import MRUNet2DModel, convert_irsde_state_dict
+from diffusers_mrs.models import MRNAFNetModel, MRUNet2DModel, convert_irsde_state_dict
+from diffusers_mrs.models.nafnet_checkpoint import convert_nafnet_state_dict
 from diffusers_mrs.models.unet_mr import ChannelLayerNorm
 
 FIXTURE = Path(__file__).parent / "fixtures" / "irsde_unet_nf8_d2.safetensors"
+NAFNET_FIXTURE = Path(__file__).parent / "fixtures" / "refusion_nafnet_w8.safetensors"
 DEFAULT_UNET = Path(__file__).parents[1] / "diffusers_mrs" / "default_model" / "unet"
 
 
@@ -87,11 +89,17 @@ def test_default_model_output_unchanged(monkeypatch):
         assert _compare_with_reference(model, x, t, mu, monkeypatch=monkeypatch) < 1e-5
 
 
-def test_irsde_fixture_output_unchanged(monkeypatch):
-    tensors = load_file(FIXTURE)
-    with safe_open(FIXTURE, framework="pt") as f:
+def _fixture_weights(path: Path, prefix: str) -> tuple[dict, dict]:
+    """(config, original state dict) stored in a fixture made from the original code."""
+    tensors = load_file(path)
+    with safe_open(path, framework="pt") as f:
         config = json.loads(f.metadata()["config"])
-    state = {k[len("irsde.") :]: v.float() for k, v in tensors.items() if k.startswith("irsde.")}
+    state = {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
+    return config, state
+
+
+def test_irsde_fixture_output_unchanged(monkeypatch):
+    config, state = _fixture_weights(FIXTURE, "irsde.")
     model = MRUNet2DModel(**config).eval()
     model.load_state_dict(convert_irsde_state_dict(state), strict=True)
     torch.manual_seed(1)
@@ -112,3 +120,13 @@ def test_random_unet_output_unchanged(monkeypatch, mid_attention):
     mu = torch.rand(1, 3, 32, 32)
     x = mu + 0.3 * torch.randn_like(mu)
     assert _compare_with_reference(model, x, 50, mu, monkeypatch=monkeypatch) < 1e-5
+
+
+def test_refusion_nafnet_fixture_output_unchanged(monkeypatch):
+    config, state = _fixture_weights(NAFNET_FIXTURE, "refusion.")
+    model = MRNAFNetModel(**config).eval()
+    model.load_state_dict(convert_nafnet_state_dict(state), strict=True)
+    torch.manual_seed(3)
+    mu = torch.rand(1, config.get("in_channels", 3), 20, 28)
+    x = mu + 0.2 * torch.randn_like(mu)
+    assert _compare_with_reference(model, x, 42, mu, monkeypatch=monkeypatch) < 1e-5

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .checkpoint_io import IRSDECheckpointError, IRSDECheckpointMixin, read_checkpoint
+from .dtype_warning import install as _install_dtype_warning_filter
 from .irsde_checkpoint import (
     convert_irsde_state_dict,
     convert_to_irsde_state_dict,
@@ -16,6 +17,8 @@ from .irsde_checkpoint import (
 )
 from .nafnet_mr import MRNAFNetModel
 from .unet_mr import MRUNet2DModel, MRUNet2DOutput
+
+_install_dtype_warning_filter()
 
 _LAZY = {
     "DACLIPEncoderOutput": "diffusers_mrs.models.daclip_encoder",
