@@ -1,18 +1,26 @@
 """The ``diffusers-mrs`` command line.
 
 ``diffusers-mrs restore INPUT... --output DIR`` restores image files and folders with an
-:class:`~diffusers_mrs.MRRestorationPipeline` and writes ``DIR/<input stem>.png``.
+:class:`~diffusers_mrs.MRRestorationPipeline` and writes ``DIR/<input name>.png``: the whole
+input name with only its final extension replaced (``frame.0001.tif`` ->
+``frame.0001.png``, ``photo 2024.06.01.jpg`` -> ``photo 2024.06.01.png``).
 
 Behaviour, in order:
 
-1. Inputs are collected: files as given (any format Pillow reads), folders by image
-   extension (``--recursive`` to descend; the sub-folder layout is then mirrored in the
-   output). A path that does not exist, no image at all, two inputs that would write the
-   same output file, or an output that would overwrite an input are usage errors: nothing
-   is written and the exit status is 2.
-2. Existing outputs are not silently replaced: without ``--overwrite`` (replace them) or
-   ``--skip-existing`` (keep them and skip those inputs) the command stops with status 2
-   before restoring anything.
+1. Everything that can be checked before the network loads is checked, and any problem is
+   a usage error: one line on stderr, exit status 2, nothing written
+   (:func:`check_before_loading`): ``--device`` (a device this machine has), ``--tile`` (at
+   least :data:`~diffusers_mrs.cli_checks.MIN_TILE_SIZE`), the inputs (a path that does not
+   exist, no image at all, two inputs that would write the same output file, an output
+   that would overwrite an input), existing outputs (below), ``--model`` (an existing
+   pipeline folder or an ``owner/name`` repo id), the output folder (created if missing,
+   then proven writable with a probe file) and ``--steps`` against the chosen scheduler's
+   config (for a Hub repo id right after loading, still before any image).
+2. Existing outputs are never silently replaced. ``DIR/.diffusers-mrs-outputs.json`` records
+   which input each output belongs to. ``--overwrite`` replaces, and ``--skip-existing``
+   keeps, only an input's *own* earlier output; an existing file that belongs to another
+   input, or that the manifest does not know, stops the run (status 2) even with
+   ``--overwrite``: no run ever writes two inputs to one path, across runs too.
 3. Under ``accelerate launch --num_processes N`` the work list is split between the
    processes with ``PartialState().split_between_processes`` (contiguous chunks, no
    padding): every input is restored by exactly one process, which writes its output.
@@ -20,11 +28,15 @@ Behaviour, in order:
    without GPUs, start CPU processes with ``accelerate launch --multi_gpu --num_processes
    N`` (torchrun underneath; the CLI then sets accelerate up for CPU/gloo) or ``torchrun
    --nproc_per_node N -m diffusers_mrs.cli ...``; ``accelerate launch --cpu
-   --num_processes N`` starts a single process unless MPI is configured.
-4. A file that cannot be read or restored is reported on stderr and skipped; the others
-   are still restored, and the exit status is 1 at the end (0 if everything worked).
-   Outputs are written to a temporary name and renamed, so an interrupted run leaves no
-   truncated PNG behind.
+   --num_processes N`` starts a single process unless MPI is configured. Progress: a
+   per-image bar with a per-step bar nested inside, on the main process only (``-q`` turns
+   both off).
+4. Files are read and written by :mod:`diffusers_mrs.image_io` (EXIF orientation, 8/16 bit
+   by the file's mode; output PNGs keep the bit depth, grayscale and alpha of the input;
+   multi-frame files are refused). A file that cannot be read or restored is reported on
+   stderr and skipped; the others are still restored, and the exit status is 1 at the end
+   (0 if everything worked). Outputs are written to a temporary name and renamed, so an
+   interrupted run leaves no truncated PNG behind.
 
 With ``--seed`` every image gets its own generator seeded with that value, so the result of
 an image does not depend on how the inputs are split between processes.
@@ -33,17 +45,30 @@ an image does not depend on how the inputs are split between processes.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".gif"}
+from .cli_checks import (
+    MIN_TILE_SIZE,
+    UsageError,
+    check_device,
+    check_model_location,
+    check_scheduler_steps,
+    check_tile_size,
+    local_scheduler_config,
+    prepare_output_dir,
 )
+from .image_io import IMAGE_EXTENSIONS
+
+if TYPE_CHECKING:
+    from .image_io import DecodedImage
+
 SCHEDULERS = {
     "mrs": "MRSamplerScheduler",
     "posterior": "MRPosteriorScheduler",
@@ -53,9 +78,10 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
+#: In every output folder: which input each output file belongs to (see :func:`plan_jobs`).
+MANIFEST_NAME = ".diffusers-mrs-outputs.json"
 
-class UsageError(Exception):
-    """A problem with the command line or the inputs, found before any work is done."""
+__all__ = ["UsageError", "collect_inputs", "main", "plan_jobs"]
 
 
 @dataclass(frozen=True)
@@ -64,18 +90,24 @@ class Job:
 
     source: Path
     target: Path
+    std_target: Path | None = None  # the uncertainty map of ``--samples K``
+
+    @property
+    def targets(self) -> tuple[Path, ...]:
+        return (self.target,) if self.std_target is None else (self.target, self.std_target)
 
 
 # ----------------------------------------------------------------------------- planning
 def collect_inputs(
     paths: Sequence[str | os.PathLike], recursive: bool = False
 ) -> list[tuple[Path, Path]]:
-    """Expands files and folders into ``(file, relative output stem)`` pairs, in a stable order.
+    """Expands files and folders into ``(file, relative name)`` pairs, in a stable order.
 
     Files given directly are taken whatever their extension; folders contribute their files
     with an image extension (:data:`IMAGE_EXTENSIONS`, case-insensitive), sorted, hidden
-    files skipped. The relative output stem is the file stem, prefixed by the sub-folder
-    inside the given folder when ``recursive``.
+    files skipped. The relative name is the whole file name, prefixed by the sub-folder
+    inside the given folder when ``recursive``; the output is that name with its final
+    extension replaced by ``.png`` (``frame.0001.tif`` -> ``frame.0001.png``).
 
     Raises:
         UsageError: a path does not exist.
@@ -92,12 +124,71 @@ def collect_inputs(
                 and p.suffix.lower() in IMAGE_EXTENSIONS
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
-            found.extend((p, p.relative_to(path).with_suffix("")) for p in files)
+            found.extend((p, p.relative_to(path)) for p in files)
         elif path.is_file():
-            found.append((path, Path(path.stem)))
+            found.append((path, Path(path.name)))
         else:
             raise UsageError(f"input not found: {raw}")
     return found
+
+
+def output_name(relative: Path) -> Path:
+    """The output path (relative to ``--output``): only the final extension becomes ``.png``."""
+    return relative.with_suffix(".png") if relative.suffix else relative.with_name(
+        relative.name + ".png"
+    )
+
+
+def read_manifest(output_dir: Path) -> dict[str, str]:
+    """``{output relative path: source absolute path}`` of earlier runs into ``output_dir``."""
+    try:
+        data = json.loads((output_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    outputs = data.get("outputs") if isinstance(data, dict) else None
+    return {str(k): str(v) for k, v in outputs.items()} if isinstance(outputs, dict) else {}
+
+
+def write_manifest(output_dir: Path, jobs: Sequence[Job]) -> None:
+    """Records which input each planned output belongs to (atomically, merged with earlier runs)."""
+    entries = read_manifest(output_dir)
+    for job in jobs:
+        for target in job.targets:
+            entries[target.relative_to(output_dir).as_posix()] = str(job.source.resolve())
+    tmp = output_dir / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"version": 1, "outputs": entries}, indent=1), encoding="utf-8")
+    os.replace(tmp, output_dir / MANIFEST_NAME)
+
+
+def _check_unique_targets(jobs: Sequence[Job]) -> None:
+    by_target: dict[Path, list[Path]] = {}
+    for job in jobs:
+        for target in job.targets:
+            by_target.setdefault(target.resolve(), []).append(job.source)
+    clashes = {t: s for t, s in by_target.items() if len(s) > 1}
+    if clashes:
+        shown = "; ".join(f"{t} <- " + ", ".join(map(str, s)) for t, s in clashes.items())
+        raise UsageError(f"several inputs would write the same output file: {shown}")
+    sources = {job.source.resolve() for job in jobs}
+    onto_inputs = [t for t in by_target if t in sources]
+    if onto_inputs:
+        names = ", ".join(map(str, onto_inputs))
+        raise UsageError(f"outputs would overwrite input files: {names}; choose another --output")
+
+
+def _check_owners(jobs: Sequence[Job], output_dir: Path) -> list[Job]:
+    """The jobs with existing outputs; raises if one of those files is not the job's own."""
+    existing = [(job, t) for job in jobs for t in job.targets if t.exists()]
+    owners = read_manifest(output_dir) if existing else {}
+    for job, target in existing:
+        owner = owners.get(target.relative_to(output_dir).as_posix())
+        if owner != str(job.source.resolve()):
+            origin = f"the result of {owner}" if owner else "a file not written for this input"
+            raise UsageError(
+                f"an output file belongs to another input: {target} is {origin}; --overwrite"
+                " replaces only an input's own output: choose another --output"
+            )
+    return list(dict.fromkeys(job for job, _ in existing))
 
 
 def plan_jobs(
@@ -105,31 +196,28 @@ def plan_jobs(
     output_dir: Path,
     overwrite: bool = False,
     skip_existing: bool = False,
+    std_maps: bool = False,
 ) -> tuple[list[Job], list[Job]]:
-    """Maps inputs to ``output_dir/<stem>.png``; returns ``(jobs to run, jobs skipped)``.
+    """Maps inputs to ``output_dir/<name>.png``; returns ``(jobs to run, jobs skipped)``.
+
+    With ``std_maps`` (``--samples K``) each job also writes ``<name>.std.png``. An existing
+    output is this input's own only if the manifest of earlier runs (:data:`MANIFEST_NAME`
+    in ``output_dir``) says so; ``overwrite`` replaces and ``skip_existing`` keeps only such
+    files. Any other existing file is never touched.
 
     Raises:
         UsageError: no inputs, two inputs with the same output, an output that is an input
-            file, or existing outputs without ``overwrite``/``skip_existing``.
+            file, an existing output of another input (or of unknown origin), or existing
+            own outputs without ``overwrite``/``skip_existing``.
     """
     if not inputs:
         raise UsageError("no input images found")
-    jobs = [Job(src, output_dir / rel.with_suffix(".png")) for src, rel in inputs]
-
-    by_target: dict[Path, list[Path]] = {}
-    for job in jobs:
-        by_target.setdefault(job.target.resolve(), []).append(job.source)
-    clashes = {t: s for t, s in by_target.items() if len(s) > 1}
-    if clashes:
-        lines = [f"  {t}: " + ", ".join(map(str, s)) for t, s in clashes.items()]
-        raise UsageError("several inputs would write the same output file:\n" + "\n".join(lines))
-    sources = {job.source.resolve() for job in jobs}
-    onto_inputs = [job for job in jobs if job.target.resolve() in sources]
-    if onto_inputs:
-        names = ", ".join(str(j.target) for j in onto_inputs)
-        raise UsageError(f"outputs would overwrite input files: {names}; choose another --output")
-
-    existing = [job for job in jobs if job.target.exists()]
+    jobs = []
+    for src, rel in inputs:
+        target = output_dir / output_name(rel)
+        jobs.append(Job(src, target, std_map_path(target) if std_maps else None))
+    _check_unique_targets(jobs)
+    existing = _check_owners(jobs, output_dir)
     if existing and not (overwrite or skip_existing):
         shown = ", ".join(str(j.target) for j in existing[:5])
         more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
@@ -159,44 +247,45 @@ def load_pipeline(model: str | None, scheduler: str | None, device: Any, dtype_n
     pipe.to(device)
     if dtype != torch.float32:
         pipe.to(dtype=dtype)
-    pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def read_image(path: Path) -> Any:
-    """Opens an image with EXIF orientation applied (raises on unreadable files)."""
-    from PIL import Image, ImageOps
+def read_image(path: Path) -> DecodedImage:
+    """Reads an input file by the rules of :mod:`diffusers_mrs.image_io`."""
+    from .image_io import read_image as read
 
-    with Image.open(path) as img:
-        img.load()
-        return ImageOps.exif_transpose(img)
+    return read(path)
 
 
 def restore_one(pipe: Any, job: Job, args: argparse.Namespace, device: Any) -> None:
-    """Restores one file and writes its PNG (via a temporary file and a rename)."""
+    """Restores one file and writes its PNG in the input's format (temporary file + rename)."""
     import torch
 
-    image = read_image(job.source)
+    from .image_io import write_image
+
+    decoded = read_image(job.source)
     generator = None
     if args.seed is not None:
         gen_device = device if torch.device(device).type == "cuda" else "cpu"
         generator = torch.Generator(gen_device).manual_seed(args.seed)
     result = pipe(
-        image=image,
+        image=decoded.pixels,
         num_inference_steps=args.steps,
         generator=generator,
-        output_type="pil",
+        output_type="np",
         tile_size=args.tile,
         tile_overlap=args.tile_overlap,
         tile_batch_size=args.tile_batch_size,
         num_samples=args.samples,
     )
     job.target.parent.mkdir(parents=True, exist_ok=True)
-    write_png(result.images[0], job.target)
+    write_atomic(job.target, lambda tmp: write_image(tmp, result.images[0], decoded))
     if result.uncertainty is not None:
         from .uncertainty_map import uncertainty_map
 
-        write_png(uncertainty_map(result.uncertainty[0]), std_map_path(job.target))
+        std_map = uncertainty_map(result.uncertainty[0])
+        write_atomic(job.std_target or std_map_path(job.target),
+                     lambda tmp: std_map.save(tmp, format="PNG"))
 
 
 def std_map_path(target: Path) -> Path:
@@ -204,12 +293,14 @@ def std_map_path(target: Path) -> Path:
     return target.with_name(f"{target.stem}.std.png")
 
 
-def write_png(image: Any, target: Path) -> None:
-    """Writes a PIL image as PNG via a temporary file and a rename (never a truncated file)."""
+def write_atomic(target: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` then rename to ``target`` (never a truncated file; errors name target)."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        image.save(tmp, format="PNG")
+        write(tmp)
         os.replace(tmp, target)
+    except OSError as err:
+        raise OSError(f"cannot write {target}: {err.strerror or err}") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -248,65 +339,86 @@ def _diffusers_progress_bars(enabled: bool) -> Iterator[None]:
             diffusers_logging.enable_progress_bar()
 
 
-def run_restore(args: argparse.Namespace) -> int:
-    """The ``restore`` sub-command; returns the exit status."""
-    from accelerate import PartialState
-    from tqdm.auto import tqdm
+def check_before_loading(args: argparse.Namespace) -> tuple[list[Job], list[Job]]:
+    """Every check that needs no network weights, in order; returns ``plan_jobs``' result.
 
-    state = PartialState(cpu=_use_cpu(args.device))
-    prefix = f"[process {state.process_index}] " if state.num_processes > 1 else ""
-    try:
-        inputs = collect_inputs(args.inputs, recursive=args.recursive)
-        jobs, skipped = plan_jobs(
-            inputs, Path(args.output), overwrite=args.overwrite, skip_existing=args.skip_existing
-        )
-    except UsageError as err:
-        if state.is_main_process:
-            print(f"diffusers-mrs restore: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    if skipped and state.is_main_process:
-        print(f"skipping {len(skipped)} input(s) whose output exists", file=sys.stderr)
-    # Every process has checked the same file system state; nobody writes before all have.
-    state.wait_for_everyone()
+    Usage errors (:class:`UsageError`): device, tile size, inputs and output names, the
+    ``--model`` location, the output folder (created and probed), the step count against
+    the scheduler's config (local models; repo ids right after loading).
+    """
+    check_device(args.device)  # (run_restore checks it first, before accelerate starts)
+    check_tile_size(args.tile)
+    inputs = collect_inputs(args.inputs, recursive=args.recursive)
+    output = Path(args.output)
+    jobs, skipped = plan_jobs(
+        inputs, output, overwrite=args.overwrite, skip_existing=args.skip_existing,
+        std_maps=args.samples > 1,
+    )
+    check_model_location(args.model)
+    prepare_output_dir(output)
+    config = local_scheduler_config(args.model)
+    if config is not None:
+        check_scheduler_steps(config, _scheduler_class(args.scheduler), args.steps)
+    return jobs, skipped
 
-    device = args.device if args.device is not None else state.device
+
+def _scheduler_class(name: str | None) -> type | None:
+    import diffusers_mrs
+
+    return getattr(diffusers_mrs, SCHEDULERS[name]) if name is not None else None
+
+
+def _load_everywhere(state: Any, args: argparse.Namespace, device: Any, prefix: str) -> Any:
+    """Loads the pipeline on every process (main first: one Hub download); None on failure."""
     load_error: Exception | None = None
+    pipe = None
     with state.main_process_first():  # one download into the Hub cache, the others reuse it
         try:  # no exception may leave this block early: the others wait at its barrier
-            with _diffusers_progress_bars(enabled=not args.quiet):
+            with _diffusers_progress_bars(enabled=not args.quiet and state.is_main_process):
                 pipe = load_pipeline(args.model, args.scheduler, device, args.dtype)
                 if args.compile:
                     pipe.enable_compile()
+            check_scheduler_steps(dict(pipe.scheduler.config), None, args.steps)
         except Exception as err:
             load_error = err
-    if load_error is not None:
-        what = args.model if args.model is not None else "the default model"
-        message = f"{type(load_error).__name__}: {load_error}"
-        print(
-            f"{prefix}diffusers-mrs restore: error: cannot load {what}: {message}", file=sys.stderr
+    if load_error is None:
+        # The per-step bar, nested under the per-image bar; only on the main process.
+        pipe.set_progress_bar_config(
+            disable=args.quiet or not state.is_main_process, leave=False, position=1,
+            desc="steps",
         )
-        return EXIT_USAGE
+        return pipe
+    what = args.model if args.model is not None else "the default model"
+    message = str(load_error) if isinstance(load_error, UsageError) else (
+        f"cannot load {what}: {type(load_error).__name__}: {load_error}"
+    )
+    print(f"{prefix}diffusers-mrs restore: error: {_one_line(message)}", file=sys.stderr)
+    return None
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _restore_all(pipe: Any, jobs: list[Job], args: argparse.Namespace, device: Any,
+                 state: Any, prefix: str) -> int:
+    """Restores this process's share; failures are reported and the others continue."""
+    from tqdm.auto import tqdm
 
     failures: list[tuple[Path, str]] = []
     done = 0
     with state.split_between_processes(jobs) as my_jobs:
-        bar = tqdm(
-            my_jobs,
-            desc=f"{prefix}restoring",
-            unit="img",
-            position=state.process_index,
-            disable=args.quiet or None,
-        )
+        bar = tqdm(my_jobs, desc=f"{prefix}images", unit="img", position=0,
+                   disable=args.quiet or not state.is_main_process)
         for job in bar:
             try:
                 restore_one(pipe, job, args, device)
                 done += 1
             except Exception as err:  # report, continue with the other files
-                message = f"{type(err).__name__}: {err}"
+                message = _one_line(f"{type(err).__name__}: {err}")
                 failures.append((job.source, message))
-                tqdm.write(
-                    f"{prefix}error: cannot restore {job.source}: {message}", file=sys.stderr
-                )
+                tqdm.write(f"{prefix}error: cannot restore {job.source}: {message}",
+                           file=sys.stderr)
     print(f"{prefix}restored {done} image(s) into {args.output}", file=sys.stderr)
     if failures:
         print(f"{prefix}{len(failures)} input(s) failed:", file=sys.stderr)
@@ -316,19 +428,60 @@ def run_restore(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_restore(args: argparse.Namespace) -> int:
+    """The ``restore`` sub-command; returns the exit status."""
+    from accelerate import PartialState
+
+    try:  # before accelerate parses the device itself
+        check_device(args.device)
+    except UsageError as err:
+        if os.environ.get("RANK", "0") == "0":  # one line, also under torchrun
+            print(f"diffusers-mrs restore: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    state = PartialState(cpu=_use_cpu(args.device))
+    prefix = f"[process {state.process_index}] " if state.num_processes > 1 else ""
+    try:
+        jobs, skipped = check_before_loading(args)
+    except UsageError as err:
+        if state.is_main_process:
+            print(f"diffusers-mrs restore: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    if skipped and state.is_main_process:
+        print(f"skipping {len(skipped)} input(s) whose output exists", file=sys.stderr)
+    # Every process has checked the same file system state; nobody writes before all have.
+    state.wait_for_everyone()
+
+    device = args.device if args.device is not None else state.device
+    pipe = _load_everywhere(state, args, device, prefix)
+    if pipe is None:
+        return EXIT_USAGE
+    if state.is_main_process:
+        write_manifest(Path(args.output), jobs)
+    state.wait_for_everyone()
+    return _restore_all(pipe, jobs, args, device, state, prefix)
+
+
 # ----------------------------------------------------------------------------- parsing
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum`` (``2.5`` and ``x`` get a clear message)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number >= {minimum}, got {text!r}"
+            ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+_positive_int = _whole_number(1)
+_non_negative_int = _whole_number(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
         "restore",
         help="restore image files and folders",
         description=(
-            "Restore images and write OUTPUT/<input stem>.png. Folders contribute their image"
+            "Restore images and write OUTPUT/<input name>.png (only the final extension"
+            " changes; 16-bit, grayscale and alpha are kept). Folders contribute their image"
             " files. Run under `accelerate launch --num_processes N` to split the inputs"
             " between N processes. Exit status: 0 ok, 1 some inputs failed, 2 usage error."
         ),
@@ -379,7 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="SIZE",
-        help="run the network on SIZE x SIZE tiles (large images, bounded memory)",
+        help="run the network on SIZE x SIZE tiles (large images, bounded memory);"
+        f" at least {MIN_TILE_SIZE} (smaller tiles leave seams)",
     )
     restore.add_argument(
         "--tile-overlap",
@@ -413,11 +568,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restore.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
     overwrite = restore.add_mutually_exclusive_group()
-    overwrite.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    overwrite.add_argument(
+        "--overwrite", action="store_true", help="replace this input's own earlier output"
+    )
     overwrite.add_argument(
         "--skip-existing", action="store_true", help="skip inputs whose output file exists"
     )
-    restore.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    restore.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     add_demo_parser(sub)
     # ---- convert / convert-daclip: original checkpoints -> pipeline folder (convert.py)
     from diffusers_mrs.convert import add_convert_parsers

@@ -33,6 +33,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .image_io import IMAGE_EXTENSIONS, load_rgb
+
 __all__ = [
     "BUNDLED_PHOTO_NAMES",
     "DEGRADATION_KINDS",
@@ -275,16 +277,14 @@ def bundled_photos(split: str = "train") -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------------------------
 # Datasets
 # ----------------------------------------------------------------------------------------------
-_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
 def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as float32 RGB ``H x W x 3`` in ``[0, 1]`` (16-bit PNGs supported)."""
-    with Image.open(path) as im:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(im, dtype=np.float32) / 65535.0
-            return np.repeat(arr[..., None], 3, axis=2)
-        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    """Read an image file as float32 RGB ``H x W x 3`` in ``[0, 1]``.
+
+    The one reader of the package (:func:`diffusers_mrs.image_io.load_rgb`): EXIF orientation
+    applied, 8/16-bit scale from the file's mode, gray repeated to RGB, alpha not used, so
+    training sees a file exactly as the pipeline and the CLI do.
+    """
+    return load_rgb(path)
 
 
 def random_augment(rng: np.random.Generator, *images: np.ndarray) -> list[np.ndarray]:
@@ -423,7 +423,7 @@ class PairedFolderDataset(Dataset):
             return {
                 p.name: p
                 for p in sorted(d.iterdir())
-                if p.is_file() and p.suffix.lower() in _IMAGE_EXTS
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
             }
 
         lq, gt = listing(lq_root), listing(gt_root)

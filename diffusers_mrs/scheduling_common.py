@@ -5,9 +5,11 @@ bookkeeping and compatibility lookup outside diffusers' own module."""
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -44,6 +46,31 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"Unknown {name} {value!r}; expected one of {choices}.")
 
 
+def check_whole_number(name: str, value: object, minimum: int) -> None:
+    """Config values that count things: an int (not a bool, not 10.5) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}.")
+
+
+def check_real(name: str, value: object, allow_inf: bool = False) -> None:
+    """Config values that are numbers: int or float, never NaN (nor inf unless allowed)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {value!r}.")
+    if math.isnan(value):
+        raise ValueError(f"{name} must be a number{' or +-inf' if allow_inf else ''}, got NaN.")
+    if math.isinf(value) and not allow_inf:
+        raise ValueError(f"{name} must be finite, got {value}.")
+
+
+def check_tensor(name: str, value: object) -> None:
+    """``step`` arguments are torch tensors (a numpy array gets this message, no AttributeError)."""
+    if value is not None and not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor, got {type(value).__module__}.{type(value).__name__};"
+            " convert it with torch.as_tensor."
+        )
+
+
 class MRSchedulerBase:
     """Mixin with the parts every MR scheduler shares. Subclasses also inherit
     ``SchedulerMixin`` and ``ConfigMixin`` and register the shared config names:
@@ -57,6 +84,9 @@ class MRSchedulerBase:
     def _build_schedule(self) -> None:
         cfg = self.config
         check_prediction_type(cfg.prediction_type)
+        check_whole_number("num_train_timesteps", cfg.num_train_timesteps, minimum=1)
+        for name in ("max_sigma", "eps"):
+            check_real(name, getattr(cfg, name))
         self.noise_schedule = MRNoiseSchedule.from_config(
             cfg.num_train_timesteps, cfg.theta_schedule, cfg.trained_thetas, cfg.max_sigma,
             cfg.eps,
@@ -122,7 +152,9 @@ class MRSchedulerBase:
     # ---------------------------------------------------------------- checks
     @staticmethod
     def _check_mu(mu: torch.Tensor | None, sample: torch.Tensor) -> None:
-        """Shape check only: reading values here would sync the device every step."""
+        """Type and shape check only: reading values here would sync the device every step."""
+        check_tensor("mu", mu)
+        check_tensor("sample", sample)
         if mu is not None and mu.shape != sample.shape:
             raise ValueError(
                 f"mu must have the shape of sample {tuple(sample.shape)}, got {tuple(mu.shape)}."
@@ -142,6 +174,7 @@ class MRSchedulerBase:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(y, m, mu) in the compute dtype (float32 at least): y = x - mu, and m the model
         output, shifted by mu too when it predicts the sample (so it is y0)."""
+        check_tensor("model_output", model_output)
         self._check_mu(mu, sample)
         if model_output.shape != sample.shape:
             raise ValueError(

@@ -24,6 +24,7 @@ from .scheduling_common import (
     MRSchedulerBase,
     MRSchedulerOutput,
     check_choice,
+    check_real,
 )
 from .solver import (
     ALGORITHM_TYPES,
@@ -115,6 +116,10 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
             raise ValueError(
                 "thresholding applies to the data prediction: it needs parameterization='data'."
             )
+        check_real("rho", rho)
+        check_real("lambda_min", lambda_min, allow_inf=True)
+        check_real("dynamic_thresholding_ratio", dynamic_thresholding_ratio)
+        check_real("sample_max_value", sample_max_value)
         if rho <= 0:
             raise ValueError(f"rho must be positive, got {rho}.")
         self._build_schedule()

@@ -42,6 +42,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import logging, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
+from diffusers_mrs.image_io import PipelineImageInput, check_finite, prepare_images
 from diffusers_mrs.pipeline_folder import (
     LIBRARY_NAME,
     default_model_path,
@@ -54,12 +55,6 @@ from .tiling import normalize_tile_args, tiled_model_output
 
 logger = logging.get_logger(__name__)
 
-PipelineImageInput = (
-    PIL.Image.Image
-    | np.ndarray
-    | torch.Tensor
-    | Sequence[PIL.Image.Image | np.ndarray | torch.Tensor]
-)
 StepCallback = Callable[..., dict[str, Any]] | PipelineCallback | MultiPipelineCallbacks
 
 _OUTPUT_TYPES = ("pil", "np", "pt")
@@ -124,130 +119,6 @@ def _library_entry(module: Any) -> tuple[str, str] | None:
     if getattr(importlib.import_module(LIBRARY_NAME), cls.__name__, None) is cls:
         return LIBRARY_NAME, cls.__name__
     return None
-
-
-# ----------------------------------------------------------------------------- input handling
-def _convert_channels(img: torch.Tensor, channels: int, what: str) -> torch.Tensor:
-    """Maps a ``[C, H, W]`` image to the model's channel count (gray <-> RGB, RGBA -> RGB)."""
-    c = img.shape[0]
-    if c == channels:
-        return img
-    if channels == 3 and c == 1:
-        return img.expand(3, -1, -1)
-    if channels == 3 and c == 4:
-        return img[:3]  # drop alpha
-    if channels == 1 and c in (3, 4):
-        r, g, b = img[0], img[1], img[2]
-        return (0.299 * r + 0.587 * g + 0.114 * b)[None]
-    raise ValueError(
-        f"{what} has {c} channels, but the model expects {channels}"
-        + (" (1 = grayscale and 4 = RGBA are converted)." if channels == 3 else ".")
-    )
-
-
-def _pil_to_chw(img: PIL.Image.Image, channels: int) -> torch.Tensor:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        arr = np.asarray(img, dtype=np.float32) / 65535.0
-    elif img.mode == "I":  # 32-bit integer images almost always hold 16-bit data
-        arr = np.asarray(img, dtype=np.float32)
-        arr = arr / (65535.0 if arr.max(initial=0) > 255 else 255.0)
-    elif img.mode == "F":
-        arr = np.asarray(img, dtype=np.float32)
-    else:
-        img = img.convert("L" if channels == 1 else "RGB")
-        arr = np.asarray(img, dtype=np.float32) / 255.0
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-
-
-def _numpy_to_chw_list(arr: np.ndarray, what: str) -> list[torch.Tensor]:
-    if arr.dtype == np.uint8:
-        arr = arr.astype(np.float32) / 255.0
-    elif arr.dtype == np.uint16:
-        arr = arr.astype(np.float32) / 65535.0
-    elif arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float32)
-    else:
-        raise ValueError(
-            f"{what}: unsupported numpy dtype {arr.dtype}; use uint8, uint16 or float in [0, 1]."
-        )
-    if arr.ndim == 2:
-        return [torch.from_numpy(np.ascontiguousarray(arr[None]))]
-    if arr.ndim == 3:
-        return [torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))]
-    if arr.ndim == 4:
-        return [torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))) for a in arr]
-    raise ValueError(f"{what}: numpy images must be HW, HWC or BHWC, got shape {arr.shape}.")
-
-
-def _torch_to_chw_list(t: torch.Tensor, what: str) -> list[torch.Tensor]:
-    t = t.detach()
-    if t.dtype == torch.uint8:
-        t = t.float() / 255.0
-    elif t.dtype == torch.bool:
-        t = t.float()
-    elif not t.is_floating_point():
-        raise ValueError(
-            f"{what}: unsupported tensor dtype {t.dtype}; use a float tensor in [0, 1] or uint8."
-        )
-    if t.ndim == 2:
-        return [t[None]]
-    if t.ndim == 3:
-        return [t]
-    if t.ndim == 4:
-        return list(t.unbind(0))
-    raise ValueError(f"{what}: tensors must be HW, CHW or BCHW, got shape {tuple(t.shape)}.")
-
-
-def prepare_images(image: PipelineImageInput, channels: int = 3) -> list[torch.Tensor]:
-    """Turns the pipeline's ``image`` argument into a list of ``[channels, H, W]`` float tensors.
-
-    Accepts PIL images (any mode; grayscale and RGBA are converted, alpha is dropped),
-    numpy arrays (HW, HWC or BHWC; uint8, uint16 or float in [0, 1]), torch tensors (HW,
-    CHW or BCHW; float in [0, 1] or uint8), and lists of them. Float values are used as
-    given (not clipped), so slightly out-of-range degraded inputs keep their information.
-
-    Raises:
-        ValueError: empty input, unsupported type/dtype/shape, a channel count that cannot
-            be converted, an empty image, or NaN/inf values.
-    """
-    if image is None:
-        raise ValueError("`image` must be given (the degraded image, mu).")
-    items = list(image) if isinstance(image, (list, tuple)) else [image]
-    if len(items) == 0:
-        raise ValueError("`image` is an empty list; pass at least one image.")
-
-    out: list[torch.Tensor] = []
-    for idx, item in enumerate(items):
-        what = f"image[{idx}]" if isinstance(image, (list, tuple)) else "image"
-        if isinstance(item, PIL.Image.Image):
-            chw = [_pil_to_chw(item, channels)]
-            hint = ""
-        elif isinstance(item, np.ndarray):
-            chw = _numpy_to_chw_list(item, what)
-            hint = " (numpy arrays are read as HWC)"
-        elif isinstance(item, torch.Tensor):
-            chw = _torch_to_chw_list(item, what)
-            hint = " (tensors are read as CHW)"
-        else:
-            raise ValueError(
-                f"{what} has unsupported type {type(item).__name__}; expected a PIL image, a numpy"
-                " array, a torch tensor, or a list of them."
-            )
-        if len(chw) == 0:
-            raise ValueError(f"{what} is an empty batch.")
-        for img in chw:
-            try:
-                img = _convert_channels(img, channels, what)
-            except ValueError as err:
-                raise ValueError(f"{err}{hint}") from None
-            if img.shape[1] == 0 or img.shape[2] == 0:
-                raise ValueError(f"{what} is empty (shape {tuple(img.shape)}).")
-            if not bool(torch.isfinite(img).all()):
-                raise ValueError(f"{what} contains NaN or infinite values.")
-            out.append(img)
-    return out
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -523,6 +394,13 @@ class MRRestorationPipeline(DiffusionPipeline):
                     f" {self._callback_tensor_inputs}."
                 )
 
+    def check_images_in_dtype(self, images: Sequence[torch.Tensor]) -> None:
+        """The images must stay finite in the network's dtype (e.g. > 65504 overflows float16):
+        checked after the cast, so sampling never starts from inf and returns NaN."""
+        dtype = self._unet_dtype()
+        for k, img in enumerate(images):
+            check_finite(img.to(dtype), f"image[{k}]" if len(images) > 1 else "image")
+
     def check_latents(
         self, latents: torch.Tensor | None, images: Sequence[torch.Tensor], num_samples: int
     ) -> torch.Tensor | None:
@@ -686,8 +564,23 @@ class MRRestorationPipeline(DiffusionPipeline):
         """Calls ``callback_on_step_end``; it may replace ``latents`` and ``mu``."""
         tensors = {"latents": latents, "mu": mu}
         callback_kwargs = {k: tensors[k] for k in sampling.callback_inputs}
-        outputs = sampling.callback(self, i, t, callback_kwargs) or {}
-        return outputs.pop("latents", latents), outputs.pop("mu", mu)
+        outputs = sampling.callback(self, i, t, callback_kwargs)
+        if outputs is None:
+            return latents, mu
+        if not isinstance(outputs, dict):
+            raise TypeError(
+                "callback_on_step_end must return a dict (tensor name -> tensor, e.g."
+                f" {{'latents': latents}}) or None, got {type(outputs).__name__}."
+            )
+        new_latents, new_mu = outputs.get("latents", latents), outputs.get("mu", mu)
+        for name, new, old in (("latents", new_latents, latents), ("mu", new_mu, mu)):
+            if not isinstance(new, torch.Tensor) or new.shape != old.shape:
+                raise ValueError(
+                    f"callback_on_step_end returned {name!r} as {type(new).__name__}"
+                    f" {tuple(getattr(new, 'shape', ()))}; expected a tensor of shape"
+                    f" {tuple(old.shape)}."
+                )
+        return new_latents, new_mu
 
     def denoise(
         self,
@@ -803,8 +696,10 @@ class MRRestorationPipeline(DiffusionPipeline):
 
         Args:
             image: the degraded image(s), ``mu``: PIL, numpy (HW, HWC or BHWC; uint8, uint16
-                or float in [0, 1]), torch (HW, CHW or BCHW; float in [0, 1] or uint8), or a
-                list of them; grayscale and RGBA are converted to the model's channels.
+                or float in [0, 1]), torch (HW, CHW or BCHW; float in [0, 1] or uint8), a file
+                path, or a list of them, read by the rules of :mod:`diffusers_mrs.image_io`
+                (EXIF orientation, 8/16-bit scale from the image mode, floats outside
+                [-0.5, 1.5] refused; grayscale and RGBA converted to the model's channels).
             num_inference_steps: number of network evaluations (sampler steps).
             timesteps: custom timesteps (train-time units, descending) for
                 ``scheduler.set_timesteps(timesteps=...)``; override ``num_inference_steps``.
@@ -835,7 +730,9 @@ class MRRestorationPipeline(DiffusionPipeline):
             ``uncertainty`` for K > 1), or the tuple of its non-``None`` fields.
 
         Raises:
-            ValueError: on any invalid argument or image, before sampling starts.
+            ValueError: on any invalid argument or image, before sampling starts (images:
+                :class:`~diffusers_mrs.image_io.ImageInputError`, a ``ValueError``).
+            TypeError: a callback that returns something other than a dict or None.
 
         Examples:
         """
@@ -851,6 +748,7 @@ class MRRestorationPipeline(DiffusionPipeline):
             callback_inputs=callback_on_step_end_tensor_inputs,
         )
         images = prepare_images(image, channels=self._unet_channels())
+        self.check_images_in_dtype(images)
         self.check_generators(generator, len(images))
         sampling = replace(sampling, latents=self.check_latents(latents, images, num_samples))
         self._interrupt = False

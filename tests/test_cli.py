@@ -15,8 +15,13 @@ from accelerate import PartialState
 from PIL import Image
 
 from diffusers_mrs import MRRestorationPipeline, MRSamplerScheduler, MRUNet2DModel
-from diffusers_mrs.cli import UsageError, collect_inputs, main, plan_jobs
+from diffusers_mrs.cli import UsageError, collect_inputs, main, plan_jobs, write_manifest
 from diffusers_mrs.pipelines import pipeline_mr_restoration as pipeline_module
+
+
+def listing(folder: Path) -> list[str]:
+    """The visible files of a folder (the outputs manifest is hidden)."""
+    return sorted(n for n in os.listdir(folder) if not n.startswith("."))
 
 
 def save_image(path: Path, h: int, w: int, mode: str = "RGB", seed: int = 0) -> Path:
@@ -60,12 +65,12 @@ def test_collect_inputs(tmp_path: Path) -> None:
 
     flat = collect_inputs([folder, odd])
     assert [(p.name, str(rel)) for p, rel in flat] == [
-        ("a.JPG", "a"),
-        ("b.png", "b"),
-        ("photo.raw", "photo"),
+        ("a.JPG", "a.JPG"),
+        ("b.png", "b.png"),
+        ("photo.raw", "photo.raw"),
     ]
     deep = collect_inputs([folder], recursive=True)
-    assert [str(rel) for _, rel in deep] == ["a", "b", "sub/c"]
+    assert [str(rel) for _, rel in deep] == ["a.JPG", "b.png", "sub/c.png"]
     with pytest.raises(UsageError, match="input not found"):
         collect_inputs([tmp_path / "missing.png"])
 
@@ -89,6 +94,11 @@ def test_plan_jobs(tmp_path: Path) -> None:
     assert [j.target for j in jobs] == [out / "x.png", out / "y.png"] and skipped == []
     out.mkdir()
     (out / "x.png").write_bytes(b"old")
+    # A file the manifest does not attribute to x.png is never replaced, not even with
+    # --overwrite; once recorded as x.png's own output, the usual rules apply.
+    with pytest.raises(UsageError, match="belongs to another input"):
+        plan_jobs(collect_inputs([one]), out, overwrite=True)
+    write_manifest(out, jobs)
     with pytest.raises(UsageError, match="already exist"):
         plan_jobs(collect_inputs([one]), out)
     jobs, skipped = plan_jobs(collect_inputs([one]), out, skip_existing=True)
@@ -131,15 +141,17 @@ def test_restore_files_and_folders(
     err = capsys.readouterr().err
     assert code == 1  # broken.png failed, the others were restored
     assert "broken.png" in err and "cannot restore" in err
-    assert sorted(os.listdir(out)) == ["alpha.png", "gray.png", "rgb.png", "single.png"]
-    sizes = {name: Image.open(out / name).size for name in os.listdir(out)}
+    assert listing(out) == ["alpha.png", "gray.png", "rgb.png", "single.png"]
+    sizes = {name: Image.open(out / name).size for name in listing(out)}
     assert sizes == {
         "alpha.png": (14, 9),
         "gray.png": (16, 12),
         "rgb.png": (17, 21),
         "single.png": (11, 10),
     }
-    assert all(Image.open(out / name).mode == "RGB" for name in sizes)
+    # Grayscale in, grayscale out; alpha carried through.
+    modes = {name: Image.open(out / name).mode for name in sizes}
+    assert modes == {"alpha.png": "RGBA", "gray.png": "L", "rgb.png": "RGB", "single.png": "RGB"}
     first = (out / "rgb.png").read_bytes()
 
     # Existing outputs are not replaced silently.
@@ -151,7 +163,7 @@ def test_restore_files_and_folders(
     (folder / "broken.png").unlink()
     assert main(["restore", str(folder), "--output", str(out), "--overwrite", *common]) == 0
     assert (out / "rgb.png").read_bytes() == first
-    for extra in (["--scheduler", "posterior"], ["--scheduler", "euler"], ["--tile", "8"]):
+    for extra in (["--scheduler", "posterior"], ["--scheduler", "euler"], ["--tile", "64"]):
         args = ["restore", str(folder / "rgb.png"), "--output", str(out), "--overwrite"]
         assert main([*args, *common, *extra]) == 0
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
@@ -161,8 +173,13 @@ def test_unloadable_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     src = save_image(tmp_path / "img.png", 8, 8)
     args = ["restore", str(src), "--output", str(tmp_path / "out"), "-q"]
     assert main([*args, "--model", str(tmp_path / "no" / "such" / "model")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    broken = tmp_path / "broken_model"
+    broken.mkdir()
+    (broken / "model_index.json").write_text("{not json")
+    assert main([*args, "--model", str(broken)]) == 2
     assert "cannot load" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    assert os.listdir(tmp_path / "out") == []  # checked writable, nothing written
 
 
 def test_default_model_when_model_omitted(
@@ -205,7 +222,7 @@ def test_accelerate_two_processes(model_dir: Path, tmp_path: Path) -> None:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     # Every input restored exactly once, nothing else written.
-    assert sorted(os.listdir(out)) == sorted(f"{n}.png" for n in names)
+    assert listing(out) == sorted(f"{n}.png" for n in names)
     # Both processes worked: contiguous chunks of 3 and 2.
     assert "[process 0] restored 3 image(s)" in proc.stderr
     assert "[process 1] restored 2 image(s)" in proc.stderr

@@ -204,7 +204,8 @@ def test_generator_list_is_per_image(pipe: MRRestorationPipeline) -> None:
         ({"image": np.zeros((3, 8, 9), np.float32)}, "HWC"),
         ({"image": np.zeros((2, 3, 4, 5, 6), np.float32)}, "shape"),
         ({"image": np.zeros((H, W, 3), np.int32)}, "dtype"),
-        ({"image": "picture.png"}, "unsupported type"),
+        ({"image": "picture.png"}, "cannot read 'picture.png'"),  # paths are read (image_io)
+        ({"image": 3}, "unsupported type"),
         ({"image": np.zeros((0, W, 3), np.float32)}, "empty"),
         ({"image": np.full((H, W, 3), np.nan, np.float32)}, "NaN"),
         ({"image": [image(), torch.full((3, H, W), math.inf)]}, r"image\[1\] contains NaN or inf"),

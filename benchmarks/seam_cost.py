@@ -1,0 +1,65 @@
+"""Seam cost of tiling: PSNR of the tiled against the untiled restoration, per tile size.
+
+The pipeline keeps the sampler state and its noise global and only runs the network on
+tiles, so any difference comes from the context each tile lacks. This script restores a
+centre crop of each image once untiled and once per tile size (default overlap SIZE/4),
+all with the same seed, and prints one row per tile size. It backs the smallest ``--tile``
+the CLI accepts (``diffusers_mrs.cli_checks.MIN_TILE_SIZE``, README "Large images").
+
+    python benchmarks/seam_cost.py [--size 192] [--steps 10] [--tiles 8 16 24 32 48 64 96]
+        [--model PATH_OR_REPO] [IMAGE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+import torch
+
+from diffusers_mrs import MRRestorationPipeline
+from diffusers_mrs.image_io import read_image
+
+
+def centre_crop(path: str, size: int) -> np.ndarray:
+    image = read_image(path).rgb()
+    h, w = image.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return image[top : top + size, left : left + size]
+
+
+def restore(pipe: MRRestorationPipeline, image: np.ndarray, steps: int, tile: int | None):
+    return pipe(
+        image=image, num_inference_steps=steps, generator=torch.Generator().manual_seed(0),
+        output_type="np", tile_size=tile,
+    ).images[0]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="*", default=["examples/images/chelsea_noise.png"])
+    parser.add_argument("--size", type=int, default=192)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--tiles", type=int, nargs="+", default=[8, 16, 24, 32, 48, 64, 96])
+    parser.add_argument("--model", default=None)
+    args = parser.parse_args()
+    pipe = MRRestorationPipeline.from_pretrained(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    print("| image | tile | overlap | PSNR tiled vs untiled (dB) |")
+    print("|---|---:|---:|---:|")
+    for path in args.images:
+        crop = centre_crop(path, args.size)
+        untiled = restore(pipe, crop, args.steps, None)
+        for tile in args.tiles:
+            value = psnr(restore(pipe, crop, args.steps, tile), untiled)
+            print(f"| {path} | {tile} | {tile // 4} | {value:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

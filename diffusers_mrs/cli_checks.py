@@ -1,0 +1,120 @@
+"""What ``diffusers-mrs restore`` checks before it loads a network.
+
+Each check raises :class:`UsageError` with a one-line message; the command exits with
+status 2 and has written nothing but, at most, an empty output folder. None of them touches
+the network: for a Hub repo id the step count is checked right after loading, before any
+image is restored.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+#: Smallest ``--tile``: smaller tiles fall under ~45 dB PSNR against the untiled result on
+#: the default model (measured by ``benchmarks/seam_cost.py``; README "Large images").
+MIN_TILE_SIZE = 48
+
+_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+class UsageError(Exception):
+    """A problem with the command line or the inputs, found before any work is done."""
+
+
+def check_device(name: str | None) -> None:
+    """``--device``: a torch device string whose backend is present on this machine."""
+    if name is None:
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(
+            f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)"
+        ) from None
+    if device.type not in _DEVICE_TYPES:
+        raise UsageError(f"--device {name!r}: use one of {', '.join(_DEVICE_TYPES)}")
+    backend = getattr(torch, device.type, None) if device.type != "cpu" else None
+    if device.type == "mps":
+        backend = torch.backends.mps
+    if backend is not None and not backend.is_available():
+        raise UsageError(f"--device {name!r}: no {device.type} device on this machine")
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if device.index is not None and device.type != "cpu" and device.index >= count:
+        raise UsageError(f"--device {name!r}: this machine has {count} {device.type} device(s)")
+
+
+def check_tile_size(tile: int | None) -> None:
+    """``--tile``: at least :data:`MIN_TILE_SIZE`."""
+    if tile is not None and tile < MIN_TILE_SIZE:
+        raise UsageError(
+            f"--tile {tile} is below the smallest useful tile, {MIN_TILE_SIZE}: smaller tiles"
+            " leave visible seams (under ~45 dB PSNR against the untiled result on the default"
+            " model; README, 'Large images')"
+        )
+
+
+def check_model_location(model: str | None) -> None:
+    """``--model``: an existing pipeline folder, or something shaped like a Hub repo id."""
+    if model is None:
+        return
+    path = Path(os.path.expanduser(model))
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise UsageError(f"--model {model}: not a pipeline folder (no model_index.json in it)")
+        return
+    if path.exists():
+        raise UsageError(f"--model {model}: is a file; pass the pipeline folder")
+    parts = model.split("/")
+    if len(parts) != 2 or not all(parts) or model.startswith((".", "~")) or "\\" in model:
+        raise UsageError(
+            f"--model {model}: no such folder (and not a Hub repo id, which has the form"
+            " owner/name)"
+        )
+
+
+def prepare_output_dir(output: Path) -> None:
+    """Creates ``output`` if needed and proves it writable with a probe file."""
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output {output}: is a file, not a folder")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--output {output}: cannot create the folder ({err.strerror})") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=output, prefix=".diffusers-mrs-probe-"):
+            pass
+    except OSError as err:
+        raise UsageError(f"--output {output}: folder is not writable ({err.strerror})") from None
+
+
+def local_scheduler_config(model: str | None) -> dict | None:
+    """The scheduler config of the default model or a local folder (None for a repo id)."""
+    import json
+
+    from diffusers_mrs.pipelines.pipeline_mr_restoration import default_model_path
+
+    folder = Path(os.path.expanduser(model)) if model is not None else default_model_path()
+    config_file = folder / "scheduler" / "scheduler_config.json"
+    if not config_file.is_file():
+        return None
+    return json.loads(config_file.read_text(encoding="utf-8"))
+
+
+def check_scheduler_steps(config: dict, scheduler_class: type | None, steps: int) -> None:
+    """``--steps``: allowed by the scheduler the run will use, built from its config alone.
+
+    ``scheduler_class`` None means the config's own class.
+    """
+    import diffusers_mrs
+
+    cls = scheduler_class or getattr(diffusers_mrs, str(config.get("_class_name")), None)
+    if cls is None:
+        return
+    try:
+        cls.from_config(config).set_timesteps(steps)
+    except ValueError as err:
+        raise UsageError(f"--steps {steps} is not possible with {cls.__name__}: {err}") from None
