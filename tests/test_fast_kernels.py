@@ -130,3 +130,24 @@ def test_refusion_nafnet_fixture_output_unchanged(monkeypatch):
     mu = torch.rand(1, config.get("in_channels", 3), 20, 28)
     x = mu + 0.2 * torch.randn_like(mu)
     assert _compare_with_reference(model, x, 42, mu, monkeypatch=monkeypatch) < 1e-5
+
+
+def test_daclip_context_unet_output_unchanged(monkeypatch):
+    torch.manual_seed(4)
+    model = MRUNet2DModel(
+        nf=32,
+        ch_mult=[1, 2],
+        context_dim=16,
+        use_image_context=True,
+        use_degra_context=True,
+        attention_head_dim=8,
+    )
+    for module in model.modules():
+        if isinstance(module, ChannelLayerNorm):
+            torch.nn.init.normal_(module.weight, mean=1.0, std=0.5)
+    torch.nn.init.normal_(model.conv_out.weight, std=0.05)
+    model.eval()
+    mu = torch.rand(1, 3, 16, 16)
+    x = mu + 0.3 * torch.randn_like(mu)
+    contexts = torch.randn(1, 16), torch.randn(1, 16)
+    assert _compare_with_reference(model, x, 30, mu, *contexts, monkeypatch=monkeypatch) < 1e-5
