@@ -36,7 +36,6 @@ checkpoint of the original network maps one to one onto this one; see
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +47,7 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from .embeddings import sinusoidal_embedding, timestep_batch, timestep_features
 from .irsde_checkpoint import (
     IRSDECheckpointMixin,
     convert_irsde_state_dict,
@@ -56,7 +56,7 @@ from .irsde_checkpoint import (
 )
 from .padding import pad_to_multiple
 
-__all__ = ["MRUNet2DModel", "MRUNet2DOutput"]
+__all__ = ["MRUNet2DModel", "MRUNet2DOutput", "sinusoidal_embedding"]
 
 
 @dataclass
@@ -71,23 +71,6 @@ class MRUNet2DOutput(BaseOutput):
     sample: torch.Tensor
 
 
-def sinusoidal_embedding(
-    timesteps: torch.Tensor, dim: int, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
-    """Sine/cosine features of ``timesteps`` (shape ``[B]``), as in IR-SDE.
-
-    The ``dim // 2`` frequencies are geometrically spaced from 1 down to 1/10000 (both
-    ends included, computed in float32 as in the original); the result is
-    ``concat(sin(t f), cos(t f))`` of shape ``[B, 2 * (dim // 2)]`` in ``dtype`` (use
-    float32 or float64: half precision is too coarse for the angles).
-    """
-    half = dim // 2
-    step = math.log(10000.0) / (half - 1)
-    freqs = torch.exp(torch.arange(half, device=timesteps.device, dtype=torch.float32) * -step)
-    angles = timesteps.to(dtype)[:, None] * freqs.to(dtype)[None, :]
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
-
 class MRTimestepEmbedding(nn.Module):
     """Sinusoidal features followed by a two-layer GELU MLP."""
 
@@ -100,9 +83,7 @@ class MRTimestepEmbedding(nn.Module):
 
     def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
         """Map timesteps of shape ``[B]`` to embeddings of shape ``[B, embed_dim]``."""
-        dtype = self.linear_1.weight.dtype
-        compute = torch.float64 if dtype == torch.float64 else torch.float32
-        feats = sinusoidal_embedding(timesteps, self.num_features, compute).to(dtype)
+        feats = timestep_features(timesteps, self.num_features, self.linear_1.weight.dtype)
         return self.linear_2(self.act(self.linear_1(feats)))
 
 
@@ -514,22 +495,6 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
         the same pixels whether it runs on a whole image or on tiles aligned to this grid."""
         return 2 ** int(self.config.depth)
 
-    def _timestep_tensor(
-        self, timestep: float | int | torch.Tensor, batch: int, device: torch.device
-    ) -> torch.Tensor:
-        """Turn a scalar, 0-dim or per-item timestep into a float tensor of shape [B]."""
-        t = torch.as_tensor(timestep, device=device)
-        t = t.to(torch.float64 if t.dtype == torch.float64 else torch.float32)
-        if t.numel() == 1:
-            return t.reshape(1).expand(batch)
-        t = t.reshape(-1)
-        if t.numel() != batch:
-            raise ValueError(
-                f"timestep has {t.numel()} entries but the batch has {batch} items; "
-                "pass a scalar or one timestep per item."
-            )
-        return t
-
     def _context(
         self, name: str, context: torch.Tensor | None, batch: int, used: bool
     ) -> torch.Tensor | None:
@@ -602,7 +567,7 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
             "degradation_context", degradation_context, batch, self.config.use_degra_context
         )
 
-        temb = self.time_embedding(self._timestep_tensor(timestep, batch, sample.device))
+        temb = self.time_embedding(timestep_batch(timestep, batch, sample.device))
         if degradation is not None:
             temb = temb + self.degradation_embedding(degradation)
 
