@@ -450,36 +450,7 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
         self.degradation_embedding = (
             MRDegradationEmbedding(context_dim, temb_channels) if use_degra_context else None
         )
-
-        def attention(level: int | None, channels: int) -> nn.Module:
-            deep = level is None or level >= transformer_start_level
-            kind = "transformer" if use_image_context and deep else "linear"
-            if level is None and kind == "linear":
-                kind = mid_attention
-            return _make_attention(kind, channels, attention_heads, attention_head_dim, context_dim)
-
-        self.down_blocks = nn.ModuleList(
-            [
-                MRDownBlock(
-                    widths[i],
-                    widths[i + 1],
-                    temb_channels,
-                    i < depth - 1,
-                    attention(i, widths[i]),
-                )
-                for i in range(depth)
-            ]
-        )
-        self.mid_block = MRMidBlock(widths[depth], temb_channels, attention(None, widths[depth]))
-        # up_blocks[j] mirrors down_blocks[depth - 1 - j].
-        self.up_blocks = nn.ModuleList(
-            [
-                MRUpBlock(
-                    widths[i], widths[i + 1], temb_channels, i > 0, attention(i, widths[i + 1])
-                )
-                for i in reversed(range(depth))
-            ]
-        )
+        self._build_levels(widths, temb_channels)
         self.final_resnet = MRResnetBlock(2 * nf, nf, temb_channels)
         self.conv_out = nn.Conv2d(nf, out_channels, 3, padding=1)
         # A new network starts at output 0: with velocity or noise targets that is "return
@@ -488,6 +459,51 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
         self.gradient_checkpointing = False
+
+    def _attention(self, level: int | None, channels: int) -> nn.Module:
+        """The attention layer of encoder/decoder ``level`` (``None``: the middle): a
+        cross-attention transformer at deep levels of image-context networks, otherwise
+        linear attention (``mid_attention`` in the middle)."""
+        config = self.config
+        deep = level is None or level >= config.transformer_start_level
+        kind = "transformer" if config.use_image_context and deep else "linear"
+        if level is None and kind == "linear":
+            kind = config.mid_attention
+        return _make_attention(
+            kind, channels, config.attention_heads, config.attention_head_dim, config.context_dim
+        )
+
+    def _build_levels(self, widths: list[int], temb_channels: int) -> None:
+        """``down_blocks``, ``mid_block`` and ``up_blocks`` for the level ``widths``."""
+        depth = len(widths) - 1
+        self.down_blocks = nn.ModuleList(
+            [
+                MRDownBlock(
+                    widths[i],
+                    widths[i + 1],
+                    temb_channels,
+                    i < depth - 1,
+                    self._attention(i, widths[i]),
+                )
+                for i in range(depth)
+            ]
+        )
+        self.mid_block = MRMidBlock(
+            widths[depth], temb_channels, self._attention(None, widths[depth])
+        )
+        # up_blocks[j] mirrors down_blocks[depth - 1 - j].
+        self.up_blocks = nn.ModuleList(
+            [
+                MRUpBlock(
+                    widths[i],
+                    widths[i + 1],
+                    temb_channels,
+                    i > 0,
+                    self._attention(i, widths[i + 1]),
+                )
+                for i in reversed(range(depth))
+            ]
+        )
 
     @property
     def pad_multiple(self) -> int:
@@ -572,9 +588,19 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
             temb = temb + self.degradation_embedding(degradation)
 
         x = pad_to_multiple(torch.cat([sample - mu, mu], dim=1), self.pad_multiple)
+        x = self._unet(self.conv_in(x), temb, context)
+        x = self.conv_out(x)[..., :height, :width]
 
-        x = self.conv_in(x)
-        stem = x
+        if not return_dict:
+            return (x,)
+        return MRUNet2DOutput(sample=x)
+
+    def _unet(
+        self, stem: torch.Tensor, temb: torch.Tensor, context: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Down path, middle, up path (one skip pair per level) and ``final_resnet`` on
+        ``concat(features, stem)``, from the ``conv_in`` output ``stem``."""
+        x = stem
         skips: list[tuple[torch.Tensor, torch.Tensor]] = []
         for block in self.down_blocks:
             x, skip_0, skip_1 = self._run(block, x, temb, context)
@@ -583,12 +609,7 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
         for block in self.up_blocks:
             skip_0, skip_1 = skips.pop()
             x = self._run(block, x, skip_0, skip_1, temb, context)
-        x = self._run(self.final_resnet, torch.cat([x, stem], dim=1), temb)
-        x = self.conv_out(x)[..., :height, :width]
-
-        if not return_dict:
-            return (x,)
-        return MRUNet2DOutput(sample=x)
+        return self._run(self.final_resnet, torch.cat([x, stem], dim=1), temb)
 
     # IR-SDE / DA-CLIP checkpoint format (IRSDECheckpointMixin hooks).
     _irsde_infer_config = staticmethod(infer_irsde_config)
