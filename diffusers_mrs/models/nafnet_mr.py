@@ -41,6 +41,7 @@ from .nafnet_checkpoint import (
     infer_nafnet_config,
     nafnet_original_names,
 )
+from .padding import pad_to_multiple
 from .unet_mr import ChannelLayerNorm, MRUNet2DOutput
 
 __all__ = ["MRNAFBlock", "MRNAFNetModel"]
@@ -143,6 +144,9 @@ class MRNAFNetModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
             ``1``.
     """
 
+    # Refusion pads with zeros (right, bottom); the tiled pipeline pads the same way.
+    pad_mode = "constant"
+
     @register_to_config
     def __init__(
         self,
@@ -205,9 +209,7 @@ class MRNAFNetModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
         sample, mu = sample.to(dtype), mu.to(dtype)
         temb = self.time_embedding(timestep_batch(timestep, batch, sample.device))
 
-        multiple = self.pad_multiple
-        x = torch.cat([sample - mu, mu], dim=1)
-        x = F.pad(x, (0, (-width) % multiple, 0, (-height) % multiple))
+        x = pad_to_multiple(torch.cat([sample - mu, mu], dim=1), self.pad_multiple, self.pad_mode)
         x = self.conv_in(x)
         skips = []
         for blocks, down in zip(self.down_blocks, self.downsamplers, strict=True):

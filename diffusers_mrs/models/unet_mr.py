@@ -411,6 +411,8 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
     """
 
     _supports_gradient_checkpointing = True
+    # How the input is padded up to pad_multiple (the tiled pipeline pads the same way).
+    pad_mode = "reflect"
 
     @register_to_config
     def __init__(
@@ -587,7 +589,7 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
         if degradation is not None:
             temb = temb + self.degradation_embedding(degradation)
 
-        x = pad_to_multiple(torch.cat([sample - mu, mu], dim=1), self.pad_multiple)
+        x = pad_to_multiple(torch.cat([sample - mu, mu], dim=1), self.pad_multiple, self.pad_mode)
         x = self._unet(self.conv_in(x), temb, context)
         x = self.conv_out(x)[..., :height, :width]
 
