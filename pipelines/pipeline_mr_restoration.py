@@ -345,6 +345,11 @@ class MRRestorationPipeline(DiffusionPipeline):
         multiple = getattr(_unwrap(self.unet), "pad_multiple", None)
         return multiple if isinstance(multiple, int) and multiple > 0 else 1
 
+    def _unet_pad_mode(self) -> str:
+        """How the network pads its input (``"reflect"`` or ``"constant"`` zeros); tiles pad
+        the same way, so one tile covering the image equals the untiled network."""
+        return getattr(_unwrap(self.unet), "pad_mode", "reflect")
+
     def _unet_channels(self) -> int:
         config = getattr(self.unet, "config", None)
         channels = getattr(config, "in_channels", None) if config is not None else None
@@ -558,6 +563,7 @@ class MRRestorationPipeline(DiffusionPipeline):
             tiling.overlap,
             tiling.batch_size,
             self._unet_pad_multiple(),
+            self._unet_pad_mode(),
         )
 
     def _run_callback(
