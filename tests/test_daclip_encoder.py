@@ -15,8 +15,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 from diffusers_mrs import DACLIPImageEncoder
 from diffusers_mrs.models.daclip_encoder import (
@@ -31,24 +29,20 @@ from diffusers_mrs.models.daclip_encoder_checkpoint import (
     infer_daclip_encoder_config,
 )
 
+from helpers import load_checkpoint_fixture
+
 FIXTURE = Path(__file__).parent / "fixtures" / "daclip_encoder_tiny.safetensors"
 ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def fixture() -> dict:
-    tensors = load_file(FIXTURE)
-    with safe_open(FIXTURE, framework="pt") as f:
-        meta = f.metadata()
-    original = {
-        k[len("daclip.") :]: v.float() for k, v in tensors.items() if k.startswith("daclip.")
-    }
+    original, data, meta = load_checkpoint_fixture(FIXTURE, "daclip.")
     # DaCLIP.visual is clip.visual: its state dict lists the same tensors twice.
     original.update(
         {k[len("clip.") :]: v for k, v in original.items() if k.startswith("clip.visual.")}
     )
-    data = {k: v for k, v in tensors.items() if not k.startswith("daclip.")}
-    return {"state_dict": original, "config": json.loads(meta["config"]), **data}
+    return {"state_dict": original, "config": meta["config"], **data}
 
 
 @pytest.fixture(scope="module")

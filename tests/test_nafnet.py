@@ -8,13 +8,10 @@ inputs of odd sizes and the outputs of the original code on them (see
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 from diffusers_mrs import MRNAFNetModel
 from diffusers_mrs.models import MRUNet2DOutput
@@ -27,24 +24,16 @@ from diffusers_mrs.models.nafnet_checkpoint import (
     nafnet_original_names,
 )
 
+from helpers import load_checkpoint_fixture
+
 FIXTURE = Path(__file__).parent / "fixtures" / "refusion_nafnet_w8.safetensors"
 ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def fixture() -> dict:
-    tensors = load_file(FIXTURE)
-    with safe_open(FIXTURE, framework="pt") as f:
-        meta = f.metadata()
-    prefix = "refusion."
-    original = {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
-    data = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
-    return {
-        "state_dict": original,
-        "config": json.loads(meta["config"]),
-        "t1": int(meta["t1"]),
-        **data,
-    }
+    original, data, meta = load_checkpoint_fixture(FIXTURE, "refusion.")
+    return {"state_dict": original, "config": meta["config"], "t1": int(meta["t1"]), **data}
 
 
 @pytest.fixture(scope="module")

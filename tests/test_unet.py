@@ -7,13 +7,10 @@ the outputs of the original code on them (see ``fixtures/make_irsde_fixture.py``
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 from diffusers_mrs.models import (
     IRSDECheckpointError,
@@ -24,23 +21,16 @@ from diffusers_mrs.models import (
 )
 from diffusers_mrs.models.irsde_checkpoint import infer_irsde_config, map_irsde_key
 
+from helpers import load_checkpoint_fixture
+
 FIXTURE = Path(__file__).parent / "fixtures" / "irsde_unet_nf8_d2.safetensors"
 ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def fixture() -> dict:
-    tensors = load_file(FIXTURE)
-    with safe_open(FIXTURE, framework="pt") as f:
-        meta = f.metadata()
-    original = {k[len("irsde.") :]: v.float() for k, v in tensors.items() if k.startswith("irsde.")}
-    data = {k: v for k, v in tensors.items() if not k.startswith("irsde.")}
-    return {
-        "state_dict": original,
-        "config": json.loads(meta["config"]),
-        "t1": int(meta["t1"]),
-        **data,
-    }
+    original, data, meta = load_checkpoint_fixture(FIXTURE, "irsde.")
+    return {"state_dict": original, "config": meta["config"], "t1": int(meta["t1"]), **data}
 
 
 @pytest.fixture(scope="module")
