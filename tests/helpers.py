@@ -61,3 +61,19 @@ def load_checkpoint_fixture(path: Path, prefix: str) -> tuple[dict, dict, dict]:
     original = {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
     data = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
     return original, data, {**meta, "config": json.loads(meta["config"])}
+
+
+def save_pth(obj: object, path: Path) -> Path:
+    """``torch.save(obj, path)``, returning ``path``."""
+    torch.save(obj, path)
+    return path
+
+
+class CreatesMarker:
+    """Unpickling this object would create the file ``marker`` (a pickle exploit stand-in)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))

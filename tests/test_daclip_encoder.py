@@ -29,7 +29,7 @@ from diffusers_mrs.models.daclip_encoder_checkpoint import (
     infer_daclip_encoder_config,
 )
 
-from helpers import load_checkpoint_fixture
+from helpers import CreatesMarker, load_checkpoint_fixture, save_pth
 
 FIXTURE = Path(__file__).parent / "fixtures" / "daclip_encoder_tiny.safetensors"
 ATOL = 1e-5
@@ -50,11 +50,6 @@ def ported(fixture) -> DACLIPImageEncoder:
     model = DACLIPImageEncoder(**fixture["config"]).eval()
     model.load_state_dict(convert_daclip_state_dict(fixture["state_dict"]), strict=True)
     return model
-
-
-def save_pth(obj, path: Path) -> Path:
-    torch.save(obj, path)
-    return path
 
 
 # --------------------------------------------------------------------------- mapping
@@ -201,19 +196,9 @@ def test_broken_checkpoints_give_clear_errors(fixture, tmp_path):
         DACLIPImageEncoder.from_daclip_checkpoint(tmp_path / "missing.pt")
 
 
-class _CreatesMarker:
-    """Unpickling this object would create a file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
 def test_loading_never_runs_pickled_code(fixture, tmp_path):
     marker = tmp_path / "pwned"
-    obj = {"state_dict": dict(fixture["state_dict"]), "hook": _CreatesMarker(marker)}
+    obj = {"state_dict": dict(fixture["state_dict"]), "hook": CreatesMarker(marker)}
     path = save_pth(obj, tmp_path / "evil.pt")
     assert not marker.exists()
     with pytest.raises(DACLIPCheckpointError, match="weights_only"):

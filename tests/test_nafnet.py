@@ -24,7 +24,7 @@ from diffusers_mrs.models.nafnet_checkpoint import (
     nafnet_original_names,
 )
 
-from helpers import load_checkpoint_fixture
+from helpers import CreatesMarker, load_checkpoint_fixture, save_pth
 
 FIXTURE = Path(__file__).parent / "fixtures" / "refusion_nafnet_w8.safetensors"
 ATOL = 1e-5
@@ -41,11 +41,6 @@ def ported(fixture) -> MRNAFNetModel:
     model = MRNAFNetModel(**fixture["config"]).eval()
     model.load_state_dict(convert_nafnet_state_dict(fixture["state_dict"]), strict=True)
     return model
-
-
-def save_pth(obj, path: Path) -> Path:
-    torch.save(obj, path)
-    return path
 
 
 def test_mapping_is_one_to_one_with_equal_shapes(fixture):
@@ -142,19 +137,9 @@ def test_wrong_or_broken_checkpoints_give_clear_errors(fixture, tmp_path):
         MRNAFNetModel.from_irsde_checkpoint(tmp_path / "missing.pth")
 
 
-class _CreatesMarker:
-    """Unpickling this object would create a file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
 def test_loading_never_runs_pickled_code(fixture, tmp_path):
     marker = tmp_path / "pwned"
-    obj = {"params": dict(fixture["state_dict"]), "hook": _CreatesMarker(marker)}
+    obj = {"params": dict(fixture["state_dict"]), "hook": CreatesMarker(marker)}
     path = save_pth(obj, tmp_path / "evil.pth")
     assert not marker.exists()
     with pytest.raises(IRSDECheckpointError, match="weights_only"):

@@ -21,7 +21,7 @@ from diffusers_mrs.models import (
 )
 from diffusers_mrs.models.irsde_checkpoint import infer_irsde_config, map_irsde_key
 
-from helpers import load_checkpoint_fixture
+from helpers import load_checkpoint_fixture, save_pth
 
 FIXTURE = Path(__file__).parent / "fixtures" / "irsde_unet_nf8_d2.safetensors"
 ATOL = 1e-5
@@ -100,11 +100,6 @@ def test_forward_matches_original(fixture, ported):
     assert out1.shape == fixture["out1"].shape
     torch.testing.assert_close(out1, fixture["out1"], atol=ATOL, rtol=0)
     torch.testing.assert_close(out2, fixture["out2"], atol=ATOL, rtol=0)
-
-
-def save_pth(obj, path: Path) -> Path:
-    torch.save(obj, path)
-    return path
 
 
 @pytest.mark.parametrize("wrap", ["plain", "module", "params", "state_dict"])
