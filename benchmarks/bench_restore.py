@@ -56,19 +56,13 @@ from diffusers_mrs import (
     MRSamplerScheduler,
     MRUNet2DModel,
 )
+from diffusers_mrs.convert import PAPER_SCHEDULER
 from diffusers_mrs.models import convert_to_irsde_state_dict
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "diffusers_mrs" / "default_model"
 IRSDE_SCHEDULER = {  # IR-SDE's denoising/deraining settings; a noise-predicting network
-    "num_train_timesteps": 100,
-    "theta_schedule": "cosine",
-    "max_sigma": 50 / 255,
-    "eps": 0.005,
-    "prediction_type": "epsilon",
-    "algorithm_type": "sde",
-    "parameterization": "data",
-    "solver_order": 2,
+    **PAPER_SCHEDULER,
     "timestep_spacing": "logsnr",
     "lower_order_final": False,  # the original keeps the full order at NFE >= 10
 }

@@ -7,7 +7,8 @@
    holds the same tensors), so ``--memory-steps`` (default 1) keeps it cheap.
 2. Seam cost: an image that fits untiled (``--seam-size``, default 512) is restored with
    and without tiling, same seed and steps; the PSNR of tiled against untiled (inf if
-   equal) measures what tiling changes.
+   equal) measures what tiling changes (``seam_cost.seam_cost``, the measurement
+   ``benchmarks/seam_cost.py`` runs over many tile sizes on real images).
 
     python benchmarks/bench_tiling.py [--size 2048] [--tile 256 512] [--tile-batch 1 4]
 
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -118,25 +120,22 @@ def memory_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def seam_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-    untiled, seconds = restore(args.seam_size, args.seam_steps, None, None, 1, args.threads)
-    rows = [{"size": args.seam_size, "tile": None, "steps": args.seam_steps, "seconds": seconds}]
-    for tile in args.tile:
-        if tile >= args.seam_size:
-            continue
-        tiled, seconds = restore(args.seam_size, args.seam_steps, tile, tile // 4, 1, args.threads)
-        mse = torch.mean((tiled.double() - untiled.double()) ** 2).item()
-        psnr = float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1 / mse)).item()
-        rows.append(
-            {
-                "size": args.seam_size,
-                "tile": tile,
-                "overlap": tile // 4,
-                "steps": args.seam_steps,
-                "seconds": seconds,
-                "psnr_vs_untiled_db": psnr,
-            }
-        )
-        print(rows[-1], flush=True)
+    """Seam cost (:func:`seam_cost.seam_cost`) of each ``--tile`` below ``--seam-size``."""
+    from seam_cost import seam_cost
+
+    def restore_seam_image(tile: int | None) -> np.ndarray:
+        overlap = None if tile is None else tile // 4
+        out, _ = restore(args.seam_size, args.seam_steps, tile, overlap, 1, args.threads)
+        return out.numpy()
+
+    rows: list[dict[str, Any]] = []
+    tiles = [tile for tile in args.tile if tile < args.seam_size]
+    for tile, psnr, seconds in seam_cost(restore_seam_image, tiles):
+        row = {"size": args.seam_size, "tile": tile, "steps": args.seam_steps, "seconds": seconds}
+        if tile is not None:
+            row.update(overlap=tile // 4, psnr_vs_untiled_db=psnr)
+            print(row, flush=True)
+        rows.append(row)
     return rows
 
 

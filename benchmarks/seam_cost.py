@@ -5,6 +5,8 @@ tiles, so any difference comes from the context each tile lacks. This script res
 centre crop of each image once untiled and once per tile size (default overlap SIZE/4),
 all with the same seed, and prints one row per tile size. It backs the smallest ``--tile``
 the CLI accepts (``diffusers_mrs.cli_checks.MIN_TILE_SIZE``, README "Large images").
+:func:`seam_cost` is the measurement, shared with ``bench_tiling.py`` (seam cost at its
+memory benchmark's tile sizes).
 
     python benchmarks/seam_cost.py [--size 192] [--steps 10] [--tiles 8 16 24 32 48 64 96]
         [--model PATH_OR_REPO] [IMAGE ...]
@@ -13,7 +15,10 @@ the CLI accepts (``diffusers_mrs.cli_checks.MIN_TILE_SIZE``, README "Large image
 from __future__ import annotations
 
 import argparse
+import functools
 import math
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -41,6 +46,21 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
+def seam_cost(
+    restore: Callable[[int | None], np.ndarray], tiles: Iterable[int]
+) -> Iterator[tuple[int | None, float, float]]:
+    """Rows ``(tile, PSNR of that restoration against the untiled one in dB, seconds)``:
+    first the untiled restoration (tile None, PSNR inf), then one per tile size.
+    ``restore(tile)`` restores one fixed image with a fixed seed (None: untiled)."""
+    start = time.perf_counter()
+    untiled = np.asarray(restore(None))
+    yield None, math.inf, time.perf_counter() - start
+    for tile in tiles:
+        start = time.perf_counter()
+        tiled = np.asarray(restore(tile))
+        yield tile, psnr(tiled, untiled), time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="*", default=["examples/images/chelsea_noise.png"])
@@ -55,10 +75,10 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for path in args.images:
         crop = centre_crop(path, args.size)
-        untiled = restore(pipe, crop, args.steps, None)
-        for tile in args.tiles:
-            value = psnr(restore(pipe, crop, args.steps, tile), untiled)
-            print(f"| {path} | {tile} | {tile // 4} | {value:.1f} |", flush=True)
+        rows = seam_cost(functools.partial(restore, pipe, crop, args.steps), args.tiles)
+        for tile, value, _ in rows:
+            if tile is not None:
+                print(f"| {path} | {tile} | {tile // 4} | {value:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -491,6 +491,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Image restoration with mean-reverting diffusion and the MR Sampler.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    add_restore_parser(sub)
+    add_demo_parser(sub)
+    # ---- convert / convert-daclip: original checkpoints -> pipeline folder (convert.py)
+    from diffusers_mrs.convert import add_convert_parsers
+
+    add_convert_parsers(sub)
+    return parser
+
+
+def add_restore_parser(sub: Any) -> None:
+    """The ``restore`` sub-command: image files and folders -> restored PNGs."""
     restore = sub.add_parser(
         "restore",
         help="restore image files and folders",
@@ -503,6 +514,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restore.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     restore.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
+    _add_sampling_args(restore)
+    _add_tiling_args(restore)
+    _add_device_args(restore)
+    _add_file_handling_args(restore)
+
+
+def _add_sampling_args(restore: argparse.ArgumentParser) -> None:
+    """``restore``: model, scheduler, steps, seed and posterior ensemble size."""
     restore.add_argument(
         "--model",
         default=None,
@@ -528,6 +547,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="posterior ensemble: restore each image K times in one batch, write their mean as"
         " NAME.png and their per-pixel std as a colour map with its scale, NAME.std.png",
     )
+
+
+def _add_tiling_args(restore: argparse.ArgumentParser) -> None:
+    """``restore``: tiled inference (large images, bounded memory)."""
     restore.add_argument(
         "--tile",
         type=_positive_int,
@@ -550,6 +573,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="tiles per network call (default: 4)",
     )
+
+
+def _add_device_args(restore: argparse.ArgumentParser) -> None:
+    """``restore``: device, network dtype and torch.compile."""
     restore.add_argument(
         "--device",
         default=None,
@@ -566,6 +593,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="torch.compile the network once for all images and steps (slow first image)",
     )
+
+
+def _add_file_handling_args(restore: argparse.ArgumentParser) -> None:
+    """``restore``: folder recursion, existing outputs and progress display."""
     restore.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
     overwrite = restore.add_mutually_exclusive_group()
     overwrite.add_argument(
@@ -575,12 +606,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-existing", action="store_true", help="skip inputs whose output file exists"
     )
     restore.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    add_demo_parser(sub)
-    # ---- convert / convert-daclip: original checkpoints -> pipeline folder (convert.py)
-    from diffusers_mrs.convert import add_convert_parsers
-
-    add_convert_parsers(sub)
-    return parser
 
 
 def add_demo_parser(sub: Any) -> None:

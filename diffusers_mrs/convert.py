@@ -227,25 +227,38 @@ def convert_checkpoint(
     network = _load_network(family, checkpoint, dict(network_config or {}))
     components: dict[str, Any] = {"unet": network, "scheduler": scheduler}
     if daclip is not None:
-        from diffusers_mrs.models.daclip_encoder import DACLIPImageEncoder, daclip_feature_extractor
-
-        encoder = DACLIPImageEncoder.from_daclip_checkpoint(daclip)
-        if encoder.config.projection_dim != network.config.context_dim:
-            raise ConversionError(
-                f"the encoder's embeddings have {encoder.config.projection_dim} values but the "
-                f"network expects context_dim={network.config.context_dim}"
-            )
-        components.update(
-            image_encoder=encoder,
-            feature_extractor=daclip_feature_extractor(encoder.config.image_size),
-        )
+        components.update(_daclip_components(daclip, network))
     pipe = MRRestorationPipeline(**components)
     sources = {"network": checkpoint} | ({"image encoder": daclip} if daclip else {})
+    return _save_pipeline_folder(pipe, family, sources, output, model_name or output.name)
+
+
+def _daclip_components(daclip: Path, network: Any) -> dict[str, Any]:
+    """DA-CLIP's image encoder and feature extractor, checked against the network's context."""
+    from diffusers_mrs.models.daclip_encoder import DACLIPImageEncoder, daclip_feature_extractor
+
+    encoder = DACLIPImageEncoder.from_daclip_checkpoint(daclip)
+    if encoder.config.projection_dim != network.config.context_dim:
+        raise ConversionError(
+            f"the encoder's embeddings have {encoder.config.projection_dim} values but the "
+            f"network expects context_dim={network.config.context_dim}"
+        )
+    return {
+        "image_encoder": encoder,
+        "feature_extractor": daclip_feature_extractor(encoder.config.image_size),
+    }
+
+
+def _save_pipeline_folder(
+    pipe: Any, family: str, sources: dict[str, Path], output: Path, model_name: str
+) -> Path:
+    """Saves the pipeline and its model card in a temporary folder beside ``output`` and
+    renames it into place, so a failed conversion leaves nothing behind."""
     output.absolute().parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.absolute().parent))
     try:
         pipe.save_pretrained(staging, safe_serialization=True)
-        card = render_conversion_card(pipe, family, sources, model_name or output.name)
+        card = render_conversion_card(pipe, family, sources, model_name)
         card.save(staging / "README.md")
         if output.exists():
             output.rmdir()  # checked empty above

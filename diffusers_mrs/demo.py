@@ -32,10 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import numpy as np
 import PIL.Image
 import torch
 
 import diffusers_mrs
+from diffusers_mrs.image_io import ImageInputError, decode_pil
 from diffusers_mrs.uncertainty_map import uncertainty_map
 
 __all__ = ["DemoSession", "build_demo", "compare_fn", "restore_fn", "run_demo"]
@@ -112,6 +114,18 @@ def check_image(image: PIL.Image.Image | None, max_pixels: int) -> PIL.Image.Ima
     return image
 
 
+def decode_upload(image: PIL.Image.Image) -> tuple[np.ndarray, PIL.Image.Image]:
+    """The upload read like the pipeline and CLI read files (``image_io.decode_pil``: EXIF
+    orientation, 16-bit scaling, mode rules): (float pixels ``H x W x C`` in [0, 1] for the
+    pipeline, an 8-bit RGB copy for the before/after slider), or a ``gr.Error``."""
+    try:
+        decoded = decode_pil(image, "the uploaded image")
+    except ImageInputError as err:
+        raise gr.Error(str(err)) from None
+    preview = np.clip(np.round(decoded.rgb() * 255.0), 0, 255).astype(np.uint8)
+    return decoded.pixels, PIL.Image.fromarray(preview, mode="RGB")
+
+
 def parse_tile(tile: str | int | None) -> int | None:
     """``"off"``/``None``/0 -> no tiling, else the tile size as int."""
     if tile in (None, "", "off", 0, "0"):
@@ -152,7 +166,7 @@ def progress_callback(
 
 def restore(
     session: DemoSession,
-    image: PIL.Image.Image,
+    image: PIL.Image.Image | np.ndarray,
     sampler: str,
     steps: int,
     seed: int,
@@ -209,9 +223,9 @@ def restore_fn(
     progress: Any = None,
 ) -> tuple[Any, str, Any, Any, Any]:
     """The "Restore" button: returns (slider pair, info, uncertainty, download, degradation)."""
-    image = check_image(image, session.max_pixels).convert("RGB")
+    pixels, image = decode_upload(check_image(image, session.max_pixels))
     report = None if progress is None else (lambda frac, desc: progress(frac, desc=desc))
-    run = restore(session, image, sampler, steps, seed, samples, parse_tile(tile), report)
+    run = restore(session, pixels, sampler, steps, seed, samples, parse_tile(tile), report)
     k = int(samples)
     info = (
         f"**{sampler}**, {int(steps)} steps: **{run.seconds:.2f} s**, NFE {run.nfe}"
@@ -236,10 +250,10 @@ def compare_fn(
     progress: Any = None,
 ) -> tuple[PIL.Image.Image, PIL.Image.Image, str]:
     """The "Compare" button: MR Sampler @10 and posterior @100 on the same input and seed."""
-    image = check_image(image, session.max_pixels).convert("RGB")
+    pixels, _ = decode_upload(check_image(image, session.max_pixels))
     report = None if progress is None else (lambda frac, desc: progress(frac, desc=desc))
     runs = [
-        restore(session, image, sampler, steps, seed, 1, parse_tile(tile), report)
+        restore(session, pixels, sampler, steps, seed, 1, parse_tile(tile), report)
         for sampler, steps in COMPARE_RUNS
     ]
     (s1, n1), (s2, n2) = COMPARE_RUNS
@@ -276,7 +290,7 @@ def build_demo(session: DemoSession) -> gr.Blocks:
         )
         with gr.Row():
             with gr.Column(scale=1):
-                inp = gr.Image(type="pil", image_mode="RGB", label="Degraded image",
+                inp = gr.Image(type="pil", image_mode=None, label="Degraded image",
                                elem_id="input-image")
                 if session.examples:
                     gr.Examples([[str(p)] for p in session.examples], inputs=[inp])

@@ -675,6 +675,34 @@ class MRRestorationPipeline(DiffusionPipeline):
             return np.stack(arrays) if same_size else arrays
         return [DiffusionPipeline.numpy_to_pil(a[None])[0] for a in arrays]
 
+    def _prepare_call_inputs(
+        self,
+        image: PipelineImageInput,
+        generator: torch.Generator | list[torch.Generator] | None,
+        latents: torch.Tensor | None,
+        sampling: _Sampling,
+    ) -> tuple[list[torch.Tensor], _Sampling]:
+        """Reads and checks ``__call__``'s images, generators and initial latents (before any
+        sampling); returns the images and the settings with the checked latents."""
+        images = prepare_images(image, channels=self._unet_channels())
+        self.check_images_in_dtype(images)
+        self.check_generators(generator, len(images))
+        checked = self.check_latents(latents, images, sampling.num_samples)
+        return images, replace(sampling, latents=checked)
+
+    def _pipeline_output(
+        self,
+        restored: list[torch.Tensor],
+        spread: list[torch.Tensor | None],
+        output_type: str,
+        num_samples: int,
+    ) -> MRRestorationPipelineOutput:
+        """The restorations (and, for ``num_samples`` > 1, their spread) as ``output_type``."""
+        return MRRestorationPipelineOutput(
+            images=self.format_output(restored, output_type),
+            uncertainty=None if num_samples == 1 else self.format_output(spread, output_type),
+        )
+
     # ------------------------------------------------------------------------ __call__
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -697,67 +725,43 @@ class MRRestorationPipeline(DiffusionPipeline):
         r"""Restores degraded images.
 
         Args:
-            image: the degraded image(s), ``mu``: PIL, numpy (HW, HWC or BHWC; uint8, uint16
-                or float in [0, 1]), torch (HW, CHW or BCHW; float in [0, 1] or uint8), a file
-                path, or a list of them, read by the rules of :mod:`diffusers_mrs.image_io`
-                (EXIF orientation, 8/16-bit scale from the image mode, floats outside
-                [-0.5, 1.5] refused; grayscale and RGBA converted to the model's channels).
+            image: the degraded image(s) ``mu``: PIL, numpy (HWC), torch (CHW), a file path or a
+                list, read by :mod:`diffusers_mrs.image_io` (EXIF, 8/16-bit scale, channels).
             num_inference_steps: number of network evaluations (sampler steps).
-            timesteps: custom timesteps (train-time units, descending) for
-                ``scheduler.set_timesteps(timesteps=...)``; override ``num_inference_steps``.
-            generator: one ``torch.Generator``, or one per image (reproducible per image
-                whatever the batch).
-            output_type: ``"pil"``, ``"np"`` (``[B, H, W, C]``) or ``"pt"`` (``[B, C, H, W]``),
-                float32 in [0, 1].
+            timesteps: custom descending timesteps (train-time units); override the steps.
+            generator: one ``torch.Generator``, or one per image (reproducible per image).
+            output_type: ``"pil"``, ``"np"`` (BHWC) or ``"pt"`` (BCHW), float32 in [0, 1].
             return_dict: return an ``ImagePipelineOutput`` (else a tuple ``(images,)``).
             callback_on_step_end: ``callback(pipe, i, t, callback_kwargs)`` after each step; the
                 returned dict may replace the tensors (``i`` restarts for every size group).
-            callback_on_step_end_tensor_inputs: tensors the callback receives (``"latents"``,
-                ``"mu"``; default ``["latents"]``).
-            tile_size: run the network on overlapping tiles of this size (int or ``(h, w)``,
-                rounded up to the network's ``pad_multiple``) and blend them: bounded memory.
+            callback_on_step_end_tensor_inputs: ``"latents"``, ``"mu"`` (default latents).
+            tile_size: blended network tiles, int or ``(h, w)`` rounded up to ``pad_multiple``.
             tile_overlap: overlap of tiles and width of the blend ramps; default a quarter tile.
             tile_batch_size: tile crops per network call in tiled mode.
-            num_samples: K posterior samples per image, drawn together in one batch of
-                ``len(images) * K``. For K > 1, ``images`` is their per-pixel mean and
-                ``uncertainty`` their per-pixel standard deviation (each sample clipped to
-                [0, 1] first; :mod:`diffusers_mrs.pipelines.ensemble`). Callbacks see the
-                ``len(images) * K`` batch; a generator list still has one entry per image.
-            latents: the initial states x_T, ``[len(images) * K, C, H, W]`` (images of one
-                size; default ``mu + init_noise_sigma * noise``). With an ODE scheduler the
-                result is then deterministic.
+            num_samples: K posterior samples per image in one batch of ``len(images) * K``
+                (callbacks see it; generator lists stay per image). For K > 1, ``images`` is
+                their mean, ``uncertainty`` their std (:mod:`diffusers_mrs.pipelines.ensemble`).
+            latents: initial x_T, ``[len(images) * K, C, H, W]`` (one image size; default ``mu +
+                init_noise_sigma * noise``); the result is deterministic with an ODE scheduler.
 
         Returns:
-            ``MRRestorationPipelineOutput`` with ``images`` in the input order (and
-            ``uncertainty`` for K > 1), or the tuple of its non-``None`` fields.
+            ``MRRestorationPipelineOutput`` (``images``, ``uncertainty`` for K > 1), or its tuple.
 
         Raises:
-            ValueError: on any invalid argument or image, before sampling starts (images:
-                :class:`~diffusers_mrs.image_io.ImageInputError`, a ``ValueError``).
+            ValueError: an invalid argument or image (``ImageInputError``), before sampling.
             TypeError: a callback that returns something other than a dict or None.
 
         Examples:
         """
         sampling = self._sampling_settings(
-            num_inference_steps=num_inference_steps,
-            timesteps=timesteps,
-            num_samples=num_samples,
-            output_type=output_type,
-            tile_size=tile_size,
-            tile_overlap=tile_overlap,
+            num_inference_steps=num_inference_steps, timesteps=timesteps, num_samples=num_samples,
+            output_type=output_type, tile_size=tile_size, tile_overlap=tile_overlap,
             tile_batch_size=tile_batch_size,
-            callback=callback_on_step_end,
-            callback_inputs=callback_on_step_end_tensor_inputs,
+            callback=callback_on_step_end, callback_inputs=callback_on_step_end_tensor_inputs,
         )
-        images = prepare_images(image, channels=self._unet_channels())
-        self.check_images_in_dtype(images)
-        self.check_generators(generator, len(images))
-        sampling = replace(sampling, latents=self.check_latents(latents, images, num_samples))
+        images, sampling = self._prepare_call_inputs(image, generator, latents, sampling)
         self._interrupt = False
         restored, spread = self._restore_images(images, generator, sampling)
         self.maybe_free_model_hooks()
-        output = MRRestorationPipelineOutput(
-            images=self.format_output(restored, output_type),
-            uncertainty=None if num_samples == 1 else self.format_output(spread, output_type),
-        )
+        output = self._pipeline_output(restored, spread, output_type, num_samples)
         return output if return_dict else output.to_tuple()
