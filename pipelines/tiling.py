@@ -153,6 +153,7 @@ def tiled_model_output(
     tile_overlap: tuple[int, int],
     tile_batch_size: int = 4,
     pad_multiple: int = 1,
+    pad_mode: str = "reflect",
 ) -> torch.Tensor:
     """Evaluates ``fn`` on overlapping tiles of ``x`` and ``mu`` and blends the results.
 
@@ -167,16 +168,19 @@ def tiled_model_output(
         tile_batch_size: how many tile crops (counting every image of the batch) go
             through ``fn`` at once; at least one tile position is always processed.
         pad_multiple: the size multiple the network pads its input to (its
-            ``pad_multiple``). The full image is reflect-padded to it first, as the network
-            would pad it, and tile sizes are rounded up to it, so border tiles see the same
+            ``pad_multiple``). The full image is padded to it first, as the network would
+            pad it, and tile sizes are rounded up to it, so border tiles see the same
             context as the untiled network and no tile is padded again.
+        pad_mode: how the network pads (its ``pad_mode``): ``"reflect"`` (IR-SDE U-Net)
+            or ``"constant"`` (zeros, Refusion's NAFNet).
 
     Returns:
         The blended output, ``[B, C_out, H, W]``, in the dtype of ``x`` (accumulated in float32).
     """
     H0, W0 = x.shape[-2:]
     if pad_multiple > 1:
-        x, mu = pad_to_multiple(x, pad_multiple), pad_to_multiple(mu, pad_multiple)
+        x = pad_to_multiple(x, pad_multiple, pad_mode)
+        mu = pad_to_multiple(mu, pad_multiple, pad_mode)
     B, _, H, W = x.shape
     (th, tw), (oh, ow), positions = _tile_grid((H, W), tile_size, tile_overlap, pad_multiple)
     per_call = max(1, tile_batch_size // max(B, 1))

@@ -206,6 +206,20 @@ def test_loading_never_runs_pickled_code(fixture, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize(
+    "content,message",
+    [(b"", "empty"), (b"PK\x03\x04 cut short", "truncated"), (b"not a checkpoint", "readable")],
+)
+def test_unreadable_files_get_the_shared_clear_errors(tmp_path, content, message):
+    """Empty and truncated files fail like the other loaders' (checkpoint_io), as
+    DACLIPCheckpointError naming the file."""
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(DACLIPCheckpointError, match=message) as info:
+        DACLIPImageEncoder.from_daclip_checkpoint(path)
+    assert "bad.pt" in str(info.value)
+
+
 def test_wrong_image_size_is_rejected(ported):
     with pytest.raises(ValueError, match=r"\[batch, 3, 32, 32\]"):
         ported(torch.zeros(1, 3, 31, 32))

@@ -23,6 +23,7 @@ from diffusers_mrs.models.nafnet_checkpoint import (
     map_nafnet_key,
     nafnet_original_names,
 )
+from diffusers_mrs.pipelines.tiling import tiled_model_output
 
 from helpers import CreatesMarker, load_checkpoint_fixture, save_pth
 
@@ -168,6 +169,27 @@ def test_pads_with_zeros_and_crops(ported):
         small = ported(x, 20, mu).sample
         big = ported(padded[0], 20, padded[1]).sample
     torch.testing.assert_close(small, big[..., :5, :6], atol=1e-6, rtol=0)
+
+
+def test_one_tile_equals_the_untiled_network(ported):
+    """The tiled path pads like the network (``pad_mode``: zeros for Refusion's NAFNet), so
+    one tile covering an image whose size is not a multiple of pad_multiple reproduces the
+    untiled output."""
+    torch.manual_seed(0)
+    x, mu = torch.rand(1, 3, 10, 13), torch.rand(1, 3, 10, 13)
+    assert ported.pad_mode == "constant"
+    with torch.no_grad():
+        whole = ported(x, 20, mu).sample
+        tiled = tiled_model_output(
+            lambda xt, mut: ported(xt, 20, mut).sample,
+            x,
+            mu,
+            tile_size=(16, 16),
+            tile_overlap=(4, 4),
+            pad_multiple=ported.pad_multiple,
+            pad_mode=ported.pad_mode,
+        )
+    torch.testing.assert_close(tiled, whole, atol=1e-6, rtol=0)
 
 
 def test_timestep_forms_and_per_item_timesteps(ported):

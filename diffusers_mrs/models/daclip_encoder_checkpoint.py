@@ -37,6 +37,9 @@ from typing import Any
 
 import torch
 
+from .checkpoint_io import IRSDECheckpointError
+from .checkpoint_io import read_checkpoint as read_tensor_checkpoint
+
 __all__ = [
     "DACLIPCheckpointError",
     "check_daclip_state_dict",
@@ -47,7 +50,6 @@ __all__ = [
 
 MAIN_PREFIXES = ("clip.visual.", "visual.")
 CONTROL_PREFIX = "visual_control."
-_WRAPPERS = ("module.", "_orig_mod.")
 
 _TOWER_TOP = {
     "conv1.weight": "embeddings.patch_embedding.weight",
@@ -80,31 +82,21 @@ class DACLIPCheckpointError(ValueError):
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """The tensors of a DA-CLIP checkpoint, wrapper prefixes removed.
 
-    Read with ``torch.load(weights_only=True)``; a state dict nested under
-    ``"state_dict"`` (open_clip's training checkpoints) is unwrapped.
+    Read by :func:`diffusers_mrs.models.checkpoint_io.read_checkpoint` (safetensors, or
+    ``torch.load(weights_only=True)``: pickled code is refused, never run); a state dict
+    nested under ``"state_dict"`` (open_clip's training checkpoints) is unwrapped.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        DACLIPCheckpointError: the file is empty, truncated, needs to unpickle objects
+            other than tensors, or holds no state dict.
     """
-    path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"DA-CLIP checkpoint not found: {path}")
+        raise FileNotFoundError(f"DA-CLIP checkpoint not found: {os.fspath(path)}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle.UnpicklingError and friends
-        raise DACLIPCheckpointError(
-            f"{path} cannot be read as a tensor checkpoint with weights_only=True "
-            f"(it may contain pickled code, which is never executed): {err}"
-        ) from err
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise DACLIPCheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    out = {}
-    for key, value in obj.items():
-        if not isinstance(value, torch.Tensor):
-            continue
-        for prefix in _WRAPPERS:
-            key = key[len(prefix) :] if key.startswith(prefix) else key
-        out[key] = value
-    return out
+        return read_tensor_checkpoint(path)
+    except IRSDECheckpointError as err:
+        raise DACLIPCheckpointError(str(err)) from err
 
 
 def _main_tower(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -34,13 +34,15 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .checkpoint_io import IRSDECheckpointMixin
+from .embeddings import timestep_batch, timestep_features
 from .nafnet_checkpoint import (
     NAFNetCheckpointError,
     convert_nafnet_state_dict,
     infer_nafnet_config,
     nafnet_original_names,
 )
-from .unet_mr import ChannelLayerNorm, MRUNet2DOutput, sinusoidal_embedding
+from .padding import pad_to_multiple
+from .unet_mr import ChannelLayerNorm, MRUNet2DOutput
 
 __all__ = ["MRNAFBlock", "MRNAFNetModel"]
 
@@ -64,9 +66,7 @@ class NAFTimestepEmbedding(nn.Module):
 
     def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
         """Map timesteps ``[B]`` to embeddings ``[B, embed_dim]``."""
-        dtype = self.linear_1.weight.dtype
-        compute = torch.float64 if dtype == torch.float64 else torch.float32
-        feats = sinusoidal_embedding(timesteps, self.num_features, compute).to(dtype)
+        feats = timestep_features(timesteps, self.num_features, self.linear_1.weight.dtype)
         return self.linear_2(simple_gate(self.linear_1(feats)))
 
 
@@ -144,6 +144,9 @@ class MRNAFNetModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
             ``1``.
     """
 
+    # Refusion pads with zeros (right, bottom); the tiled pipeline pads the same way.
+    pad_mode = "constant"
+
     @register_to_config
     def __init__(
         self,
@@ -204,11 +207,9 @@ class MRNAFNetModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
         batch, _, height, width = sample.shape
         dtype = self.conv_in.weight.dtype
         sample, mu = sample.to(dtype), mu.to(dtype)
-        temb = self.time_embedding(_timestep_batch(timestep, batch, sample.device))
+        temb = self.time_embedding(timestep_batch(timestep, batch, sample.device))
 
-        multiple = self.pad_multiple
-        x = torch.cat([sample - mu, mu], dim=1)
-        x = F.pad(x, (0, (-width) % multiple, 0, (-height) % multiple))
+        x = pad_to_multiple(torch.cat([sample - mu, mu], dim=1), self.pad_multiple, self.pad_mode)
         x = self.conv_in(x)
         skips = []
         for blocks, down in zip(self.down_blocks, self.downsamplers, strict=True):
@@ -250,20 +251,3 @@ def _check_config(
             f"enc_blk_nums {list(enc_blk_nums)} and dec_blk_nums {list(dec_blk_nums)} must "
             "have the same number of levels."
         )
-
-
-def _timestep_batch(
-    timestep: float | int | torch.Tensor, batch: int, device: torch.device
-) -> torch.Tensor:
-    """A scalar, 0-dim or per-item timestep as a float tensor of shape ``[B]``."""
-    t = torch.as_tensor(timestep, device=device)
-    t = t.to(torch.float64 if t.dtype == torch.float64 else torch.float32)
-    if t.numel() == 1:
-        return t.reshape(1).expand(batch)
-    t = t.reshape(-1)
-    if t.numel() != batch:
-        raise ValueError(
-            f"timestep has {t.numel()} entries but the batch has {batch} items; "
-            "pass a scalar or one timestep per item."
-        )
-    return t

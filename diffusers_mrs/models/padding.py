@@ -1,12 +1,16 @@
-"""Reflect padding of images at their bottom and right edges, the one way the networks
-and the tiled pipeline pad (so a tile at the border sees what the whole network sees)."""
+"""Padding of images at their bottom and right edges, the way the networks and the tiled
+pipeline pad (so a tile at the border sees what the whole network sees): reflection by
+default, zeros for networks whose ``pad_mode`` is ``"constant"`` (Refusion's NAFNet)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["pad_to_multiple", "reflect_pad_bottom_right"]
+__all__ = ["PAD_MODES", "pad_to_multiple", "reflect_pad_bottom_right"]
+
+# A network's ``pad_mode``: how it pads its input up to its ``pad_multiple``.
+PAD_MODES = ("reflect", "constant")
 
 
 def reflect_pad_bottom_right(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
@@ -28,7 +32,13 @@ def reflect_pad_bottom_right(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.T
     return x
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Reflect-pads ``x`` at the bottom and right up to the next multiple of ``multiple``."""
+def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> torch.Tensor:
+    """Pads ``x`` at the bottom and right up to the next multiple of ``multiple``: by
+    reflection (``mode="reflect"``) or with zeros (``mode="constant"``)."""
+    if mode not in PAD_MODES:
+        raise ValueError(f"pad mode must be one of {PAD_MODES}, got {mode!r}.")
     height, width = x.shape[-2:]
-    return reflect_pad_bottom_right(x, (-height) % multiple, (-width) % multiple)
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if mode == "constant":
+        return F.pad(x, (0, pad_w, 0, pad_h))
+    return reflect_pad_bottom_right(x, pad_h, pad_w)

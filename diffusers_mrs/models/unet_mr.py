@@ -36,7 +36,6 @@ checkpoint of the original network maps one to one onto this one; see
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +47,7 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from .embeddings import sinusoidal_embedding, timestep_batch, timestep_features
 from .irsde_checkpoint import (
     IRSDECheckpointMixin,
     convert_irsde_state_dict,
@@ -56,7 +56,7 @@ from .irsde_checkpoint import (
 )
 from .padding import pad_to_multiple
 
-__all__ = ["MRUNet2DModel", "MRUNet2DOutput"]
+__all__ = ["MRUNet2DModel", "MRUNet2DOutput", "sinusoidal_embedding"]
 
 
 @dataclass
@@ -71,23 +71,6 @@ class MRUNet2DOutput(BaseOutput):
     sample: torch.Tensor
 
 
-def sinusoidal_embedding(
-    timesteps: torch.Tensor, dim: int, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
-    """Sine/cosine features of ``timesteps`` (shape ``[B]``), as in IR-SDE.
-
-    The ``dim // 2`` frequencies are geometrically spaced from 1 down to 1/10000 (both
-    ends included, computed in float32 as in the original); the result is
-    ``concat(sin(t f), cos(t f))`` of shape ``[B, 2 * (dim // 2)]`` in ``dtype`` (use
-    float32 or float64: half precision is too coarse for the angles).
-    """
-    half = dim // 2
-    step = math.log(10000.0) / (half - 1)
-    freqs = torch.exp(torch.arange(half, device=timesteps.device, dtype=torch.float32) * -step)
-    angles = timesteps.to(dtype)[:, None] * freqs.to(dtype)[None, :]
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
-
 class MRTimestepEmbedding(nn.Module):
     """Sinusoidal features followed by a two-layer GELU MLP."""
 
@@ -100,9 +83,7 @@ class MRTimestepEmbedding(nn.Module):
 
     def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
         """Map timesteps of shape ``[B]`` to embeddings of shape ``[B, embed_dim]``."""
-        dtype = self.linear_1.weight.dtype
-        compute = torch.float64 if dtype == torch.float64 else torch.float32
-        feats = sinusoidal_embedding(timesteps, self.num_features, compute).to(dtype)
+        feats = timestep_features(timesteps, self.num_features, self.linear_1.weight.dtype)
         return self.linear_2(self.act(self.linear_1(feats)))
 
 
@@ -430,6 +411,8 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
     """
 
     _supports_gradient_checkpointing = True
+    # How the input is padded up to pad_multiple (the tiled pipeline pads the same way).
+    pad_mode = "reflect"
 
     @register_to_config
     def __init__(
@@ -469,36 +452,7 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
         self.degradation_embedding = (
             MRDegradationEmbedding(context_dim, temb_channels) if use_degra_context else None
         )
-
-        def attention(level: int | None, channels: int) -> nn.Module:
-            deep = level is None or level >= transformer_start_level
-            kind = "transformer" if use_image_context and deep else "linear"
-            if level is None and kind == "linear":
-                kind = mid_attention
-            return _make_attention(kind, channels, attention_heads, attention_head_dim, context_dim)
-
-        self.down_blocks = nn.ModuleList(
-            [
-                MRDownBlock(
-                    widths[i],
-                    widths[i + 1],
-                    temb_channels,
-                    i < depth - 1,
-                    attention(i, widths[i]),
-                )
-                for i in range(depth)
-            ]
-        )
-        self.mid_block = MRMidBlock(widths[depth], temb_channels, attention(None, widths[depth]))
-        # up_blocks[j] mirrors down_blocks[depth - 1 - j].
-        self.up_blocks = nn.ModuleList(
-            [
-                MRUpBlock(
-                    widths[i], widths[i + 1], temb_channels, i > 0, attention(i, widths[i + 1])
-                )
-                for i in reversed(range(depth))
-            ]
-        )
+        self._build_levels(widths, temb_channels)
         self.final_resnet = MRResnetBlock(2 * nf, nf, temb_channels)
         self.conv_out = nn.Conv2d(nf, out_channels, 3, padding=1)
         # A new network starts at output 0: with velocity or noise targets that is "return
@@ -508,27 +462,56 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
         nn.init.zeros_(self.conv_out.bias)
         self.gradient_checkpointing = False
 
+    def _attention(self, level: int | None, channels: int) -> nn.Module:
+        """The attention layer of encoder/decoder ``level`` (``None``: the middle): a
+        cross-attention transformer at deep levels of image-context networks, otherwise
+        linear attention (``mid_attention`` in the middle)."""
+        config = self.config
+        deep = level is None or level >= config.transformer_start_level
+        kind = "transformer" if config.use_image_context and deep else "linear"
+        if level is None and kind == "linear":
+            kind = config.mid_attention
+        return _make_attention(
+            kind, channels, config.attention_heads, config.attention_head_dim, config.context_dim
+        )
+
+    def _build_levels(self, widths: list[int], temb_channels: int) -> None:
+        """``down_blocks``, ``mid_block`` and ``up_blocks`` for the level ``widths``."""
+        depth = len(widths) - 1
+        self.down_blocks = nn.ModuleList(
+            [
+                MRDownBlock(
+                    widths[i],
+                    widths[i + 1],
+                    temb_channels,
+                    i < depth - 1,
+                    self._attention(i, widths[i]),
+                )
+                for i in range(depth)
+            ]
+        )
+        self.mid_block = MRMidBlock(
+            widths[depth], temb_channels, self._attention(None, widths[depth])
+        )
+        # up_blocks[j] mirrors down_blocks[depth - 1 - j].
+        self.up_blocks = nn.ModuleList(
+            [
+                MRUpBlock(
+                    widths[i],
+                    widths[i + 1],
+                    temb_channels,
+                    i > 0,
+                    self._attention(i, widths[i + 1]),
+                )
+                for i in reversed(range(depth))
+            ]
+        )
+
     @property
     def pad_multiple(self) -> int:
         """The size multiple the input is reflect-padded to (``2**depth``): the network sees
         the same pixels whether it runs on a whole image or on tiles aligned to this grid."""
         return 2 ** int(self.config.depth)
-
-    def _timestep_tensor(
-        self, timestep: float | int | torch.Tensor, batch: int, device: torch.device
-    ) -> torch.Tensor:
-        """Turn a scalar, 0-dim or per-item timestep into a float tensor of shape [B]."""
-        t = torch.as_tensor(timestep, device=device)
-        t = t.to(torch.float64 if t.dtype == torch.float64 else torch.float32)
-        if t.numel() == 1:
-            return t.reshape(1).expand(batch)
-        t = t.reshape(-1)
-        if t.numel() != batch:
-            raise ValueError(
-                f"timestep has {t.numel()} entries but the batch has {batch} items; "
-                "pass a scalar or one timestep per item."
-            )
-        return t
 
     def _context(
         self, name: str, context: torch.Tensor | None, batch: int, used: bool
@@ -602,14 +585,24 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
             "degradation_context", degradation_context, batch, self.config.use_degra_context
         )
 
-        temb = self.time_embedding(self._timestep_tensor(timestep, batch, sample.device))
+        temb = self.time_embedding(timestep_batch(timestep, batch, sample.device))
         if degradation is not None:
             temb = temb + self.degradation_embedding(degradation)
 
-        x = pad_to_multiple(torch.cat([sample - mu, mu], dim=1), self.pad_multiple)
+        x = pad_to_multiple(torch.cat([sample - mu, mu], dim=1), self.pad_multiple, self.pad_mode)
+        x = self._unet(self.conv_in(x), temb, context)
+        x = self.conv_out(x)[..., :height, :width]
 
-        x = self.conv_in(x)
-        stem = x
+        if not return_dict:
+            return (x,)
+        return MRUNet2DOutput(sample=x)
+
+    def _unet(
+        self, stem: torch.Tensor, temb: torch.Tensor, context: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Down path, middle, up path (one skip pair per level) and ``final_resnet`` on
+        ``concat(features, stem)``, from the ``conv_in`` output ``stem``."""
+        x = stem
         skips: list[tuple[torch.Tensor, torch.Tensor]] = []
         for block in self.down_blocks:
             x, skip_0, skip_1 = self._run(block, x, temb, context)
@@ -618,12 +611,7 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
         for block in self.up_blocks:
             skip_0, skip_1 = skips.pop()
             x = self._run(block, x, skip_0, skip_1, temb, context)
-        x = self._run(self.final_resnet, torch.cat([x, stem], dim=1), temb)
-        x = self.conv_out(x)[..., :height, :width]
-
-        if not return_dict:
-            return (x,)
-        return MRUNet2DOutput(sample=x)
+        return self._run(self.final_resnet, torch.cat([x, stem], dim=1), temb)
 
     # IR-SDE / DA-CLIP checkpoint format (IRSDECheckpointMixin hooks).
     _irsde_infer_config = staticmethod(infer_irsde_config)
