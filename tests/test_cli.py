@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from accelerate import PartialState
 from PIL import Image
 
-from diffusers_mrs import MRRestorationPipeline, MRSamplerScheduler, MRUNet2DModel
 from diffusers_mrs.cli import UsageError, collect_inputs, main, plan_jobs, write_manifest
 from diffusers_mrs.pipelines import pipeline_mr_restoration as pipeline_module
+
+from helpers import fresh_accelerate_state, save_tiny_pipeline
 
 
 def listing(folder: Path) -> list[str]:
@@ -33,24 +32,12 @@ def save_image(path: Path, h: int, w: int, mode: str = "RGB", seed: int = 0) -> 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random pipeline saved to disk."""
-    torch.manual_seed(0)
-    unet = MRUNet2DModel(nf=8, depth=2, attention_heads=1, attention_head_dim=8)
-    with torch.no_grad():
-        unet.conv_out.weight.normal_(0.0, 0.05)
-        unet.conv_out.bias.fill_(0.5)
-    pipe = MRRestorationPipeline(unet=unet, scheduler=MRSamplerScheduler(prediction_type="sample"))
-    path = tmp_path_factory.mktemp("model")
-    pipe.save_pretrained(path)
-    return path
+    return save_tiny_pipeline(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(autouse=True)
 def _fresh_accelerate_state():
-    """The CLI creates accelerate's PartialState singleton; drop it again if it is ours."""
-    was_initialized = bool(PartialState._shared_state)
-    yield
-    if not was_initialized:
-        PartialState._reset_state()
+    yield from fresh_accelerate_state()
 
 
 # ----------------------------------------------------------------------------- planning

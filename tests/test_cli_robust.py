@@ -15,14 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from accelerate import PartialState
 from PIL import Image
 
 from diffusers_mrs import (
     MRPosteriorScheduler,
     MRRestorationPipeline,
     MRSamplerScheduler,
-    MRUNet2DModel,
     cli,
     cli_checks,
 )
@@ -30,23 +28,17 @@ from diffusers_mrs.cli import main
 from diffusers_mrs.cli_checks import MIN_TILE_SIZE
 from diffusers_mrs.image_io import ImageInputError
 
+from helpers import fresh_accelerate_state, save_tiny_pipeline, tiny_pipeline
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    unet = MRUNet2DModel(nf=8, depth=2, attention_heads=1, attention_head_dim=8)
-    pipe = MRRestorationPipeline(unet=unet, scheduler=MRSamplerScheduler(prediction_type="sample"))
-    path = tmp_path_factory.mktemp("model")
-    pipe.save_pretrained(path)
-    return path
+    return save_tiny_pipeline(tmp_path_factory.mktemp("model"), biased_output=False)
 
 
 @pytest.fixture(autouse=True)
 def _fresh_accelerate_state():
-    was_initialized = bool(PartialState._shared_state)
-    yield
-    if not was_initialized:
-        PartialState._reset_state()
+    yield from fresh_accelerate_state()
 
 
 @pytest.fixture
@@ -244,11 +236,7 @@ def test_check_functions_directly(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- point 5
 @pytest.fixture(scope="module")
 def tiny_pipe() -> MRRestorationPipeline:
-    torch.manual_seed(0)
-    unet = MRUNet2DModel(nf=4, depth=1, attention_heads=1, attention_head_dim=4)
-    pipe = MRRestorationPipeline(unet=unet, scheduler=MRSamplerScheduler(prediction_type="sample"))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_pipeline(nf=4, depth=1, head_dim=4, biased_output=False)
 
 
 def test_float_inputs_out_of_range_refused(tiny_pipe: MRRestorationPipeline) -> None:

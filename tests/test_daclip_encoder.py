@@ -15,8 +15,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 from diffusers_mrs import DACLIPImageEncoder
 from diffusers_mrs.models.daclip_encoder import (
@@ -31,24 +29,20 @@ from diffusers_mrs.models.daclip_encoder_checkpoint import (
     infer_daclip_encoder_config,
 )
 
+from helpers import CreatesMarker, load_checkpoint_fixture, save_pth
+
 FIXTURE = Path(__file__).parent / "fixtures" / "daclip_encoder_tiny.safetensors"
 ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def fixture() -> dict:
-    tensors = load_file(FIXTURE)
-    with safe_open(FIXTURE, framework="pt") as f:
-        meta = f.metadata()
-    original = {
-        k[len("daclip.") :]: v.float() for k, v in tensors.items() if k.startswith("daclip.")
-    }
+    original, data, meta = load_checkpoint_fixture(FIXTURE, "daclip.")
     # DaCLIP.visual is clip.visual: its state dict lists the same tensors twice.
     original.update(
         {k[len("clip.") :]: v for k, v in original.items() if k.startswith("clip.visual.")}
     )
-    data = {k: v for k, v in tensors.items() if not k.startswith("daclip.")}
-    return {"state_dict": original, "config": json.loads(meta["config"]), **data}
+    return {"state_dict": original, "config": meta["config"], **data}
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +50,6 @@ def ported(fixture) -> DACLIPImageEncoder:
     model = DACLIPImageEncoder(**fixture["config"]).eval()
     model.load_state_dict(convert_daclip_state_dict(fixture["state_dict"]), strict=True)
     return model
-
-
-def save_pth(obj, path: Path) -> Path:
-    torch.save(obj, path)
-    return path
 
 
 # --------------------------------------------------------------------------- mapping
@@ -207,19 +196,9 @@ def test_broken_checkpoints_give_clear_errors(fixture, tmp_path):
         DACLIPImageEncoder.from_daclip_checkpoint(tmp_path / "missing.pt")
 
 
-class _CreatesMarker:
-    """Unpickling this object would create a file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
 def test_loading_never_runs_pickled_code(fixture, tmp_path):
     marker = tmp_path / "pwned"
-    obj = {"state_dict": dict(fixture["state_dict"]), "hook": _CreatesMarker(marker)}
+    obj = {"state_dict": dict(fixture["state_dict"]), "hook": CreatesMarker(marker)}
     path = save_pth(obj, tmp_path / "evil.pt")
     assert not marker.exists()
     with pytest.raises(DACLIPCheckpointError, match="weights_only"):

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gr = pytest.importorskip("gradio", reason="the demo extra (gradio) is not installed")
 gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is not installed")
 
-from diffusers_mrs import MRRestorationPipeline, MRSamplerScheduler, MRUNet2DModel  # noqa: E402
+from diffusers_mrs import MRRestorationPipeline  # noqa: E402
 from diffusers_mrs.cli import main  # noqa: E402
 from diffusers_mrs.demo import (  # noqa: E402
     COMPARE_RUNS,
@@ -32,19 +31,14 @@ from diffusers_mrs.demo import (  # noqa: E402
 )
 from diffusers_mrs.uncertainty_map import LEGEND_HEIGHT, MIN_LEGEND_WIDTH  # noqa: E402
 
+from helpers import tiny_pipeline  # noqa: E402
+
 H, W = 40, 48
 MAX_PIXELS = 4000  # a 64 x 64 upload is above it
 
 
 def tiny_pipe() -> MRRestorationPipeline:
-    torch.manual_seed(0)
-    unet = MRUNet2DModel(nf=8, depth=2, attention_heads=1, attention_head_dim=8)
-    with torch.no_grad():
-        unet.conv_out.weight.normal_(0.0, 0.05)
-        unet.conv_out.bias.fill_(0.5)
-    pipe = MRRestorationPipeline(unet=unet, scheduler=MRSamplerScheduler(prediction_type="sample"))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_pipeline()
 
 
 def value(output: object) -> object:

@@ -8,17 +8,16 @@ its own and inside every network architecture the package ships, to < 1e-5.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 from diffusers_mrs.models import MRNAFNetModel, MRUNet2DModel, convert_irsde_state_dict
 from diffusers_mrs.models.nafnet_checkpoint import convert_nafnet_state_dict
 from diffusers_mrs.models.unet_mr import ChannelLayerNorm
+
+from helpers import load_checkpoint_fixture
 
 FIXTURE = Path(__file__).parent / "fixtures" / "irsde_unet_nf8_d2.safetensors"
 NAFNET_FIXTURE = Path(__file__).parent / "fixtures" / "refusion_nafnet_w8.safetensors"
@@ -91,11 +90,8 @@ def test_default_model_output_unchanged(monkeypatch):
 
 def _fixture_weights(path: Path, prefix: str) -> tuple[dict, dict]:
     """(config, original state dict) stored in a fixture made from the original code."""
-    tensors = load_file(path)
-    with safe_open(path, framework="pt") as f:
-        config = json.loads(f.metadata()["config"])
-    state = {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
-    return config, state
+    state, _, meta = load_checkpoint_fixture(path, prefix)
+    return meta["config"], state
 
 
 def test_irsde_fixture_output_unchanged(monkeypatch):

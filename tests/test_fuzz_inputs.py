@@ -22,9 +22,10 @@ from diffusers_mrs import (
     MRPosteriorScheduler,
     MRRestorationPipeline,
     MRSamplerScheduler,
-    MRUNet2DModel,
 )
 from diffusers_mrs import image_io as io
+
+from helpers import tiny_pipeline
 
 FAST = settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
@@ -102,11 +103,7 @@ def test_written_file_reads_back_in_its_format(mode: str, seed: int, tmp_path_fa
 # ----------------------------------------------------------------------------- the pipeline
 @pytest.fixture(scope="module")
 def tiny_pipe() -> MRRestorationPipeline:
-    torch.manual_seed(0)
-    unet = MRUNet2DModel(nf=4, depth=1, attention_heads=1, attention_head_dim=4)
-    pipe = MRRestorationPipeline(unet=unet, scheduler=MRSamplerScheduler(prediction_type="sample"))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_pipeline(nf=4, depth=1, head_dim=4, biased_output=False)
 
 
 DTYPES = ["uint8", "uint16", "int32", "bool", "float16", "float32", "float64"]

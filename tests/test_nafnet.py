@@ -8,13 +8,10 @@ inputs of odd sizes and the outputs of the original code on them (see
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 from diffusers_mrs import MRNAFNetModel
 from diffusers_mrs.models import MRUNet2DOutput
@@ -28,24 +25,16 @@ from diffusers_mrs.models.nafnet_checkpoint import (
 )
 from diffusers_mrs.pipelines.tiling import tiled_model_output
 
+from helpers import CreatesMarker, load_checkpoint_fixture, save_pth
+
 FIXTURE = Path(__file__).parent / "fixtures" / "refusion_nafnet_w8.safetensors"
 ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def fixture() -> dict:
-    tensors = load_file(FIXTURE)
-    with safe_open(FIXTURE, framework="pt") as f:
-        meta = f.metadata()
-    prefix = "refusion."
-    original = {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
-    data = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
-    return {
-        "state_dict": original,
-        "config": json.loads(meta["config"]),
-        "t1": int(meta["t1"]),
-        **data,
-    }
+    original, data, meta = load_checkpoint_fixture(FIXTURE, "refusion.")
+    return {"state_dict": original, "config": meta["config"], "t1": int(meta["t1"]), **data}
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +42,6 @@ def ported(fixture) -> MRNAFNetModel:
     model = MRNAFNetModel(**fixture["config"]).eval()
     model.load_state_dict(convert_nafnet_state_dict(fixture["state_dict"]), strict=True)
     return model
-
-
-def save_pth(obj, path: Path) -> Path:
-    torch.save(obj, path)
-    return path
 
 
 def test_mapping_is_one_to_one_with_equal_shapes(fixture):
@@ -154,19 +138,9 @@ def test_wrong_or_broken_checkpoints_give_clear_errors(fixture, tmp_path):
         MRNAFNetModel.from_irsde_checkpoint(tmp_path / "missing.pth")
 
 
-class _CreatesMarker:
-    """Unpickling this object would create a file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
 def test_loading_never_runs_pickled_code(fixture, tmp_path):
     marker = tmp_path / "pwned"
-    obj = {"params": dict(fixture["state_dict"]), "hook": _CreatesMarker(marker)}
+    obj = {"params": dict(fixture["state_dict"]), "hook": CreatesMarker(marker)}
     path = save_pth(obj, tmp_path / "evil.pth")
     assert not marker.exists()
     with pytest.raises(IRSDECheckpointError, match="weights_only"):

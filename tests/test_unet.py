@@ -7,13 +7,10 @@ the outputs of the original code on them (see ``fixtures/make_irsde_fixture.py``
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 from diffusers_mrs.models import (
     IRSDECheckpointError,
@@ -24,23 +21,16 @@ from diffusers_mrs.models import (
 )
 from diffusers_mrs.models.irsde_checkpoint import infer_irsde_config, map_irsde_key
 
+from helpers import load_checkpoint_fixture, save_pth
+
 FIXTURE = Path(__file__).parent / "fixtures" / "irsde_unet_nf8_d2.safetensors"
 ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def fixture() -> dict:
-    tensors = load_file(FIXTURE)
-    with safe_open(FIXTURE, framework="pt") as f:
-        meta = f.metadata()
-    original = {k[len("irsde.") :]: v.float() for k, v in tensors.items() if k.startswith("irsde.")}
-    data = {k: v for k, v in tensors.items() if not k.startswith("irsde.")}
-    return {
-        "state_dict": original,
-        "config": json.loads(meta["config"]),
-        "t1": int(meta["t1"]),
-        **data,
-    }
+    original, data, meta = load_checkpoint_fixture(FIXTURE, "irsde.")
+    return {"state_dict": original, "config": meta["config"], "t1": int(meta["t1"]), **data}
 
 
 @pytest.fixture(scope="module")
@@ -110,11 +100,6 @@ def test_forward_matches_original(fixture, ported):
     assert out1.shape == fixture["out1"].shape
     torch.testing.assert_close(out1, fixture["out1"], atol=ATOL, rtol=0)
     torch.testing.assert_close(out2, fixture["out2"], atol=ATOL, rtol=0)
-
-
-def save_pth(obj, path: Path) -> Path:
-    torch.save(obj, path)
-    return path
 
 
 @pytest.mark.parametrize("wrap", ["plain", "module", "params", "state_dict"])

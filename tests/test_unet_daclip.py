@@ -27,6 +27,8 @@ from diffusers_mrs.models.irsde_checkpoint import (
     infer_irsde_config,
 )
 
+from helpers import CreatesMarker, save_pth
+
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from seeded_weights import fill_seeded
 
@@ -58,11 +60,6 @@ def contexts(batch: int = 1, dim: int = 16) -> dict[str, torch.Tensor]:
         "image_context": torch.randn(batch, dim, generator=gen),
         "degradation_context": torch.randn(batch, dim, generator=gen),
     }
-
-
-def save_pth(obj, path: Path) -> Path:
-    torch.save(obj, path)
-    return path
 
 
 # --------------------------------------------------------------------------- equality
@@ -224,18 +221,10 @@ def test_unreadable_files_name_the_file(tmp_path):
         MRUNet2DModel.from_irsde_checkpoint(tmp_path / "missing.pth")
 
 
-class _Exploit:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (Path(self.marker),))
-
-
 def test_no_pickle_code_runs(tmp_path):
     marker = tmp_path / "pwned"
     sd = convert_to_irsde_state_dict(small_daclip().state_dict())
-    path = save_pth({"params": sd, "hook": _Exploit(str(marker))}, tmp_path / "evil.pth")
+    path = save_pth({"params": sd, "hook": CreatesMarker(marker)}, tmp_path / "evil.pth")
     torch.load(path, weights_only=False)  # the file does run code when unpickled freely
     assert marker.exists()
     marker.unlink()

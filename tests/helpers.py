@@ -1,0 +1,79 @@
+"""Shared test helpers: tiny random pipelines, accelerate-state cleanup, fixture files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from diffusers_mrs import MRRestorationPipeline, MRSamplerScheduler, MRUNet2DModel
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def tiny_pipeline(
+    nf: int = 8, depth: int = 2, head_dim: int = 8, biased_output: bool = True
+) -> MRRestorationPipeline:
+    """A seeded tiny random pipeline (sample prediction, progress bar off).
+
+    ``biased_output`` sets small output weights and a 0.5 bias, so the network's output is a
+    plausible mid-grey image rather than arbitrary values.
+    """
+    torch.manual_seed(0)
+    unet = MRUNet2DModel(nf=nf, depth=depth, attention_heads=1, attention_head_dim=head_dim)
+    if biased_output:
+        with torch.no_grad():
+            unet.conv_out.weight.normal_(0.0, 0.05)
+            unet.conv_out.bias.fill_(0.5)
+    pipe = MRRestorationPipeline(unet=unet, scheduler=MRSamplerScheduler(prediction_type="sample"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def save_tiny_pipeline(path: Path, biased_output: bool = True) -> Path:
+    """Saves ``tiny_pipeline(biased_output=...)`` to ``path`` (a pipeline folder)."""
+    tiny_pipeline(biased_output=biased_output).save_pretrained(path)
+    return path
+
+
+def fresh_accelerate_state() -> Iterator[None]:
+    """Fixture body: the CLI creates accelerate's PartialState singleton; drop it if ours."""
+    was_initialized = bool(PartialState._shared_state)
+    yield
+    if not was_initialized:
+        PartialState._reset_state()
+
+
+def load_checkpoint_fixture(path: Path, prefix: str) -> tuple[dict, dict, dict]:
+    """A generated fixture file split into (original state dict, other tensors, metadata).
+
+    Tensors named ``<prefix>...`` are the original network's (prefix removed, as float32);
+    the rest are the recorded inputs and outputs.
+    """
+    tensors = load_file(path)
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata()
+    original = {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
+    data = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
+    return original, data, {**meta, "config": json.loads(meta["config"])}
+
+
+def save_pth(obj: object, path: Path) -> Path:
+    """``torch.save(obj, path)``, returning ``path``."""
+    torch.save(obj, path)
+    return path
+
+
+class CreatesMarker:
+    """Unpickling this object would create the file ``marker`` (a pickle exploit stand-in)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
