@@ -167,12 +167,10 @@ def tiled_model_output(
             blending ramps.
         tile_batch_size: how many tile crops (counting every image of the batch) go
             through ``fn`` at once; at least one tile position is always processed.
-        pad_multiple: the size multiple the network pads its input to (its
-            ``pad_multiple``). The full image is padded to it first, as the network would
-            pad it, and tile sizes are rounded up to it, so border tiles see the same
-            context as the untiled network and no tile is padded again.
-        pad_mode: how the network pads (its ``pad_mode``): ``"reflect"`` (IR-SDE U-Net)
-            or ``"constant"`` (zeros, Refusion's NAFNet).
+        pad_multiple, pad_mode: how the network pads its input (its ``pad_multiple`` and
+            ``pad_mode``: ``"reflect"`` or ``"constant"`` zeros). The full image is padded
+            so first and tile sizes are rounded up to the multiple, so border tiles see
+            the untiled network's context and no tile is padded again.
 
     Returns:
         The blended output, ``[B, C_out, H, W]``, in the dtype of ``x`` (accumulated in float32).
