@@ -25,6 +25,7 @@ serve_checkout_folders(__name__, ("pipelines", "model_cards"))
 
 _LAZY = {
     "DACLIPImageEncoder": "diffusers_mrs.models.daclip_encoder",
+    "MRDegradationEncoder": "diffusers_mrs.models.degradation_encoder",
     "MRNAFNetModel": "diffusers_mrs.models.nafnet_mr",
     "MRUNet2DModel": "diffusers_mrs.models.unet_mr",
     "MRRestorationPipeline": "diffusers_mrs.pipelines",
@@ -33,6 +34,7 @@ _LAZY = {
 
 __all__ = [
     "DACLIPImageEncoder",
+    "MRDegradationEncoder",
     "MREulerMaruyamaScheduler",
     "MRNAFNetModel",
     "MRNoiseSchedule",

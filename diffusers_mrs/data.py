@@ -18,6 +18,9 @@ The four degradations (nominal parameters, ``randomize=False``; the training jit
 ``lowlight``  ``0.3 * x**1.5`` plus Gaussian noise of std 3/255, clipped
                                                     [gain 0.2..0.4, gamma 1.2..1.8, std 1..5 /255]
 ``jpeg``      JPEG compression at quality 15 (PIL, 4:2:0 chroma subsampling)     [quality 10..25]
+
+``clean`` (:data:`CLEAN`) is the identity: the undegraded photo as its own input, which a
+degradation-aware model learns to return unchanged.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ from .image_io import IMAGE_EXTENSIONS, load_rgb
 
 __all__ = [
     "BUNDLED_PHOTO_NAMES",
+    "CLEAN",
     "DEGRADATION_KINDS",
     "NOMINAL_PARAMS",
+    "TRAINING_KINDS",
     "TRAIN_PHOTO_NAMES",
     "VAL_PHOTO_NAMES",
     "DegradedPatchDataset",
@@ -54,6 +59,10 @@ __all__ = [
 ]
 
 DEGRADATION_KINDS: tuple[str, ...] = ("noise", "blur", "lowlight", "jpeg")
+#: The identity "degradation": an undegraded photo.
+CLEAN = "clean"
+#: What a training set may draw: the degradations and :data:`CLEAN`.
+TRAINING_KINDS: tuple[str, ...] = (*DEGRADATION_KINDS, CLEAN)
 
 #: Nominal parameters of every degradation (what ``randomize=False`` applies; the benchmark's).
 NOMINAL_PARAMS: dict[str, dict[str, float]] = {
@@ -61,6 +70,7 @@ NOMINAL_PARAMS: dict[str, dict[str, float]] = {
     "blur": {"std": 2.0},
     "lowlight": {"gain": 0.3, "gamma": 1.5, "std": 3.0 / 255.0},
     "jpeg": {"quality": 15},
+    CLEAN: {},
 }
 
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
@@ -81,7 +91,7 @@ def sample_degradation_params(
     """The parameters of one degradation: the nominal ones, or jittered around them.
 
     Args:
-        kind: one of :data:`DEGRADATION_KINDS`.
+        kind: one of :data:`TRAINING_KINDS`.
         rng: random generator (or seed) used for the jitter.
         randomize: if ``False`` return :data:`NOMINAL_PARAMS` ``[kind]`` unchanged.
 
@@ -89,8 +99,8 @@ def sample_degradation_params(
         A new dict of parameters (see the module docstring for their meaning and ranges).
     """
     if kind not in NOMINAL_PARAMS:
-        raise ValueError(f"unknown degradation kind {kind!r}; expected one of {DEGRADATION_KINDS}")
-    if not randomize:
+        raise ValueError(f"unknown degradation kind {kind!r}; expected one of {TRAINING_KINDS}")
+    if not randomize or kind == CLEAN:
         return dict(NOMINAL_PARAMS[kind])
     rng = _as_rng(rng)
     if kind == "noise":
@@ -156,6 +166,8 @@ def _degrade_hwc(
     image: np.ndarray, kind: str, rng: np.random.Generator, params: dict[str, float]
 ) -> np.ndarray:
     x = image.astype(np.float64, copy=False)
+    if kind == CLEAN:
+        return x.copy()
     if kind == "noise":
         return np.clip(x + rng.normal(0.0, params["std"], size=x.shape), 0.0, 1.0)
     if kind == "blur":
@@ -165,7 +177,7 @@ def _degrade_hwc(
         return np.clip(dark + rng.normal(0.0, params["std"], size=x.shape), 0.0, 1.0)
     if kind == "jpeg":
         return _jpeg(x, int(params["quality"]))
-    raise ValueError(f"unknown degradation kind {kind!r}; expected one of {DEGRADATION_KINDS}")
+    raise ValueError(f"unknown degradation kind {kind!r}; expected one of {TRAINING_KINDS}")
 
 
 def degrade(
@@ -179,7 +191,8 @@ def degrade(
 
     Args:
         image: NumPy ``H x W x 3`` array, or torch tensor ``3 x H x W`` / ``B x 3 x H x W``.
-        kind: ``"noise"``, ``"blur"``, ``"lowlight"`` or ``"jpeg"`` (see the module docstring).
+        kind: ``"noise"``, ``"blur"``, ``"lowlight"``, ``"jpeg"`` or ``"clean"`` (the
+            identity; see the module docstring).
         rng: :class:`numpy.random.Generator` or seed; the result is deterministic given it.
             For a batch, each image draws its own parameters and noise from the same generator.
         randomize: jitter the parameters around the nominal ones (training); ``False`` applies
@@ -323,6 +336,9 @@ class DegradedPatchDataset(Dataset):
         randomize: jitter the degradation parameters (see :func:`degrade`).
         augment: random flips and rot90.
         margin: context pixels cropped around the patch before degrading.
+        labels: when given, items are ``(lq, gt, label)`` with ``label`` the position of the
+            item's kind in ``labels`` (an int64 scalar tensor): the degradation-aware
+            training's classes.
     """
 
     def __init__(
@@ -335,14 +351,20 @@ class DegradedPatchDataset(Dataset):
         randomize: bool = True,
         augment: bool = True,
         margin: int = 12,
+        labels: Sequence[str] | None = None,
     ) -> None:
         self.images = [np.asarray(im, dtype=np.float32) for im in images]
         if not self.images:
             raise ValueError("DegradedPatchDataset needs at least one image")
         self.kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
         for k in self.kinds:
-            if k not in DEGRADATION_KINDS:
-                raise ValueError(f"unknown degradation kind {k!r}")
+            if k not in TRAINING_KINDS:
+                raise ValueError(
+                    f"unknown degradation kind {k!r}; expected one of {TRAINING_KINDS}")
+        self.labels = None if labels is None else list(labels)
+        missing = [k for k in self.kinds if self.labels is not None and k not in self.labels]
+        if missing:
+            raise ValueError(f"kinds {missing} have no entry in labels {self.labels}")
         self.patch_size = int(patch_size)
         self.length = int(length)
         self.seed = int(seed)
@@ -382,9 +404,11 @@ class DegradedPatchDataset(Dataset):
         gt, lq = crop[m : m + p, m : m + p], lq[m : m + p, m : m + p]
         return _to_chw(lq), _to_chw(gt), kind
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        lq, gt, _ = self.sample(index)
-        return lq, gt
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        lq, gt, kind = self.sample(index)
+        if self.labels is None:
+            return lq, gt
+        return lq, gt, torch.tensor(self.labels.index(kind))
 
 
 class PairedFolderDataset(Dataset):

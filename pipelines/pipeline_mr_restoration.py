@@ -135,15 +135,16 @@ class _Tiling:
 
 @dataclass(frozen=True)
 class _Contexts:
-    """Per-image conditioning vectors of a DA-CLIP network, ``[B, D]`` each."""
+    """Per-image conditioning vectors of the network, ``[B, D]`` each (DA-CLIP's two, or
+    only the degradation context of a degradation-aware model)."""
 
-    image: torch.Tensor
+    image: torch.Tensor | None
     degradation: torch.Tensor
 
     def repeat_interleave(self, repeats: int) -> _Contexts:
         """The contexts of a batch whose items are each repeated ``repeats`` times."""
         return _Contexts(
-            self.image.repeat_interleave(repeats, dim=0),
+            None if self.image is None else self.image.repeat_interleave(repeats, dim=0),
             self.degradation.repeat_interleave(repeats, dim=0),
         )
 
@@ -152,14 +153,14 @@ class _Contexts:
         stacks the tiles position-major (item ``k * B + b`` is tile ``k`` of image ``b``,
         :func:`~diffusers_mrs.pipelines.tiling.tiled_model_output`), so the contexts are
         tiled the same way."""
-        per_image = self.image.shape[0]
+        per_image = self.degradation.shape[0]
         if batch % per_image:
             raise ValueError(f"a batch of {batch} is not a whole number of {per_image} images")
         reps = batch // per_image
-        return {
-            "image_context": self.image.repeat(reps, 1),
-            "degradation_context": self.degradation.repeat(reps, 1),
-        }
+        kwargs = {"degradation_context": self.degradation.repeat(reps, 1)}
+        if self.image is not None:
+            kwargs["image_context"] = self.image.repeat(reps, 1)
+        return kwargs
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,9 @@ class MRRestorationPipeline(DiffusionPipeline):
         feature_extractor: the encoder's preprocessing (a ``transformers`` CLIP image
             processor, :func:`~diffusers_mrs.models.daclip_encoder.daclip_feature_extractor`);
             required with ``image_encoder``.
+        degradation_encoder: optional, :class:`~diffusers_mrs.MRDegradationEncoder` (the
+            default model's): names the degradation of each image and gives the network its
+            ``degradation_context``.
 
     ``model_index.json`` names the components' library as ``"diffusers_mrs"`` when their class
     is exported by the top-level ``diffusers_mrs`` package, so folders stay loadable when the
@@ -207,8 +211,9 @@ class MRRestorationPipeline(DiffusionPipeline):
     :func:`diffusers_mrs.hub.push_pipeline_to_hub`.
     """
 
-    model_cpu_offload_seq = "image_encoder->unet"
-    _optional_components = ["image_encoder", "feature_extractor"]  # noqa: RUF012
+    model_cpu_offload_seq = "degradation_encoder->image_encoder->unet"
+    _optional_components = [  # noqa: RUF012
+        "image_encoder", "feature_extractor", "degradation_encoder"]
     _callback_tensor_inputs = ["latents", "mu"]  # noqa: RUF012 - diffusers convention
 
     def __init__(
@@ -217,6 +222,7 @@ class MRRestorationPipeline(DiffusionPipeline):
         scheduler: SchedulerMixin,
         image_encoder: torch.nn.Module | None = None,
         feature_extractor: Any = None,
+        degradation_encoder: torch.nn.Module | None = None,
     ) -> None:
         super().__init__()
         if (image_encoder is None) != (feature_extractor is None):
@@ -229,6 +235,7 @@ class MRRestorationPipeline(DiffusionPipeline):
             scheduler=scheduler,
             image_encoder=image_encoder,
             feature_extractor=feature_extractor,
+            degradation_encoder=degradation_encoder,
         )
 
     # -------------------------------------------------------------- model_index.json naming
@@ -520,7 +527,10 @@ class MRRestorationPipeline(DiffusionPipeline):
         The encoder then runs once on the whole batch.
         """
         if self.image_encoder is None:
-            return None
+            if getattr(self, "degradation_encoder", None) is None:
+                return None
+            out = self.degradation_encoder(mu.to(self.degradation_encoder.dtype))
+            return _Contexts(None, out.degradation_context.to(self._unet_dtype()))
         pixels = (mu.detach().float().clamp(0, 1) * 255).to(torch.uint8)
         pil = [PIL.Image.fromarray(img.permute(1, 2, 0).cpu().numpy()) for img in pixels]
         pixel_values = self.feature_extractor(images=pil, return_tensors="pt").pixel_values

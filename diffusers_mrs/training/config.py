@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..data import DEGRADATION_KINDS
+from ..data import DEGRADATION_KINDS, TRAINING_KINDS
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
@@ -32,7 +32,7 @@ class TrainingConfig:
         " of an IR-SDE paired folder (ROOT/LQ/*.png, ROOT/GT/*.png)"))
     kinds: list[str] = field(default_factory=lambda: list(DEGRADATION_KINDS), metadata=_help(
         "degradations of the bundled data, each entry equally likely (list one twice to draw it"
-        " twice as often)", choices=DEGRADATION_KINDS))
+        " twice as often; \"clean\" is the undegraded photo)", choices=TRAINING_KINDS))
     randomize_degradations: bool = True
     patch_size: int = 64
     train_batch_size: int = 8
@@ -45,6 +45,17 @@ class TrainingConfig:
         metadata=_help("JSON dict of extra MRUNet2DModel arguments (the defaults with nf 16 and"
                        " depth 3 are the shipped default model's architecture)"),
     )
+    # ---- degradation-aware model (a degradation encoder trained with the network)
+    degradation_aware: bool = field(default=False, metadata=_help(
+        "train an MRDegradationEncoder with the network: the types are --kinds (in order of"
+        " first appearance), the network is told each pair's type through the encoder's"
+        " context (added to its time embedding), the encoder learns it by cross-entropy"))
+    type_loss_weights: dict[str, float] = field(default_factory=dict, metadata=_help(
+        'JSON dict type -> weight of its denoising loss (1 if absent), e.g. \'{"lowlight": 0.3}\''
+        "; weights that depend on the type alone keep each type's posterior unbiased"))
+    classifier_loss_weight: float = 0.1
+    context_dim: int = 16
+    encoder_width: int = 16
     # ---- scheduler (MRSamplerScheduler) and objective
     num_train_timesteps: int = 100
     theta_schedule: Literal["cosine", "linear", "constant"] = "cosine"
@@ -99,7 +110,7 @@ class TrainingConfig:
     validation_crop: int = 128
     validation_kinds: list[str] = field(
         default_factory=lambda: list(DEGRADATION_KINDS),
-        metadata=_help("degradations of the validation crops", choices=DEGRADATION_KINDS),
+        metadata=_help("degradations of the validation crops", choices=TRAINING_KINDS),
     )
     # ---- misc
     seed: int = 0
@@ -126,7 +137,7 @@ def _none_or(kind: Any) -> Any:
 def build_parser() -> Any:
     """A ``transformers.HfArgumentParser`` with one ``--flag`` per :class:`TrainingConfig`
     field (``--resume`` is an alias of ``--resume_from_checkpoint``; optional numbers accept
-    ``none``; ``--unet_kwargs`` takes JSON)."""
+    ``none``; ``--unet_kwargs`` and ``--type_loss_weights`` take JSON)."""
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(
@@ -136,7 +147,7 @@ def build_parser() -> Any:
     hints = typing.get_type_hints(TrainingConfig)
     optional = {name for name, hint in hints.items() if type(None) in typing.get_args(hint)}
     for action in parser._actions:
-        if action.dest == "unet_kwargs":
+        if action.dest in ("unet_kwargs", "type_loss_weights"):
             action.type = json.loads
         elif action.dest in optional and action.type in (int, float, str):
             action.type = _none_or(action.type)

@@ -115,6 +115,7 @@ def training_loss(
     loss_type: str = "mse",
     weighting: str = "none",
     floor: float = 1e-4,
+    sample_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean per-sample loss ``d(pred, target)``, ``d`` the squared (``mse``) or absolute
     (``l1``) error averaged over ``C x H x W``.
@@ -131,6 +132,10 @@ def training_loss(
     where one input has several explanations (a dark photo: a clean dark scene, or a
     low-light shot) the one closest to ``mu`` gains by the ratio of their input losses.
     ``"none"`` is the unbiased choice.
+
+    ``sample_weights`` (``[B]``) multiply the per-sample losses before the mean. Weights that
+    depend only on what the network is told (a degradation type given as its context) leave
+    each type's minimiser at its posterior mean: they only share capacity between the types.
     """
     check_loss_names(loss_type, weighting)
 
@@ -141,6 +146,8 @@ def training_loss(
     loss = per_sample(pred, target)
     if LOSS_WEIGHTINGS[weighting]:
         loss = loss / per_sample(mu, x0).clamp_min(floor) ** LOSS_WEIGHTINGS[weighting]
+    if sample_weights is not None:
+        loss = loss * sample_weights.to(loss)
     return loss.mean()
 
 
@@ -153,9 +160,12 @@ def denoising_loss(
     loss_space: str = "x0",
     loss_type: str = "mse",
     loss_weighting: str = "none",
+    sample_weights: torch.Tensor | None = None,
+    **unet_kwargs: Any,
 ) -> torch.Tensor:
     """One batch's loss: draw ``t`` and noise, noise ``gt`` towards ``mu = lq``
-    (docs/math.md#forward-process), run the network, and compare its output with the target
+    (docs/math.md#forward-process), run the network (``unet_kwargs``, e.g. a
+    ``degradation_context``, go to it), and compare its output with the target
     (``loss_space="target"``) or its implied x0 with ``gt`` (``"x0"``)."""
     if loss_space not in LOSS_SPACES:
         raise ValueError(f"loss_space must be one of {LOSS_SPACES}, got {loss_space!r}")
@@ -163,9 +173,10 @@ def denoising_loss(
     T = int(scheduler.config.num_train_timesteps)
     t = sample_timesteps(gt.shape[0], T, timestep_sampling, device=gt.device)
     x_t = scheduler.add_noise(gt, noise, t, mu=lq)
-    pred = unet(x_t, t, lq).sample
+    pred = unet(x_t, t, lq, **unet_kwargs).sample
     if loss_space == "x0":
         pred, target = predict_x0(scheduler, pred, x_t, t, lq), gt
     else:
         target = training_target(scheduler, gt, noise, t, lq)
-    return training_loss(pred, target, lq, gt, loss_type, loss_weighting)
+    return training_loss(pred, target, lq, gt, loss_type, loss_weighting,
+                         sample_weights=sample_weights)

@@ -28,6 +28,13 @@ import torch
 
 from ..data import DegradedPatchDataset, PairedFolderDataset, bundled_photos, make_validation_set
 from .config import TrainingConfig
+from .degradation_aware import (
+    DegradationAwareModel,
+    degradation_aware_loss,
+    load_pretrained_unet,
+    make_model,
+    type_weights,
+)
 from .objective import PREDICTION_TYPES, check_loss_names, denoising_loss
 from .trackers import flat_config, make_trackers
 from .validation import evaluate
@@ -164,23 +171,34 @@ class Trainer:
             project_config=project,
             log_with=make_trackers(cfg.report_to, "train", self.out_dir / "logs") or None)
 
+    @property
+    def degradation_types(self) -> list[str]:
+        """The encoder's classes: ``kinds`` in order of first appearance."""
+        return list(dict.fromkeys(self.config.kinds))
+
     def _make_unet(self) -> torch.nn.Module:
+        """The network (from ``init_weights`` or new); degradation-aware runs pair it with a
+        degradation encoder (:class:`DegradationAwareModel`)."""
         cfg = self.config
         if cfg.init_weights:
-            init = Path(cfg.init_weights)
-            sub = "unet" if (init / "unet").is_dir() else None
-            return self.model_cls.from_pretrained(str(init), subfolder=sub)
-        return self.model_cls(in_channels=3, out_channels=3, nf=cfg.nf, depth=cfg.depth,
-                              **cfg.unet_kwargs)
+            unet = load_pretrained_unet(self.model_cls, cfg.init_weights)
+        else:
+            unet = self.model_cls(in_channels=3, out_channels=3, nf=cfg.nf, depth=cfg.depth,
+                                  **cfg.unet_kwargs)
+        if not cfg.degradation_aware:
+            return unet
+        self.type_weights = type_weights(self.degradation_types, cfg.type_loss_weights)
+        return make_model(unet, self.degradation_types, cfg.context_dim, cfg.encoder_width)
 
     def _make_ema(self) -> Any:
         from diffusers.training_utils import EMAModel
 
         if not self.config.use_ema:
             return None
+        single = not isinstance(self.unet, DegradationAwareModel)
         return EMAModel(self.unet.parameters(), decay=self.config.ema_decay, use_ema_warmup=True,
-                        power=self.config.ema_power, model_cls=self.model_cls,
-                        model_config=self.unet.config)
+                        power=self.config.ema_power, model_cls=self.model_cls if single else None,
+                        model_config=self.unet.config if single else None)
 
     def _make_lr_scheduler(self) -> Any:
         """diffusers' LR schedule; with ``max_minutes`` a cosine/linear decay that follows
@@ -213,7 +231,10 @@ class Trainer:
             dataset: Any = DegradedPatchDataset(
                 list(bundled_photos("train").values()), patch_size=cfg.patch_size,
                 kinds=tuple(cfg.kinds), length=micro * cfg.gradient_accumulation_steps * 1000,
-                seed=cfg.seed, randomize=cfg.randomize_degradations)
+                seed=cfg.seed, randomize=cfg.randomize_degradations,
+                labels=self.degradation_types if cfg.degradation_aware else None)
+        elif cfg.degradation_aware:
+            raise ValueError("degradation_aware trains on the bundled photos (train_data=bundled)")
         else:
             dataset = PairedFolderDataset(cfg.train_data, patch_size=cfg.patch_size,
                                           augment=True, seed=cfg.seed)
@@ -247,12 +268,26 @@ class Trainer:
             acc.project_configuration.iteration = last + 1
 
     # ------------------------------------------------------------------ steps
-    def train_step(self, lq: torch.Tensor, gt: torch.Tensor) -> float:
+    def _loss(self, lq: torch.Tensor, gt: torch.Tensor,
+              labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The batch's loss; degradation-aware runs keep their parts in ``self.loss_parts``."""
+        cfg = self.config
+        options = {"timestep_sampling": cfg.timestep_sampling, "loss_space": cfg.loss_space,
+                   "loss_type": cfg.loss_type, "loss_weighting": cfg.loss_weighting}
+        if labels is None:
+            return denoising_loss(self.unet, self.scheduler, lq, gt, **options)
+        model = self.accelerator.unwrap_model(self.unet)
+        loss, self.loss_parts = degradation_aware_loss(
+            model, self.scheduler, lq, gt, labels, self.type_weights,
+            cfg.classifier_loss_weight, **options)
+        return loss
+
+    def train_step(self, lq: torch.Tensor, gt: torch.Tensor,
+                   labels: torch.Tensor | None = None) -> float:
         """Forward, backward and (when gradients sync) clip, optimiser and LR steps; the loss."""
         cfg, acc = self.config, self.accelerator
         with acc.accumulate(self.unet):
-            loss = denoising_loss(self.unet, self.scheduler, lq, gt, cfg.timestep_sampling,
-                                  cfg.loss_space, cfg.loss_type, cfg.loss_weighting)
+            loss = self._loss(lq, gt, labels)
             acc.backward(loss)
             if acc.sync_gradients and cfg.max_grad_norm > 0:
                 acc.clip_grad_norm_(self.unet.parameters(), cfg.max_grad_norm)
@@ -270,9 +305,11 @@ class Trainer:
             if self.ema is not None:
                 self.ema.store(model.parameters())
                 self.ema.copy_to(model.parameters())
-            metrics = evaluate(model, self.scheduler, *self.val_data,
+            unet, encoder = ((model.unet, model.encoder)
+                             if isinstance(model, DegradationAwareModel) else (model, None))
+            metrics = evaluate(unet, self.scheduler, *self.val_data,
                                num_inference_steps=cfg.validation_num_inference_steps,
-                               seed=cfg.seed)
+                               seed=cfg.seed, degradation_encoder=encoder)
             if self.ema is not None:
                 self.ema.restore(model.parameters())
             acc.print(f"[val step {self.state.step}] PSNR in {metrics['psnr_in']:.2f} dB -> "
@@ -306,15 +343,17 @@ class Trainer:
         return self.out_dir
 
     def _save_pipeline(self, out: Path) -> None:
+        import copy
+
         from ..pipelines import MRRestorationPipeline
 
-        model = self.accelerator.unwrap_model(self.unet)
-        unet = self.model_cls.from_config(model.config)  # a fresh float32 copy on the CPU
-        unet.load_state_dict(model.state_dict())
+        model = copy.deepcopy(self.accelerator.unwrap_model(self.unet)).float().cpu()
         if self.ema is not None:
-            self.ema.copy_to(unet.parameters())
-        unet.eval()
-        MRRestorationPipeline(unet=unet, scheduler=self.scheduler).save_pretrained(
+            self.ema.copy_to(model.parameters())
+        model.eval()
+        parts = ({"unet": model.unet, "degradation_encoder": model.encoder}
+                 if isinstance(model, DegradationAwareModel) else {"unet": model})
+        MRRestorationPipeline(scheduler=self.scheduler, **parts).save_pretrained(
             out, safe_serialization=True)
         self.accelerator.print(f"saved pipeline to {out}")
 
@@ -348,8 +387,8 @@ class Trainer:
             self.dataset.set_epoch(state.epoch)
         skip = state.batch_in_epoch
         loader = acc.skip_first_batches(self.dataloader, skip) if skip else self.dataloader
-        for batch_i, (lq, gt) in enumerate(loader, start=skip):
-            self._clock.add_loss(self.train_step(lq, gt))
+        for batch_i, batch in enumerate(loader, start=skip):
+            self._clock.add_loss(self.train_step(*batch))
             state.batch_in_epoch = batch_i + 1
             if acc.sync_gradients and self._after_optimizer_step():
                 return True
@@ -390,8 +429,9 @@ class Trainer:
         lr = self.lr_scheduler.get_last_lr()[0]
         sec_per_step = clock.seconds_per_step(now, self.state.step)
         self._bar.set_postfix(loss=f"{mean:.4g}", lr=f"{lr:.2e}", s_per_step=f"{sec_per_step:.2f}")
+        parts = getattr(self, "loss_parts", {})
         acc.log({"loss": mean, "lr": lr, "elapsed_s": self.state.train_seconds,
-                 "sec_per_step": sec_per_step}, step=self.state.step)
+                 "sec_per_step": sec_per_step, **parts}, step=self.state.step)
 
     def _update_progress(self, now: float) -> None:
         cfg = self.config

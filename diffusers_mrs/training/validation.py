@@ -41,16 +41,19 @@ def evaluate(
     num_inference_steps: int = 10,
     seed: int = 0,
     batch_size: int = 16,
+    degradation_encoder: torch.nn.Module | None = None,
 ) -> dict[str, float]:
     """PSNR of the degraded input, of the pipeline's restoration at ``num_inference_steps``
     and of the one-step x0 estimate from ``t = T``, overall and per degradation kind
-    (``labels`` are ``"kind/photo"``)."""
+    (``labels`` are ``"kind/photo"``); a degradation-aware model passes its
+    ``degradation_encoder``."""
     from ..pipelines import MRRestorationPipeline
     from ..scheduling_mr_sampler import MRSamplerScheduler
 
     was_training = unet.training
     unet.eval()
-    pipe = MRRestorationPipeline(unet=unet, scheduler=type(scheduler).from_config(scheduler.config))
+    pipe = MRRestorationPipeline(unet=unet, scheduler=type(scheduler).from_config(scheduler.config),
+                                 degradation_encoder=degradation_encoder)
     pipe.set_progress_bar_config(disable=True)
     out = _restore(pipe, lq, num_inference_steps, seed, batch_size)
     pipe.scheduler = MRSamplerScheduler.from_config(scheduler.config, **ONE_STEP_X0)

@@ -1,0 +1,96 @@
+"""Degradation-aware training: a restoration network and a degradation encoder, trained together.
+
+The network is told the degradation type of each training pair through the encoder's learned
+type vector (``degradation_context``, added to its time embedding), and the encoder learns to
+name the type from the degraded image alone (cross-entropy). Each type's denoising loss is
+scaled by a weight that depends on the type only, so every type's minimiser stays its
+posterior mean (docs/math.md#degradation-context).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..models.degradation_encoder import MRDegradationEncoder
+from .objective import denoising_loss
+
+
+class DegradationAwareModel(nn.Module):
+    """The two trained parts in one module (one optimiser, one EMA): ``unet`` (built with
+    ``use_degra_context``) and ``encoder`` (:class:`MRDegradationEncoder`)."""
+
+    def __init__(self, unet: nn.Module, encoder: MRDegradationEncoder) -> None:
+        super().__init__()
+        self.unet, self.encoder = unet, encoder
+
+
+def with_degradation_context(unet: nn.Module, context_dim: int) -> nn.Module:
+    """A copy of ``unet`` that takes a degradation context of ``context_dim`` entries, with
+    every shared weight copied and the new prompt's output layer zeroed: until it learns,
+    the copy computes exactly what ``unet`` does."""
+    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+    config.update(use_degra_context=True, context_dim=context_dim)
+    new = type(unet).from_config(config)
+    missing, unexpected = new.load_state_dict(unet.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("degradation_embedding.") for k in missing):
+        raise ValueError(f"weights do not fit: missing {missing}, unexpected {unexpected}")
+    nn.init.zeros_(new.degradation_embedding.linear_out.weight)
+    nn.init.zeros_(new.degradation_embedding.linear_out.bias)
+    return new
+
+
+def make_model(
+    unet: nn.Module, degradations: Sequence[str], context_dim: int, width: int
+) -> DegradationAwareModel:
+    """Pair ``unet`` (given a degradation context if it has none) with a new encoder."""
+    if not unet.config.get("use_degra_context", False):
+        unet = with_degradation_context(unet, context_dim)
+    context_dim = int(unet.config.context_dim)
+    encoder = MRDegradationEncoder(degradations=list(degradations), context_dim=context_dim,
+                                   width=width)
+    return DegradationAwareModel(unet, encoder)
+
+
+def type_weights(degradations: Sequence[str], weights: Mapping[str, float]) -> torch.Tensor:
+    """``[num_types]`` loss weights, 1 for every type ``weights`` does not name."""
+    unknown = sorted(set(weights) - set(degradations))
+    if unknown:
+        raise ValueError(f"loss weights name types {unknown} that are not trained "
+                         f"(the types: {list(degradations)})")
+    return torch.tensor([float(weights.get(d, 1.0)) for d in degradations])
+
+
+def degradation_aware_loss(
+    model: DegradationAwareModel,
+    scheduler: Any,
+    lq: torch.Tensor,
+    gt: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    classifier_weight: float,
+    **loss_options: Any,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``sum_i w[type_i] l_i / B + classifier_weight * CE(encoder(lq), type)``, where ``l_i``
+    is the denoising loss (:func:`~.objective.denoising_loss`, ``loss_options``) with the
+    network given the true type's context; returns the total and its two parts."""
+    context = model.encoder.context_for(labels)
+    denoise = denoising_loss(model.unet, scheduler, lq, gt, sample_weights=weights.to(lq)[labels],
+                             degradation_context=context, **loss_options)
+    logits = model.encoder(lq).logits
+    ce = nn.functional.cross_entropy(logits.float(), labels)
+    accuracy = (logits.argmax(1) == labels).float().mean()
+    parts = {"denoise": denoise.detach().item(), "ce": ce.detach().item(),
+             "accuracy": accuracy.item()}
+    return denoise + classifier_weight * ce, parts
+
+
+def load_pretrained_unet(model_cls: type, path: str) -> nn.Module:
+    """The network of a pipeline folder (its ``unet/``) or of a model folder."""
+    root = Path(path)
+    return model_cls.from_pretrained(str(root), subfolder="unet" if (root / "unet").is_dir()
+                                     else None)
