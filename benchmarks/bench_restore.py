@@ -3,12 +3,17 @@
 For each network (random weights unless it is the shipped default model) and each method,
 the same 256 px degraded image is restored end to end: with ``MRRestorationPipeline``
 (MR Sampler at each NFE of ``--nfe``, IR-SDE posterior sampling at ``--posterior-nfe``),
-optionally in bfloat16/float16 and/or compiled, and, when ``--original-repo`` points to a
-checkout of github.com/grrrute/mr-sampler and/or github.com/Algolzw/image-restoration-sde,
-with the original ``MRSampler.sampling`` and ``IRSDE.reverse_posterior`` loops on the
-original network class loaded with the same weights (or on our network, where the original
-code has no such class). The original code is imported from that path at run time; without
-it those rows are skipped with a message.
+optionally in bfloat16/float16 and/or compiled, and, when ``--original-repo`` points to
+checkouts of github.com/grrrute/mr-sampler, github.com/Algolzw/image-restoration-sde
+and/or github.com/Algolzw/daclip-uir, with the original ``MRSampler.sampling`` and
+``IRSDE.reverse_posterior`` loops on the original network class loaded with the same
+weights (or on our network, where the original code has no such class). The original code
+is imported from that path at run time; without it those rows are skipped with a message.
+
+The DA-CLIP-shaped network (``--daclip-nf``) gets two fixed random context vectors in
+place of DA-CLIP's image encoder output, given once per image: to our pipeline through
+``encode_image``, to the original loops as ``text_context`` / ``image_context``, the way
+DA-CLIP's test script passes them. The encoder itself is not timed (bench_daclip.py).
 
 Repeats are interleaved (every method once per round); the table shows the median seconds
 per image, the median of the per-round ratio to the original loop at the same NFE, the peak
@@ -20,7 +25,7 @@ On CUDA the host-device synchronisations of a whole restoration are counted with
 ``torch.cuda.set_sync_debug_mode``.
 
     python benchmarks/bench_restore.py --original-repo /path/to/mr-sampler \
-        --original-repo /path/to/image-restoration-sde
+        --original-repo /path/to/image-restoration-sde --original-repo /path/to/daclip-uir
 
 Outputs: ``benchmarks/results/restore.json``, ``restore.md`` and ``restore_vs_nfe.png``.
 The original code needs ``einops`` (its network modules import it).
@@ -58,6 +63,7 @@ from diffusers_mrs import (
 )
 from diffusers_mrs.convert import PAPER_SCHEDULER
 from diffusers_mrs.models import convert_to_irsde_state_dict
+from diffusers_mrs.pipelines.pipeline_mr_restoration import _Contexts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "diffusers_mrs" / "default_model"
@@ -76,6 +82,12 @@ TIME_SCHEDULE = {
     "trailing": "trailing",
 }
 Runner = Callable[[torch.Tensor, int], torch.Tensor]
+# DA-CLIP's universal-ir.pth layout (its width is --daclip-nf): context U-Net, channel
+# multipliers [1, 2, 4, 8], cross-attention transformers at the deepest level and the middle
+DACLIP_LAYOUT = {"ch_mult": [1, 2, 4, 8], "context_dim": 512,
+                 "use_image_context": True, "use_degra_context": True}  # fmt: skip
+# the original network's context arguments -> ours
+CONTEXT_NAMES = {"text_context": "degradation_context", "image_context": "image_context"}
 
 
 # ------------------------------------------------------------------------------ networks
@@ -90,13 +102,32 @@ class Network:
     original_kind: str = "none"
     original_module: torch.nn.Module | None = None  # moved to the device with ours
     notes: list[str] = field(default_factory=list)
+    #: fixed ``image_context`` / ``degradation_context`` ``[1, D]`` (our names), or None
+    contexts: dict[str, torch.Tensor] | None = None
+
+    def to(self, device: str | torch.device) -> None:
+        """Moves both networks and the contexts to ``device``."""
+        self.unet.to(device)
+        if self.original_module is not None:
+            self.original_module.to(device)
+        if self.contexts is not None:
+            self.contexts = {k: v.to(device) for k, v in self.contexts.items()}
+
+    def original_contexts(self) -> dict[str, torch.Tensor]:
+        """The contexts under the original loops' names (``text_context``, ...)."""
+        if self.contexts is None:
+            return {}
+        return {theirs: self.contexts[ours] for theirs, ours in CONTEXT_NAMES.items()}
 
 
 def _ours_as_original(unet: torch.nn.Module) -> Callable[..., torch.Tensor]:
-    """Our network behind the original loops' call ``model(x, mu, t, **contexts)``."""
+    """Our network behind the original loops' call ``model(x, mu, t, **contexts)``
+    (``text_context`` is our ``degradation_context``)."""
 
-    def call(x: torch.Tensor, mu: torch.Tensor, t: Any, **_: Any) -> torch.Tensor:
-        return unet(x, torch.as_tensor(t, dtype=torch.float32).reshape(1), mu).sample
+    def call(x: torch.Tensor, mu: torch.Tensor, t: Any, **contexts: Any) -> torch.Tensor:
+        ours = {CONTEXT_NAMES[k]: v for k, v in contexts.items() if v is not None}
+        time = torch.as_tensor(t, dtype=torch.float32, device=x.device).reshape(1)
+        return unet(x, time, mu, **ours).sample
 
     return call
 
@@ -190,12 +221,41 @@ def _randomise_all(module: torch.nn.Module, seed: int) -> None:
                 param.normal_(std=0.02)
 
 
+def daclip_network(code: OriginalCode, nf: int) -> Network:
+    """A DA-CLIP-shaped context U-Net (:data:`DACLIP_LAYOUT` at width ``nf``), random
+    weights, with fixed random contexts in place of DA-CLIP's image encoder output: given
+    once per image on both sides (the encoder itself is not timed; see bench_daclip.py).
+    The original class gives every level ``channels // 32`` heads, so ``nf`` is a multiple
+    of 32."""
+    if nf <= 0 or nf % 32:
+        raise SystemExit(f"--daclip-nf must be a positive multiple of 32, got {nf}")
+    torch.manual_seed(3)
+    unet = MRUNet2DModel(nf=nf, **DACLIP_LAYOUT).eval()
+    _randomise_all(unet, seed=3)
+    gen = torch.Generator().manual_seed(4)
+    dim = DACLIP_LAYOUT["context_dim"]
+    contexts = {name: torch.randn(1, dim, generator=gen) for name in CONTEXT_NAMES.values()}
+    config = public_config(MRSamplerScheduler(**IRSDE_SCHEDULER).config)
+    net = Network(f"daclip-nf{nf}", unet, config, contexts=contexts)
+    if code.daclip_unet is None:
+        net.original, net.original_kind = _ours_as_original(unet), "our network"
+        net.notes.append("no DA-CLIP checkout given: the original loops run our network")
+        return net
+    layout = {k: v for k, v in DACLIP_LAYOUT.items() if k != "ch_mult"}
+    original = code.daclip_unet(3, 3, nf, ch_mult=list(DACLIP_LAYOUT["ch_mult"]), **layout)
+    state = convert_to_irsde_state_dict(unet.state_dict())
+    original.eval().load_state_dict(state, strict=True)
+    net.original = original  # original(x, mu, t, text_context=..., image_context=...)
+    net.original_kind, net.original_module = "original DA-CLIP ConditionalUNet", original
+    return net
+
+
 def missing_network(name: str, what: str) -> Network | None:
     print(f"[skip] {name}: {what}")
     return None
 
 
-def build_networks(names: list[str], code: OriginalCode, irsde_nf: int) -> list[Network]:
+def build_networks(names: list[str], code: OriginalCode, args: argparse.Namespace) -> list[Network]:
     import diffusers_mrs
 
     nets: list[Network | None] = []
@@ -203,20 +263,14 @@ def build_networks(names: list[str], code: OriginalCode, irsde_nf: int) -> list[
         if name == "default":
             nets.append(default_network(code))
         elif name == "irsde":
-            nets.append(irsde_network(code, irsde_nf, depth=4))
+            nets.append(irsde_network(code, args.irsde_nf, depth=4))
         elif name == "refusion":
             if getattr(diffusers_mrs, "MRNAFNetModel", None) is None:
                 nets.append(missing_network(name, "MRNAFNetModel is not in this version"))
             else:
                 nets.append(refusion_network(code, width=16))
         elif name == "daclip":
-            nets.append(
-                missing_network(
-                    name,
-                    "not wired into this benchmark yet (the contexts come from DA-CLIP's "
-                    "image encoder); benchmarks/bench_daclip.py times that network",
-                )
-            )
+            nets.append(daclip_network(code, args.daclip_nf))
         else:
             raise SystemExit(f"unknown network {name!r}")
     return [n for n in nets if n is not None]
@@ -229,7 +283,7 @@ def ours_runner(net: Network, method: str, nfe: int, variant: str) -> Runner:
     scheduler = (MRSamplerScheduler if method == "mrs" else MRPosteriorScheduler).from_config(
         config
     )
-    pipe = make_pipeline(net.unet, scheduler, variant)
+    pipe = make_pipeline(net.unet, scheduler, variant, net.contexts)
 
     def run(mu: torch.Tensor, seed: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)
@@ -239,16 +293,40 @@ def ours_runner(net: Network, method: str, nfe: int, variant: str) -> Runner:
     return run
 
 
-def make_pipeline(unet: torch.nn.Module, scheduler: Any, variant: str) -> MRRestorationPipeline:
+class FixedContextPipeline(MRRestorationPipeline):
+    """The pipeline with fixed network contexts (``fixed_contexts``, ``[1, D]`` each) in
+    place of DA-CLIP's image encoder: ``encode_image`` hands them over once per image, and
+    the pipeline passes them to every network call as it passes the encoder's."""
+
+    fixed_contexts: dict[str, torch.Tensor]
+
+    def encode_image(self, mu: torch.Tensor) -> _Contexts:
+        image, degradation = (
+            self.fixed_contexts[name].to(mu.device, self._unet_dtype()).expand(mu.shape[0], -1)
+            for name in ("image_context", "degradation_context")
+        )
+        return _Contexts(image, degradation)
+
+
+def make_pipeline(
+    unet: torch.nn.Module,
+    scheduler: Any,
+    variant: str,
+    contexts: dict[str, torch.Tensor] | None = None,
+) -> MRRestorationPipeline:
     """A pipeline for a variant: ``fp32``, ``bf16`` or ``fp16`` network weights (the sampler
-    stays float32), ``+compile`` for :meth:`MRRestorationPipeline.enable_compile`."""
+    stays float32), ``+compile`` for :meth:`MRRestorationPipeline.enable_compile`; with
+    ``contexts``, a :class:`FixedContextPipeline`."""
     import copy
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     name, _, extra = variant.partition("+")
     if name != "fp32" or extra:  # a copy: the other variants keep the float32 network
         unet = copy.deepcopy(unet).to(dtype[name])
-    pipe = MRRestorationPipeline(unet=unet, scheduler=scheduler)
+    pipe_class = MRRestorationPipeline if contexts is None else FixedContextPipeline
+    pipe = pipe_class(unet=unet, scheduler=scheduler)
+    if contexts is not None:
+        pipe.fixed_contexts = contexts
     pipe.set_progress_bar_config(disable=True)
     if extra == "compile":
         pipe.enable_compile()
@@ -293,16 +371,24 @@ def original_mrs_runner(code: OriginalCode, net: Network, nfe: int) -> Runner:
 
     def run(mu: torch.Tensor, seed: int) -> torch.Tensor:
         torch.manual_seed(seed)
-        return sampler.sampling(mu)[0]
+        return sampler.sampling(mu, **net.original_contexts())[0]
 
     return run
+
+
+def original_sde_class(code: OriginalCode, net: Network) -> Any:
+    """The original ``IRSDE`` class for a network: DA-CLIP's own for a context network
+    (where a DA-CLIP or MR Sampler checkout was given), else IR-SDE's."""
+    if net.contexts is not None and code.daclip_sde is not None:
+        return code.daclip_sde
+    return code.irsde_sde
 
 
 def original_posterior_runner(code: OriginalCode, net: Network, nfe: int) -> Runner:
     """The original ``IRSDE.reverse_posterior`` (it visits every grid time: nfe = T)."""
     cfg = net.scheduler_config
     with contextlib.redirect_stdout(io.StringIO()):  # it prints the schedule's name
-        sde = code.irsde_sde(
+        sde = original_sde_class(code, net)(
             max_sigma=cfg["max_sigma"],
             T=cfg["num_train_timesteps"],
             schedule=cfg["theta_schedule"],
@@ -314,7 +400,8 @@ def original_posterior_runner(code: OriginalCode, net: Network, nfe: int) -> Run
     def run(mu: torch.Tensor, seed: int) -> torch.Tensor:
         sde.set_mu(mu)
         torch.manual_seed(seed)
-        return sde.reverse_posterior(sde.noise_state(mu)).clamp(0.0, 1.0)
+        noisy = sde.noise_state(mu)
+        return sde.reverse_posterior(noisy, **net.original_contexts()).clamp(0.0, 1.0)
 
     return run
 
@@ -423,7 +510,7 @@ def runners_for(
             runners[(method, nfe, variant)] = ours_runner(net, method, nfe, variant)
         if method == "mrs" and code.mr_sampler is not None:
             runners[(method, nfe, "original")] = original_mrs_runner(code, net, nfe)
-        if method == "posterior" and code.irsde_sde is not None:
+        if method == "posterior" and original_sde_class(code, net) is not None:
             runners[(method, nfe, "original")] = original_posterior_runner(code, net, nfe)
     return runners
 
@@ -563,6 +650,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--networks", nargs="+", default=["default", "irsde", "refusion", "daclip"])
     p.add_argument("--irsde-nf", type=int, default=8, help="width of the IR-SDE-shaped net")
+    p.add_argument(
+        "--daclip-nf", type=int, default=32, help="width of the DA-CLIP-shaped net (x32)"
+    )
     p.add_argument("--size", type=int, default=256)
     p.add_argument(
         "--spacing",
@@ -624,11 +714,9 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(env))
     print(HEADER)
     rows: list[dict[str, Any]] = []
-    nets = build_networks(args.networks, code, args.irsde_nf)
+    nets = build_networks(args.networks, code, args)
     for net in nets:
-        net.unet.to(args.device)
-        if net.original_module is not None:
-            net.original_module.to(args.device)
+        net.to(args.device)
         if args.spacing != "model":
             net.scheduler_config["timestep_spacing"] = args.spacing
         rows += run_network(net, code, args, mu)

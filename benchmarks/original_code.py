@@ -1,11 +1,12 @@
 """Import the original MR Sampler / IR-SDE code from a checkout, at run time.
 
 Nothing of the original code is stored in this repository: the user points the benchmark
-to a clone of github.com/grrrute/mr-sampler and/or github.com/Algolzw/image-restoration-sde
-and its modules are loaded from there. Their module-level imports that play no part in
-sampling (``cv2``, ``torchvision``: used only to save images) are replaced by empty stubs
-when they are not installed, and NumPy's removed ``np.int`` alias (used in one annotation
-of the MR Sampler code) is restored, only while the files are imported.
+to a clone of github.com/grrrute/mr-sampler, github.com/Algolzw/image-restoration-sde
+and/or github.com/Algolzw/daclip-uir and its modules are loaded from there. Their
+module-level imports that play no part in sampling (``cv2``, ``torchvision``: used only to
+save images) are replaced by empty stubs when they are not installed, and NumPy's removed
+``np.int`` alias (used in one annotation of the MR Sampler code) is restored, only while
+the files are imported.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class OriginalCode:
     irsde_sde: Any = None  #: ``IRSDE`` class with ``reverse_posterior`` (either repo)
     irsde_unet: Any = None  #: IR-SDE ``ConditionalUNet(in_nc, out_nc, nf, depth)``
     irsde_arch: Any = None  #: its module (``LinearAttention``, ``Attention``, ...)
-    daclip_unet: Any = None  #: DA-CLIP ``ConditionalUNet`` (mr-sampler repo)
+    daclip_unet: Any = None  #: DA-CLIP ``ConditionalUNet`` (daclip-uir or mr-sampler repo)
+    daclip_sde: Any = None  #: ``IRSDE`` of the DA-CLIP code (daclip-uir, else mr-sampler)
     nafnet: Any = None  #: Refusion ``ConditionalNAFNet`` (image-restoration-sde repo)
     sources: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -113,6 +115,42 @@ def _load_arch(folder: Path, tag: str, module: str) -> types.ModuleType:
         return _load(f"{package.__name__}.{module}", folder / f"{module}.py")
 
 
+def _load_daclip(found: OriginalCode, repo: Path, tag: str, sde_utils: Any) -> None:
+    """DA-CLIP's ``ConditionalUNet`` (and its ``IRSDE``) from an MR Sampler or DA-CLIP
+    checkout; a DA-CLIP checkout's own code wins over the MR Sampler copy."""
+    own = tag == "daclip"
+    if found.daclip_unet is None or own:
+        arch = _load_arch(repo / MRS_DACLIP_MODULES, f"{tag}_daclip", "DenoisingUNet_arch")
+        found.daclip_unet = arch.ConditionalUNet
+    if found.daclip_sde is None or own:
+        found.daclip_sde = sde_utils.IRSDE
+
+
+def _load_repo(found: OriginalCode, repo: Path) -> None:
+    """What one checkout holds, by its layout."""
+    if (repo / MRS_UTILS / "sampler.py").is_file():
+        sde_utils, sampler = _load_utils(repo / MRS_UTILS, "mrs", with_sampler=True)
+        found.mr_sampler = sampler.MRSampler
+        found.irsde_sde = found.irsde_sde or sde_utils.IRSDE
+        _load_daclip(found, repo, "mrs", sde_utils)
+        found.sources.append(f"MR Sampler code: {repo}")
+    elif (repo / MRS_UTILS / "sde_utils.py").is_file():
+        sde_utils, _ = _load_utils(repo / MRS_UTILS, "daclip", with_sampler=False)
+        _load_daclip(found, repo, "daclip", sde_utils)
+        found.sources.append(f"DA-CLIP code: {repo}")
+    elif (repo / IRSDE_UTILS / "sde_utils.py").is_file():
+        sde_utils, _ = _load_utils(repo / IRSDE_UTILS, "irsde", with_sampler=False)
+        found.irsde_sde = sde_utils.IRSDE
+        arch = _load_arch(repo / IRSDE_UNET_MODULES, "irsde_unet", "DenoisingUNet_arch")
+        found.irsde_unet, found.irsde_arch = arch.ConditionalUNet, arch
+        if (repo / IRSDE_UNET_MODULES / "DenoisingNAFNet_arch.py").is_file():
+            naf_mod = _load_arch(repo / IRSDE_UNET_MODULES, "irsde_naf", "DenoisingNAFNet_arch")
+            found.nafnet = naf_mod.ConditionalNAFNet
+        found.sources.append(f"IR-SDE code: {repo}")
+    else:
+        found.problems.append(f"{repo}: none of the MR Sampler, DA-CLIP or IR-SDE layouts")
+
+
 def load_original_code(repos: list[str | Path]) -> OriginalCode:
     """Load whatever of the original code the given checkouts hold."""
     found = OriginalCode()
@@ -121,27 +159,7 @@ def load_original_code(repos: list[str | Path]) -> OriginalCode:
             found.problems.append(f"{repo}: not a directory")
             continue
         try:
-            if (repo / MRS_UTILS / "sampler.py").is_file():
-                sde_utils, sampler = _load_utils(repo / MRS_UTILS, "mrs", with_sampler=True)
-                found.mr_sampler = sampler.MRSampler
-                found.irsde_sde = found.irsde_sde or sde_utils.IRSDE
-                arch = _load_arch(repo / MRS_DACLIP_MODULES, "mrs_daclip", "DenoisingUNet_arch")
-                found.daclip_unet = arch.ConditionalUNet
-                found.sources.append(f"MR Sampler code: {repo}")
-            elif (repo / IRSDE_UTILS / "sde_utils.py").is_file():
-                sde_utils, _ = _load_utils(repo / IRSDE_UTILS, "irsde", with_sampler=False)
-                found.irsde_sde = sde_utils.IRSDE
-                arch = _load_arch(repo / IRSDE_UNET_MODULES, "irsde_unet", "DenoisingUNet_arch")
-                found.irsde_unet, found.irsde_arch = arch.ConditionalUNet, arch
-                naf = repo / IRSDE_UNET_MODULES / "DenoisingNAFNet_arch.py"
-                if naf.is_file():
-                    naf_mod = _load_arch(
-                        repo / IRSDE_UNET_MODULES, "irsde_naf", "DenoisingNAFNet_arch"
-                    )
-                    found.nafnet = naf_mod.ConditionalNAFNet
-                found.sources.append(f"IR-SDE code: {repo}")
-            else:
-                found.problems.append(f"{repo}: neither the MR Sampler nor the IR-SDE layout")
+            _load_repo(found, repo)
         except Exception as err:
             found.problems.append(f"{repo}: {type(err).__name__}: {err}")
     return found
