@@ -376,8 +376,8 @@ def _load_everywhere(state: Any, args: argparse.Namespace, device: Any, prefix: 
         try:  # no exception may leave this block early: the others wait at its barrier
             with _diffusers_progress_bars(enabled=not args.quiet and state.is_main_process):
                 pipe = load_pipeline(args.model, args.scheduler, device, args.dtype)
-                if args.compile:
-                    pipe.enable_compile()
+                if args.compile or args.compile_pad_multiple is not None:
+                    pipe.enable_compile(pad_to_multiple=args.compile_pad_multiple)
             check_scheduler_steps(dict(pipe.scheduler.config), None, args.steps)
         except Exception as err:
             load_error = err
@@ -592,6 +592,15 @@ def _add_device_args(restore: argparse.ArgumentParser) -> None:
         "--compile",
         action="store_true",
         help="torch.compile the network once for all images and steps (slow first image)",
+    )
+    restore.add_argument(
+        "--compile-pad-multiple",
+        type=_positive_int,
+        default=None,
+        metavar="M",
+        help="with --compile (implied): pad every image up to a multiple of M pixels for the "
+        "network, so all sizes in one M bucket share one compiled graph (changes the result "
+        "near the bottom/right edges when M exceeds the network's own multiple)",
     )
 
 

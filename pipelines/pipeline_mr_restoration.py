@@ -31,6 +31,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import itertools
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -45,6 +46,7 @@ from diffusers.utils import logging, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 
 from diffusers_mrs.image_io import PipelineImageInput, check_finite, prepare_images
+from diffusers_mrs.models.padding import pad_to_multiple
 from diffusers_mrs.pipeline_folder import (
     LIBRARY_NAME,
     default_model_path,
@@ -107,6 +109,15 @@ class MRRestorationPipelineOutput(ImagePipelineOutput):
 def _unwrap(module: Any) -> Any:
     """The module behind a ``torch.compile`` wrapper."""
     return getattr(module, "_orig_mod", module)
+
+
+def _version(tensor: torch.Tensor) -> int | None:
+    """The tensor's in-place version counter; ``None`` for inference-mode tensors, which
+    have none."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return None
 
 
 def _library_entry(module: Any) -> tuple[str, str] | None:
@@ -320,7 +331,7 @@ class MRRestorationPipeline(DiffusionPipeline):
                 return tensor.device
             return torch.device("cpu")
 
-    def enable_compile(self, **compile_kwargs: Any) -> None:
+    def enable_compile(self, pad_to_multiple: int | None = None, **compile_kwargs: Any) -> None:
         """Compiles the network in place with ``torch.compile`` (opt-in).
 
         The compiled graph is built on the first call and then reused for every step and
@@ -328,11 +339,47 @@ class MRRestorationPipeline(DiffusionPipeline):
         dynamic shapes, which then serves all sizes (tiled restoration always feeds the
         same tile shape). Compiling takes tens of seconds to minutes on a CPU, so it pays
         off for many images or steps; the README gives measured costs. Calling it again
-        does nothing. ``compile_kwargs`` go to ``torch.compile`` (``mode``, ``dynamic``...).
+        does not compile again (a ``pad_to_multiple`` given again replaces the earlier).
+        ``compile_kwargs`` go to ``torch.compile`` (``mode``, ``dynamic``...).
+
+        Args:
+            pad_to_multiple: pad the network's inputs (state and ``mu``) at the bottom and
+                right up to a multiple of this many pixels, the way the network pads
+                (``pad_mode``: reflection, zeros for Refusion), and crop its output back:
+                every image size that rounds up to the same multiple runs the same
+                compiled graph. Rounded up to a multiple of the network's own
+                ``pad_multiple``; equal to that, the result is unchanged (the network pads
+                the same way itself). Larger, the network sees more of the reflected
+                border, so the output changes near the bottom and right edges, and
+                everywhere a little through the networks' global attention (README,
+                "Opt-in: network dtype and torch.compile"). ``mu`` is padded once per
+                image, the state once per step.
         """
+        if pad_to_multiple is not None:
+            if isinstance(pad_to_multiple, bool) or not isinstance(pad_to_multiple, int):
+                raise TypeError(f"pad_to_multiple must be an int, got {pad_to_multiple!r}.")
+            if pad_to_multiple < 1:
+                raise ValueError(f"pad_to_multiple must be >= 1, got {pad_to_multiple}.")
+            self._compile_pad_multiple = math.lcm(pad_to_multiple, self._unet_pad_multiple())
         unet = _unwrap(self.unet)
         if getattr(unet, "_compiled_call_impl", None) is None:
             unet.compile(**compile_kwargs)
+
+    @property
+    def compile_pad_multiple(self) -> int:
+        """The multiple the network's inputs are padded to (:meth:`enable_compile`); 1: none."""
+        return getattr(self, "_compile_pad_multiple", 1)
+
+    def _pad_for_network(self, x: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``x`` and ``mu`` padded up to :attr:`compile_pad_multiple`; the padded ``mu`` is
+        kept while the same ``mu``, unchanged by its version counter, comes back (every step
+        of one image; an inference-mode ``mu`` has no counter and is padded every step)."""
+        multiple, mode = self.compile_pad_multiple, self._unet_pad_mode()
+        cached, version = getattr(self, "_padded_mu", None), _version(mu)
+        if cached is None or cached[0] is not mu or version is None or cached[1] != version:
+            cached = (mu, version, pad_to_multiple(mu, multiple, mode))
+            self._padded_mu = cached
+        return pad_to_multiple(x, multiple, mode), cached[2]
 
     def _sampling_dtype(self) -> torch.dtype:
         """The dtype of the sampler's state: float64 for a float64 network, else float32,
@@ -551,8 +598,12 @@ class MRRestorationPipeline(DiffusionPipeline):
         the contexts arrive in it already (cast once per image)."""
         x = x.to(mu.dtype)
         kwargs = contexts.unet_kwargs(x.shape[0]) if contexts is not None else {}
+        height, width = x.shape[-2:]
+        if self.compile_pad_multiple > 1:
+            x, mu = self._pad_for_network(x, mu)
         out = self.unet(x, t.to(x.device).reshape(()).expand(x.shape[0]), mu=mu, **kwargs)
-        return out.sample if hasattr(out, "sample") else out[0]
+        out = out.sample if hasattr(out, "sample") else out[0]
+        return out[..., :height, :width]
 
     def _model_output(
         self,
@@ -629,6 +680,7 @@ class MRRestorationPipeline(DiffusionPipeline):
                     if new_mu is not mu:
                         mu, mu_net = new_mu, new_mu.to(network_dtype)
                 progress_bar.update()
+        self._padded_mu = None  # the padded mu of this image, if any
         return latents
 
     def _restore_group(

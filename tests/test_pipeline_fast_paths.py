@@ -154,3 +154,95 @@ def test_cli_accepts_dtype_and_compile():
     )
     assert args.dtype == "bfloat16" and args.compile
     assert not build_parser().parse_args(["restore", "in.png", "--output", "out"]).compile
+    padded = ["restore", "in.png", "-o", "o", "--compile-pad-multiple"]
+    assert build_parser().parse_args([*padded, "64"]).compile_pad_multiple == 64
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*padded, "0"])
+
+
+def test_cli_compile_pad_multiple_compiles_once_for_two_sizes(tmp_path, monkeypatch):
+    """``--compile-pad-multiple`` (implies ``--compile``) reaches ``enable_compile``: two
+    images of different sizes in one bucket run one graph (a counting backend stands in
+    for inductor) and are written at their own sizes."""
+    from PIL import Image
+
+    from diffusers_mrs.cli import main
+
+    from helpers import fresh_accelerate_state, save_tiny_pipeline
+
+    compilations: list = []
+    enable = MRRestorationPipeline.enable_compile
+
+    def counting(self, pad_to_multiple=None, **kwargs):
+        enable(self, pad_to_multiple=pad_to_multiple, backend=_counting_backend(compilations))
+
+    monkeypatch.setattr(MRRestorationPipeline, "enable_compile", counting)
+    model = save_tiny_pipeline(tmp_path / "model")
+    sizes = {"a.png": (13, 14), "b.png": (16, 9)}
+    for name, (h, w) in sizes.items():
+        Image.new("RGB", (w, h), (90, 120, 200)).save(tmp_path / name)
+    args = ["restore", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o",
+            str(tmp_path / "out"), "--model", str(model), "--steps", "2", "-q",
+            "--compile-pad-multiple", "16"]  # fmt: skip
+    torch._dynamo.reset()
+    for _ in fresh_accelerate_state():
+        assert main(args) == 0
+    assert len(compilations) == 1
+    for name, (h, w) in sizes.items():
+        assert Image.open(tmp_path / "out" / name).size == (w, h)
+
+
+def _counting_backend(compilations: list) -> object:
+    def backend(graph_module, example_inputs):
+        compilations.append(tuple(t.shape for t in example_inputs if hasattr(t, "shape")))
+        return graph_module.forward
+
+    return backend
+
+
+def test_compile_pad_to_network_multiple_is_one_graph_and_exact():
+    """Padded to the network's own multiple (4 for depth 2), images of two sizes in one
+    bucket (13x14, 15x16 -> 16x16) run one compiled graph, and the result is the eager
+    unpadded pipeline's: the network reflect-pads to that multiple itself and crops back,
+    and reflection commutes with its input ``x - mu``."""
+    images = [torch.rand(3, h, w, generator=torch.Generator().manual_seed(h)) for h, w in
+              ((13, 14), (15, 16))]  # fmt: skip
+    references = [restore(tiny_pipeline(), image) for image in images]
+    padded: list = []  # unpadded, each size compiles (test_compile_once_for_every_step...)
+    torch._dynamo.reset()
+    pipe = tiny_pipeline()
+    pipe.enable_compile(pad_to_multiple=4, backend=_counting_backend(padded))
+    assert pipe.compile_pad_multiple == 4
+    outs = [restore(pipe, image) for image in images]
+    assert len(padded) == 1
+    for out, reference, image in zip(outs, references, images, strict=True):
+        assert out.shape[-2:] == image.shape[-2:]
+        torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)
+
+
+def test_compile_pad_multiple_rounds_to_the_network_and_crops():
+    """``pad_to_multiple=6`` on a network that pads to 4 pads to 12: 9x10 and 12x7 share a
+    graph; an image already 12x12 is not padded, so it equals the eager pipeline."""
+    pipe = tiny_pipeline()
+    compilations: list = []
+    torch._dynamo.reset()
+    pipe.enable_compile(pad_to_multiple=6, backend=_counting_backend(compilations))
+    assert pipe.compile_pad_multiple == 12
+    square = torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(restore(pipe, square), restore(tiny_pipeline(), square),
+                               atol=1e-5, rtol=0)  # fmt: skip
+    for h, w in ((9, 10), (12, 7)):
+        out = restore(pipe, torch.rand(3, h, w, generator=torch.Generator().manual_seed(h)))
+        assert out.shape == (1, 3, h, w) and torch.isfinite(out).all()
+    assert len(compilations) == 1
+    assert pipe._padded_mu is None  # the padded mu is not kept after the call
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-8, ValueError), (2.5, TypeError),
+                                        (True, TypeError)])  # fmt: skip
+def test_compile_pad_multiple_is_checked_before_compiling(bad, error):
+    pipe = tiny_pipeline()
+    with pytest.raises(error, match="pad_to_multiple"):
+        pipe.enable_compile(pad_to_multiple=bad)
+    assert getattr(pipe.unet, "_compiled_call_impl", None) is None
+    assert pipe.compile_pad_multiple == 1
