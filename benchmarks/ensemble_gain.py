@@ -1,8 +1,8 @@
 """Posterior ensembles on the bundled example images: the mean of K samples vs one sample.
 
 For every image in ``examples/images`` with a known clean reference (the crop of the
-bundled photo it was made from), restores it K times as single samples (K seeds, one
-batch) and once as an ensemble (``num_samples=K``), and prints PSNR (dB, from
+held-out photo it was made from, :mod:`example_images`), restores it K times as single
+samples (K seeds, one batch) and once as an ensemble (``num_samples=K``), and prints PSNR (dB, from
 :mod:`diffusers_mrs.metrics`) of the input, the single samples (mean over the K seeds and
 the range), and the ensemble mean; and, as a calibration check, the RMS error of the
 ensemble mean against the RMS of its predicted std (for a calibrated posterior
@@ -14,6 +14,7 @@ ensemble mean against the RMS of its predicted std (for a calibrated posterior
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,17 +24,11 @@ import torch
 from PIL import Image
 
 from diffusers_mrs import MRRestorationPipeline
-from diffusers_mrs.data import load_bundled_photo
 from diffusers_mrs.metrics import psnr
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
-#: example file -> (bundled photo, top, left) of its clean 128 x 128 crop.
-REFERENCES = {
-    "chelsea_noise.png": ("chelsea", 60, 120),
-    "chelsea_jpeg.png": ("chelsea", 40, 200),
-    "coffee_blur.png": ("coffee", 100, 180),
-    "flower_lowlight.png": ("flower", 120, 200),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from example_images import EXAMPLES, EXAMPLES_DIR, clean_reference
 
 
 def to_chw(array: np.ndarray) -> torch.Tensor:
@@ -42,13 +37,11 @@ def to_chw(array: np.ndarray) -> torch.Tensor:
 
 def load_pair(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """``(degraded, clean)`` as ``[3, H, W]`` float tensors in [0, 1]."""
-    if path.name not in REFERENCES:
-        raise SystemExit(f"no clean reference known for {path.name}; add it to REFERENCES")
+    if path.name not in EXAMPLES:
+        raise SystemExit(f"no clean reference known for {path.name}; add it to "
+                         "benchmarks/example_images.py")
     lq = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
-    photo, top, left = REFERENCES[path.name]
-    h, w = lq.shape[:2]
-    gt = load_bundled_photo(photo)[top : top + h, left : left + w]
-    return to_chw(lq), to_chw(gt)
+    return to_chw(lq), to_chw(clean_reference(path.name))
 
 
 def measure(pipe, lq: torch.Tensor, gt: torch.Tensor, k: int, steps: int) -> dict[str, float]:
@@ -90,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'image':<20} {'input':>6} {'1 sample (range)':>22} {f'mean of {k}':>10}"
           f" {'gain':>6} {'RMS err':>8} {'RMS std':>8} {'s':>6}")
     gains = []
-    paths = [EXAMPLES / n for n in args.images] if args.images else sorted(EXAMPLES.glob("*.png"))
+    names = args.images or sorted(p.name for p in EXAMPLES_DIR.glob("*.png"))
+    paths = [EXAMPLES_DIR / n for n in names]
     for path in paths:
         r = measure(pipe, *load_pair(path), k, args.steps)
         gains.append(r["ensemble"] - r["single_mean"])

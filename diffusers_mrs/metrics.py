@@ -28,11 +28,13 @@ def _hwc_pairs(images: torch.Tensor, reference: torch.Tensor):
 
 
 def psnr(images: torch.Tensor, reference: torch.Tensor) -> list[float]:
-    """Per-image PSNR in dB, ``10 log10(1 / MSE)``, of ``images`` against ``reference``."""
+    """Per-image PSNR in dB, ``10 log10(1 / MSE)``, of ``images`` against ``reference``
+    (``inf`` for an exact copy, e.g. the input of a clean photo)."""
     from skimage.metrics import peak_signal_noise_ratio
 
-    return [float(peak_signal_noise_ratio(clean, restored, data_range=1.0))
-            for restored, clean in _hwc_pairs(images, reference)]
+    with np.errstate(divide="ignore"):
+        return [float(peak_signal_noise_ratio(clean, restored, data_range=1.0))
+                for restored, clean in _hwc_pairs(images, reference)]
 
 
 def psnr_and_ssim(images: torch.Tensor, reference: torch.Tensor) -> tuple[list[float], list[float]]:

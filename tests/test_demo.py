@@ -159,7 +159,7 @@ def test_checks_without_a_server():
     assert parse_tile("off") is None and parse_tile("128") == 128
     with pytest.raises(gr.Error, match="at least 16"):
         parse_tile(8)
-    assert {p.name for p in example_images()} >= {"coffee_blur.png"}
+    assert {p.name for p in example_images()} >= {"coffee_clean.png"}
 
 
 def degradation_dropdown(demo: gr.Blocks) -> gr.Dropdown:

@@ -311,3 +311,59 @@ def test_training_steps_lower_the_loss(tmp_path: Path) -> None:
         trainer.train_step(lq, gt)
     after = measured_loss()
     assert after < 0.7 * before, (before, after)
+
+
+# ------------------------------------------------------------------ degradation-aware training
+def test_degradation_context_starts_as_the_network_it_was_given() -> None:
+    from diffusers_mrs.training.degradation_aware import with_degradation_context
+
+    torch.manual_seed(0)
+    base = MRUNet2DModel(nf=4, depth=2, attention_heads=1, attention_head_dim=4).eval()
+    aware = with_degradation_context(base, context_dim=5).eval()
+    x, mu, t = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16), torch.tensor([3.0, 70.0])
+    context = torch.randn(2, 5)
+    with torch.no_grad():
+        expected = base(x, t, mu).sample
+        got = aware(x, t, mu, degradation_context=context).sample
+    assert torch.equal(got, expected)
+
+
+def test_type_weights_scale_each_samples_loss() -> None:
+    from diffusers_mrs.training.degradation_aware import type_weights
+    from diffusers_mrs.training.objective import training_loss
+
+    weights = type_weights(["noise", "lowlight", "clean"], {"lowlight": 0.5, "clean": 3.0})
+    assert weights.tolist() == [1.0, 0.5, 3.0]
+    with pytest.raises(ValueError, match="blur"):
+        type_weights(["noise", "clean"], {"blur": 2.0})
+    pred, target = torch.zeros(3, 1, 2, 2), torch.ones(3, 1, 2, 2) * torch.tensor([1.0, 2, 3])[
+        :, None, None, None]
+    per_sample = torch.tensor([1.0, 4.0, 9.0])
+    loss = training_loss(pred, target, target, target, sample_weights=weights)
+    assert torch.isclose(loss, (weights * per_sample).mean())
+
+
+def test_degradation_aware_training_saves_a_pipeline_with_its_encoder(tmp_path: Path) -> None:
+    from diffusers_mrs import MRDegradationEncoder
+    from diffusers_mrs.data import DegradedPatchDataset, bundled_photos
+    from diffusers_mrs.pipelines import MRRestorationPipeline
+
+    data = DegradedPatchDataset(list(bundled_photos("train").values())[:1], patch_size=16,
+                                kinds=("noise", "clean"), labels=("noise", "clean"), length=4)
+    label = data[0][2]
+    assert label.item() == ("noise", "clean").index(data.sample(0)[2])
+    clean = [data[i] for i in range(4) if data[i][2].item() == 1]
+    assert all(torch.equal(item[0], item[1]) for item in clean)  # clean: the input is the photo
+
+    out = tmp_path / "aware"
+    train(_tiny_config(out, 2, degradation_aware=True, kinds=["noise", "lowlight", "clean"],
+                       validation_kinds=("noise", "clean"), type_loss_weights={"clean": 2.0},
+                       context_dim=6, encoder_width=4))
+    pipe = MRRestorationPipeline.from_pretrained(out / "pipeline")
+    assert isinstance(pipe.degradation_encoder, MRDegradationEncoder)
+    assert pipe.degradation_encoder.degradations == ["noise", "lowlight", "clean"]
+    assert pipe.unet.config.use_degra_context and pipe.unet.config.context_dim == 6
+    restored = pipe(image=torch.rand(1, 3, 16, 16), num_inference_steps=2, output_type="pt")
+    assert restored.images.shape == (1, 3, 16, 16)
+    records = read_jsonl_log(out / "logs" / "train" / "metrics.jsonl")
+    assert {"denoise", "ce", "accuracy"} <= set(next(r for r in records if "loss" in r))
