@@ -14,8 +14,9 @@ Behaviour, in order:
    exist, no image at all, two inputs that would write the same output file, an output
    that would overwrite an input), existing outputs (below), ``--model`` (an existing
    pipeline folder or an ``owner/name`` repo id), the output folder (created if missing,
-   then proven writable with a probe file) and ``--steps`` against the chosen scheduler's
-   config (for a Hub repo id right after loading, still before any image).
+   then proven writable with a probe file), ``--steps`` against the chosen scheduler's
+   config and ``--degradation`` against the model's degradation types (for a Hub repo id
+   both right after loading, still before any image).
 2. Existing outputs are never silently replaced. ``DIR/.diffusers-mrs-outputs.json`` records
    which input each output belongs to. ``--overwrite`` replaces, and ``--skip-existing``
    keeps, only an input's *own* earlier output; an existing file that belongs to another
@@ -40,6 +41,12 @@ Behaviour, in order:
 
 With ``--seed`` every image gets its own generator seeded with that value, so the result of
 an image does not depend on how the inputs are split between processes.
+
+Degradation-aware models (a ``degradation_encoder``): each image's degradation type is
+detected (``--degradation auto``, the default) or forced (``--degradation NAME``, one of the
+model's types). After each image one line on stdout names the type used and the encoder's
+probability of it, e.g. ``photos/cat.png: noise (p=0.99)`` (``forced, p=0.12`` for a forced
+type), and the closing summary counts the types.
 """
 
 from __future__ import annotations
@@ -57,10 +64,13 @@ from typing import TYPE_CHECKING, Any
 from .cli_checks import (
     MIN_TILE_SIZE,
     UsageError,
+    check_degradation_choice,
     check_device,
     check_model_location,
     check_scheduler_steps,
     check_tile_size,
+    local_degradation_types,
+    local_model_folder,
     local_scheduler_config,
     prepare_output_dir,
 )
@@ -257,8 +267,13 @@ def read_image(path: Path) -> DecodedImage:
     return read(path)
 
 
-def restore_one(pipe: Any, job: Job, args: argparse.Namespace, device: Any) -> None:
-    """Restores one file and writes its PNG in the input's format (temporary file + rename)."""
+def restore_one(
+    pipe: Any, job: Job, args: argparse.Namespace, device: Any
+) -> tuple[str, float] | None:
+    """Restores one file and writes its PNG in the input's format (temporary file + rename).
+
+    Returns the degradation type used and the encoder's probability of it (``None`` for a
+    model without a degradation encoder)."""
     import torch
 
     from .image_io import write_image
@@ -277,6 +292,7 @@ def restore_one(pipe: Any, job: Job, args: argparse.Namespace, device: Any) -> N
         tile_overlap=args.tile_overlap,
         tile_batch_size=args.tile_batch_size,
         num_samples=args.samples,
+        degradation=None if args.degradation == "auto" else args.degradation,
     )
     job.target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(job.target, lambda tmp: write_image(tmp, result.images[0], decoded))
@@ -286,6 +302,9 @@ def restore_one(pipe: Any, job: Job, args: argparse.Namespace, device: Any) -> N
         std_map = uncertainty_map(result.uncertainty[0])
         write_atomic(job.std_target or std_map_path(job.target),
                      lambda tmp: std_map.save(tmp, format="PNG"))
+    if result.degradation is None:
+        return None
+    return result.degradation[0], result.degradation_probability[0]
 
 
 def std_map_path(target: Path) -> Path:
@@ -343,8 +362,9 @@ def check_before_loading(args: argparse.Namespace) -> tuple[list[Job], list[Job]
     """Every check that needs no network weights, in order; returns ``plan_jobs``' result.
 
     Usage errors (:class:`UsageError`): device, tile size, inputs and output names, the
-    ``--model`` location, the output folder (created and probed), the step count against
-    the scheduler's config (local models; repo ids right after loading).
+    ``--model`` location, ``--degradation`` against the model's types, the output folder
+    (created and probed), the step count against the scheduler's config (local models;
+    repo ids right after loading).
     """
     check_device(args.device)  # (run_restore checks it first, before accelerate starts)
     check_tile_size(args.tile)
@@ -355,6 +375,9 @@ def check_before_loading(args: argparse.Namespace) -> tuple[list[Job], list[Job]
         std_maps=args.samples > 1,
     )
     check_model_location(args.model)
+    folder = local_model_folder(args.model) if args.degradation != "auto" else None
+    if folder is not None:
+        check_degradation_choice(local_degradation_types(folder), args.degradation)
     prepare_output_dir(output)
     config = local_scheduler_config(args.model)
     if config is not None:
@@ -379,6 +402,7 @@ def _load_everywhere(state: Any, args: argparse.Namespace, device: Any, prefix: 
                 if args.compile or args.compile_pad_multiple is not None:
                     pipe.enable_compile(pad_to_multiple=args.compile_pad_multiple)
             check_scheduler_steps(dict(pipe.scheduler.config), None, args.steps)
+            check_degradation_choice(_degradation_types(pipe), args.degradation)
         except Exception as err:
             load_error = err
     if load_error is None:
@@ -396,6 +420,18 @@ def _load_everywhere(state: Any, args: argparse.Namespace, device: Any, prefix: 
     return None
 
 
+def _degradation_types(pipe: Any) -> list[str] | None:
+    """Every degradation type of the pipeline's encoder (``clean`` included), or None."""
+    encoder = getattr(pipe, "degradation_encoder", None)
+    return None if encoder is None else list(encoder.config.degradations)
+
+
+def degradation_line(source: Path, degradation: tuple[str, float], forced: bool) -> str:
+    """``source: TYPE (p=0.99)``, the line printed after an image (``forced, p=`` if forced)."""
+    name, probability = degradation
+    return f"{source}: {name} ({'forced, ' if forced else ''}p={probability:.2f})"
+
+
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
@@ -407,19 +443,28 @@ def _restore_all(pipe: Any, jobs: list[Job], args: argparse.Namespace, device: A
 
     failures: list[tuple[Path, str]] = []
     done = 0
+    types: dict[str, int] = {}  # degradation type -> images restored as it
+    forced = args.degradation != "auto"
     with state.split_between_processes(jobs) as my_jobs:
         bar = tqdm(my_jobs, desc=f"{prefix}images", unit="img", position=0,
                    disable=args.quiet or not state.is_main_process)
         for job in bar:
             try:
-                restore_one(pipe, job, args, device)
+                degradation = restore_one(pipe, job, args, device)
                 done += 1
             except Exception as err:  # report, continue with the other files
                 message = _one_line(f"{type(err).__name__}: {err}")
                 failures.append((job.source, message))
                 tqdm.write(f"{prefix}error: cannot restore {job.source}: {message}",
                            file=sys.stderr)
-    print(f"{prefix}restored {done} image(s) into {args.output}", file=sys.stderr)
+                continue
+            if degradation is not None:
+                types[degradation[0]] = types.get(degradation[0], 0) + 1
+                tqdm.write(prefix + degradation_line(job.source, degradation, forced),
+                           file=sys.stdout)
+    counts = ", ".join(f"{n} {t}" for t, n in sorted(types.items()))
+    summary = f" ({'forced ' if forced else ''}degradation: {counts})" if types else ""
+    print(f"{prefix}restored {done} image(s) into {args.output}{summary}", file=sys.stderr)
     if failures:
         print(f"{prefix}{len(failures)} input(s) failed:", file=sys.stderr)
         for source, message in failures:
@@ -539,6 +584,14 @@ def _add_sampling_args(restore: argparse.ArgumentParser) -> None:
         " (default: the model's own scheduler)",
     )
     restore.add_argument("--seed", type=int, default=None, help="seed of every image's noise")
+    restore.add_argument(
+        "--degradation",
+        default="auto",
+        metavar="NAME",
+        help="degradation-aware models: the degradation type of every input, one of the"
+        " model's types (default: auto, detected per image); the type used and its"
+        " probability are printed after each image",
+    )
     restore.add_argument(
         "--samples",
         type=_positive_int,

@@ -2,8 +2,8 @@
 
 Each check raises :class:`UsageError` with a one-line message; the command exits with
 status 2 and has written nothing but, at most, an empty output folder. None of them touches
-the network: for a Hub repo id the step count is checked right after loading, before any
-image is restored.
+the network: for a Hub repo id the step count and ``--degradation`` are checked right after
+loading, before any image is restored.
 """
 
 from __future__ import annotations
@@ -118,3 +118,52 @@ def check_scheduler_steps(config: dict, scheduler_class: type | None, steps: int
         cls.from_config(config).set_timesteps(steps)
     except ValueError as err:
         raise UsageError(f"--steps {steps} is not possible with {cls.__name__}: {err}") from None
+
+
+def local_model_folder(model: str | None) -> Path | None:
+    """The folder of the default model (``model`` None) or of a local ``--model``; ``None``
+    for a Hub repo id (known only after loading)."""
+    from diffusers_mrs.pipelines.pipeline_mr_restoration import default_model_path
+
+    folder = Path(os.path.expanduser(model)) if model is not None else default_model_path()
+    return folder if (folder / "model_index.json").is_file() else None
+
+
+def local_degradation_types(folder: Path) -> list[str] | None:
+    """The degradation types of a pipeline folder's ``degradation_encoder`` (from its
+    ``config.json``), or ``None`` where ``model_index.json`` names no degradation encoder
+    (the model is not degradation-aware)."""
+    import json
+
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--model {folder}: cannot read its model_index.json ({err})") from None
+    entry = index.get("degradation_encoder") if isinstance(index, dict) else None
+    if not isinstance(entry, list) or not entry or entry[0] is None:
+        return None
+    config_file = folder / "degradation_encoder" / "config.json"
+    try:
+        types = json.loads(config_file.read_text(encoding="utf-8"))["degradations"]
+    except (OSError, ValueError, KeyError) as err:
+        raise UsageError(
+            f"--model {folder}: its degradation encoder has no readable config ({config_file}:"
+            f" {type(err).__name__})"
+        ) from None
+    return [str(t) for t in types]
+
+def check_degradation_choice(types: list[str] | None, degradation: str) -> None:
+    """``--degradation``: ``auto``, or one of the model's degradation types (``types``;
+    ``None`` for a model without a degradation encoder, which takes only ``auto``)."""
+    if degradation == "auto":
+        return
+    if types is None:
+        raise UsageError(
+            f"--degradation {degradation}: this model is not degradation-aware (it has no"
+            " degradation encoder); leave --degradation out"
+        )
+    if degradation not in types:
+        raise UsageError(
+            f"--degradation {degradation}: unknown degradation type; this model knows"
+            f" {', '.join(types)} (or auto to detect it)"
+        )

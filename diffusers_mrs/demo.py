@@ -6,8 +6,10 @@ before/after slider, with the seconds it took and the number of network evaluati
 With more than one sample the result is the ensemble mean and the per-pixel standard
 deviation is shown as a colour map (docs/math.md#ensembles). "Compare" restores the same
 input with the MR Sampler at 10 steps and with IR-SDE posterior sampling at 100 steps and
-shows both with their times. Where the model has a degradation encoder, the detected
-degradation is shown.
+shows both with their times. Where the model is degradation-aware (a
+``degradation_encoder``), the degradation of the upload is shown with the encoder's
+probabilities, and a drop-down forces a type instead of detecting it ("auto"); for other
+models neither appears.
 
 Safety: the app listens on 127.0.0.1 unless told otherwise, never opens a public share
 link, refuses uploads above :data:`MAX_FILE_SIZE` bytes and images above ``max_pixels``
@@ -54,6 +56,7 @@ TILE_CHOICES = ("off", "32", "64", "128", "256", "512")
 MAX_FILE_SIZE = 25 * 1024 * 1024  # bytes per upload, enforced by Gradio before decoding
 MAX_PIXELS = 4_000_000  # largest image (width x height) the app restores
 MAX_STEPS, MAX_SAMPLES = 200, 16
+AUTO_DEGRADATION = "auto"  # the drop-down entry that lets the encoder detect the type
 
 
 @dataclass
@@ -68,23 +71,25 @@ class DemoSession:
 
 @dataclass
 class Restoration:
-    """One restoration run: the result, its uncertainty (K > 1), time, NFE, degradation."""
+    """One restoration run: the result, its uncertainty (K > 1), time, NFE, and for a
+    degradation-aware model the type used and the encoder's probabilities of all types."""
 
     image: PIL.Image.Image
     uncertainty: PIL.Image.Image | None
     seconds: float
     nfe: int
     degradation: dict[str, float] | None
+    degradation_name: str | None = None
 
 
 # ----------------------------------------------------------------------------- helpers
-def has_degradation_encoder(pipe: Any) -> bool:
-    """Whether the pipeline detects the degradation itself (a degradation encoder component)."""
-    components = getattr(pipe, "components", {}) or {}
-    return any(
-        components.get(name) is not None
-        for name in ("degradation_encoder", "image_encoder", "encoder")
-    )
+def degradation_choices(pipe: Any) -> list[str] | None:
+    """The drop-down of a degradation-aware pipeline: ``"auto"`` (detect) and every type of
+    its ``degradation_encoder``; ``None`` for other pipelines."""
+    encoder = getattr(pipe, "degradation_encoder", None)
+    if encoder is None:
+        return None
+    return [AUTO_DEGRADATION, *encoder.config.degradations]
 
 
 def pipeline_with_sampler(pipe: Any, sampler: str) -> Any:
@@ -173,8 +178,10 @@ def restore(
     samples: int = 1,
     tile: int | None = None,
     report: Callable[[tuple[int, int], str], Any] | None = None,
+    degradation: str | None = AUTO_DEGRADATION,
 ) -> Restoration:
-    """Runs the pipeline once (K = ``samples`` in one batch) and times it."""
+    """Runs the pipeline once (K = ``samples`` in one batch) and times it; ``degradation``
+    forces a type of a degradation-aware model (``"auto"``/``None``: detect it)."""
     pipe = pipeline_with_sampler(session.pipe, sampler)
     device = pipe._execution_device
     gen_device = device if torch.device(device).type == "cuda" else "cpu"
@@ -190,6 +197,7 @@ def restore(
             num_samples=int(samples),
             tile_size=tile,
             callback_on_step_end=callback,
+            degradation=None if degradation in (None, "", AUTO_DEGRADATION) else degradation,
         )
     except ValueError as err:  # the pipeline's own input checks: show them as they are
         raise gr.Error(str(err)) from None
@@ -201,6 +209,7 @@ def restore(
         seconds=seconds,
         nfe=pipe.num_timesteps,
         degradation=read_degradation(output),
+        degradation_name=output.degradation[0] if output.degradation is not None else None,
     )
 
 
@@ -221,25 +230,41 @@ def restore_fn(
     samples: int,
     tile: str | int | None,
     progress: Any = None,
+    degradation: str | None = AUTO_DEGRADATION,
 ) -> tuple[Any, str, Any, Any, Any]:
-    """The "Restore" button: returns (slider pair, info, uncertainty, download, degradation)."""
+    """The "Restore" button: returns (slider pair, info, uncertainty, download, degradation).
+
+    ``degradation`` is the drop-down of a degradation-aware model (``"auto"``: detect)."""
     pixels, image = decode_upload(check_image(image, session.max_pixels))
     report = None if progress is None else (lambda frac, desc: progress(frac, desc=desc))
-    run = restore(session, pixels, sampler, steps, seed, samples, parse_tile(tile), report)
+    run = restore(session, pixels, sampler, steps, seed, samples, parse_tile(tile), report,
+                  degradation)
     k = int(samples)
+    forced = degradation not in (None, "", AUTO_DEGRADATION)
     info = (
         f"**{sampler}**, {int(steps)} steps: **{run.seconds:.2f} s**, NFE {run.nfe}"
         + (f" (one batch of {k} samples; their mean is shown)" if k > 1 else "")
         + f" - {image.width} x {image.height} px"
+        + degradation_text(run, forced)
     )
     has_map = run.uncertainty is not None
+    label = "Degradation (forced; the encoder's estimate)" if forced else "Detected degradation"
     return (
         (image, run.image),
         info,
         gr.update(value=run.uncertainty, visible=has_map),
         gr.update(value=save_result(session, run.image), visible=True),
-        gr.update(value=run.degradation, visible=run.degradation is not None),
+        gr.update(value=run.degradation, visible=run.degradation is not None, label=label),
     )
+
+
+def degradation_text(run: Restoration, forced: bool) -> str:
+    """`` - degradation: **noise** (p = 0.99)`` for the info line (empty for other models)."""
+    if run.degradation_name is None or run.degradation is None:
+        return ""
+    p = run.degradation.get(run.degradation_name, float("nan"))
+    how = "forced; encoder's p" if forced else "p"
+    return f" - degradation: **{run.degradation_name}** ({how} = {p:.2f})"
 
 
 def compare_fn(
@@ -248,12 +273,14 @@ def compare_fn(
     seed: int,
     tile: str | int | None,
     progress: Any = None,
+    degradation: str | None = AUTO_DEGRADATION,
 ) -> tuple[PIL.Image.Image, PIL.Image.Image, str]:
-    """The "Compare" button: MR Sampler @10 and posterior @100 on the same input and seed."""
+    """The "Compare" button: MR Sampler @10 and posterior @100 on the same input and seed
+    (and the same ``degradation`` choice)."""
     pixels, _ = decode_upload(check_image(image, session.max_pixels))
     report = None if progress is None else (lambda frac, desc: progress(frac, desc=desc))
     runs = [
-        restore(session, pixels, sampler, steps, seed, 1, parse_tile(tile), report)
+        restore(session, pixels, sampler, steps, seed, 1, parse_tile(tile), report, degradation)
         for sampler, steps in COMPARE_RUNS
     ]
     (s1, n1), (s2, n2) = COMPARE_RUNS
@@ -267,8 +294,9 @@ def compare_fn(
 
 
 # ----------------------------------------------------------------------------- the app
-def _controls() -> dict[str, Any]:
-    """The sampler settings column."""
+def _controls(degradations: list[str] | None) -> dict[str, Any]:
+    """The sampler settings column (the degradation drop-down only shows for a
+    degradation-aware model, ``degradations`` its choices)."""
     return {
         "sampler": gr.Radio(list(SAMPLERS), value="MR Sampler", label="Sampler"),
         "steps": gr.Slider(1, MAX_STEPS, value=10, step=1, label="Steps (NFE)"),
@@ -276,6 +304,11 @@ def _controls() -> dict[str, Any]:
         "samples": gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Posterior samples (K)",
                              elem_id="samples"),
         "tile": gr.Dropdown(list(TILE_CHOICES), value="off", label="Tile size (large images)"),
+        "degradation": gr.Dropdown(
+            degradations or [AUTO_DEGRADATION], value=AUTO_DEGRADATION,
+            label="Degradation type (auto: detect it)", visible=degradations is not None,
+            elem_id="degradation-type",
+        ),
     }
 
 
@@ -294,7 +327,7 @@ def build_demo(session: DemoSession) -> gr.Blocks:
                                elem_id="input-image")
                 if session.examples:
                     gr.Examples([[str(p)] for p in session.examples], inputs=[inp])
-                c = _controls()
+                c = _controls(degradation_choices(session.pipe))
                 restore_btn = gr.Button("Restore", variant="primary", elem_id="restore")
                 compare_btn = gr.Button("Compare: MR Sampler @ 10 vs posterior @ 100",
                                         elem_id="compare")
@@ -302,7 +335,8 @@ def build_demo(session: DemoSession) -> gr.Blocks:
                 slider = gr.ImageSlider(label="Input | restored", type="pil", format="png",
                                         elem_id="result-slider")
                 info = gr.Markdown(elem_id="result-info")
-                degradation = gr.Label(label="Detected degradation", visible=False)
+                degradation = gr.Label(label="Detected degradation", visible=False,
+                                       elem_id="degradation")
                 std_map = gr.Image(label="Uncertainty (posterior std)", type="pil",
                                    format="png", visible=False, elem_id="uncertainty")
                 download = gr.DownloadButton("Download result (PNG, full resolution)",
@@ -312,22 +346,26 @@ def build_demo(session: DemoSession) -> gr.Blocks:
                     post_img = gr.Image(label="Posterior @ 100", type="pil", format="png")
                 compare_info = gr.Markdown(elem_id="compare-info")
 
-        def on_restore(image, sampler, steps, seed, samples, tile, progress=gr.Progress()):  # noqa: B008 - Gradio API
-            return restore_fn(session, image, sampler, steps, seed, samples, tile, progress)
+        def on_restore(image, sampler, steps, seed, samples, tile, degradation=AUTO_DEGRADATION,
+                       progress=gr.Progress()):  # noqa: B008 - Gradio API
+            return restore_fn(session, image, sampler, steps, seed, samples, tile, progress,
+                              degradation)
 
-        def on_compare(image, seed, tile, progress=gr.Progress()):  # noqa: B008 - Gradio API
-            return compare_fn(session, image, seed, tile, progress)
+        def on_compare(image, seed, tile, degradation=AUTO_DEGRADATION,
+                       progress=gr.Progress()):  # noqa: B008 - Gradio API
+            return compare_fn(session, image, seed, tile, progress, degradation)
 
         restore_btn.click(
             on_restore,
-            [inp, c["sampler"], c["steps"], c["seed"], c["samples"], c["tile"]],
+            [inp, c["sampler"], c["steps"], c["seed"], c["samples"], c["tile"],
+             c["degradation"]],
             [slider, info, std_map, download, degradation],
             api_name="restore",
             concurrency_id="pipeline",
         )
         compare_btn.click(
             on_compare,
-            [inp, c["seed"], c["tile"]],
+            [inp, c["seed"], c["tile"], c["degradation"]],
             [mrs_img, post_img, compare_info],
             api_name="compare",
             concurrency_id="pipeline",

@@ -15,6 +15,12 @@ DA-CLIP models: a pipeline with an ``image_encoder`` (and its ``feature_extracto
 computes the encoder's two context vectors once per image from the degraded image and
 passes them to every network call (tiled calls included).
 
+Degradation-aware models: a pipeline with a ``degradation_encoder`` detects each image's
+degradation type (or takes the one forced with ``degradation=``), hands the network the
+matching ``degradation_context`` in every call, and reports the type and its probability
+in the output (:mod:`diffusers_mrs.pipelines.degradation`; the claimed types are
+:attr:`MRRestorationPipeline.supported_degradations`).
+
 Large images: ``tile_size`` runs the network on overlapping tiles at every step and blends
 the outputs with a raised-cosine window (see :mod:`diffusers_mrs.pipelines.tiling`); the
 scheduler step, and with it the noise, stays global. Each tile still gives the network less
@@ -54,6 +60,14 @@ from diffusers_mrs.pipeline_folder import (
     hub_repo_id,
 )
 
+from .degradation import (
+    DegradationEstimate,
+    ImageDegradation,
+    check_degradation,
+    check_encoder_image_sizes,
+    estimate_degradation,
+    per_image_degradations,
+)
 from .ensemble import check_num_samples, ensemble_statistics, repeat_for_samples
 from .tiling import normalize_tile_args, tiled_model_output
 
@@ -100,9 +114,21 @@ class MRRestorationPipelineOutput(ImagePipelineOutput):
             image's samples (Bessel-corrected), in the same layout and ``output_type`` as
             ``images`` (values in [0, 1] intensity units; as PIL, std 1.0 is white);
             ``None`` for a single sample.
+        degradation: per input image (input order), the degradation type the network was
+            given: the one detected by the pipeline's ``degradation_encoder`` (the most
+            probable), or the one forced with ``degradation=``. ``None`` for a pipeline
+            without a degradation encoder.
+        degradation_probability: per input image, the encoder's probability of that type.
+            For a forced type this is still the encoder's own estimate (it runs anyway), so
+            a low value says the encoder would have chosen another type.
+        degradation_probabilities: per input image, ``{type: probability}`` over all the
+            encoder's types (they sum to 1).
     """
 
     uncertainty: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None = None
+    degradation: list[str] | None = None
+    degradation_probability: list[float] | None = None
+    degradation_probabilities: list[dict[str, float]] | None = None
 
 
 # ----------------------------------------------------------------------------- components
@@ -185,6 +211,9 @@ class _Sampling:
     tiling: _Tiling | None
     callback: StepCallback | None
     callback_inputs: Sequence[str]
+    #: ``degradation=`` checked: None (detect), one type, or a list (one per image, ``None``
+    #: entries detected); after the images are read, always one entry per image.
+    degradation: str | Sequence[str | None] | None = None
 
 
 def _size_groups(images: Sequence[torch.Tensor]) -> list[list[int]]:
@@ -240,6 +269,11 @@ class MRRestorationPipeline(DiffusionPipeline):
             raise ValueError(
                 "image_encoder and feature_extractor go together (the encoder needs its "
                 "preprocessing); pass both or neither."
+            )
+        if image_encoder is not None and degradation_encoder is not None:
+            raise ValueError(
+                "a pipeline takes DA-CLIP's image_encoder or a degradation_encoder, not both"
+                " (both would produce the network's degradation_context)."
             )
         self.register_modules(
             unet=unet,
@@ -314,6 +348,17 @@ class MRRestorationPipeline(DiffusionPipeline):
     def num_timesteps(self) -> int:
         """Number of denoising steps of the last call (per size group)."""
         return getattr(self, "_num_timesteps", 0)
+
+    @property
+    def supported_degradations(self) -> list[str] | None:
+        """The degradations this model claims to restore: its ``degradation_encoder``'s types
+        without ``"clean"`` (an undegraded photo, which the encoder also recognises), in the
+        encoder's order; ``None`` for a model without a degradation encoder. Any of the
+        encoder's types, ``"clean"`` included, may be forced with ``degradation=``."""
+        encoder = getattr(self, "degradation_encoder", None)
+        if encoder is None:
+            return None
+        return [d for d in encoder.config.degradations if d != "clean"]
 
     @property
     def interrupt(self) -> bool:
@@ -507,6 +552,7 @@ class MRRestorationPipeline(DiffusionPipeline):
         tile_batch_size: int,
         callback: StepCallback | None,
         callback_inputs: Sequence[str] | None,
+        degradation: str | Sequence[str | None] | None = None,
     ) -> _Sampling:
         """Checks every non-image argument of ``__call__`` and bundles the sampling settings."""
         if isinstance(callback, (PipelineCallback, MultiPipelineCallbacks)):
@@ -523,11 +569,13 @@ class MRRestorationPipeline(DiffusionPipeline):
             callback_inputs,
         )
         num_samples = check_num_samples(num_samples)
+        checked = check_degradation(degradation, getattr(self, "degradation_encoder", None))
         tiling = None
         if tile_size is not None:
             tiling = _Tiling(*normalize_tile_args(tile_size, tile_overlap), tile_batch_size)
         return _Sampling(
-            num_inference_steps, timesteps, num_samples, None, tiling, callback, callback_inputs
+            num_inference_steps, timesteps, num_samples, None, tiling, callback, callback_inputs,
+            checked,
         )
 
     # ------------------------------------------------------------------------ sampling steps
@@ -564,9 +612,26 @@ class MRRestorationPipeline(DiffusionPipeline):
             logger.info(f"{type(self.scheduler).__name__}.step takes no `mu`; it is not passed.")
         return {"generator": generator} if "generator" in names else {}, "mu" in names
 
+    def detect_degradation(
+        self, mu: torch.Tensor, degradation: Sequence[str | None] | None = None
+    ) -> DegradationEstimate | None:
+        """The degradation encoder on the images ``mu`` (``[B, 3, H, W]`` in [0, 1]): every
+        image's type (``degradation[i]`` where given, else detected), the probabilities and
+        the network's context (:mod:`diffusers_mrs.pipelines.degradation`); ``None`` without
+        a ``degradation_encoder``. ``degradation`` must hold checked names."""
+        encoder = getattr(self, "degradation_encoder", None)
+        if encoder is None:
+            return None
+        forced = [None] * mu.shape[0] if degradation is None else list(degradation)
+        return estimate_degradation(encoder, mu, forced)
+
+    def _degradation_contexts(self, estimate: DegradationEstimate) -> _Contexts:
+        return _Contexts(None, estimate.context.to(self._unet_dtype()))
+
     def encode_image(self, mu: torch.Tensor) -> _Contexts | None:
-        """DA-CLIP's contexts of the degraded images ``mu`` (``[B, C, H, W]`` in [0, 1]), or
-        ``None`` without an image encoder.
+        """The network's contexts of the degraded images ``mu`` (``[B, C, H, W]`` in
+        [0, 1]): DA-CLIP's two, or a degradation-aware model's detected degradation context
+        (:meth:`detect_degradation`), or ``None`` for a network without contexts.
 
         As DA-CLIP prepares them: the image is turned into 8 bits by truncation
         (``uint8(x * 255)``, in float32), then the feature extractor resizes the short side
@@ -574,10 +639,8 @@ class MRRestorationPipeline(DiffusionPipeline):
         The encoder then runs once on the whole batch.
         """
         if self.image_encoder is None:
-            if getattr(self, "degradation_encoder", None) is None:
-                return None
-            out = self.degradation_encoder(mu.to(self.degradation_encoder.dtype))
-            return _Contexts(None, out.degradation_context.to(self._unet_dtype()))
+            estimate = self.detect_degradation(mu)
+            return None if estimate is None else self._degradation_contexts(estimate)
         pixels = (mu.detach().float().clamp(0, 1) * 255).to(torch.uint8)
         pil = [PIL.Image.fromarray(img.permute(1, 2, 0).cpu().numpy()) for img in pixels]
         pixel_values = self.feature_extractor(images=pil, return_tensors="pt").pixel_values
@@ -689,11 +752,16 @@ class MRRestorationPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None,
         sampling: _Sampling,
         latents: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        degradation: Sequence[str | None] | None = None,
+    ) -> tuple[torch.Tensor, DegradationEstimate | None]:
         """Samples one batch of same-size images (``num_samples`` per image, in the
         :func:`~diffusers_mrs.pipelines.ensemble.repeat_for_samples` layout), from
-        ``latents`` when given; returns the samples as float32 in [0, 1]."""
-        contexts = self.encode_image(mu)  # once per image, before the repeats
+        ``latents`` when given, with the types ``degradation`` (per image, None: detect);
+        returns the samples as float32 in [0, 1] and the degradation estimate (or None)."""
+        # the contexts: once per image, before the repeats and the tiles
+        estimate = self.detect_degradation(mu, degradation)
+        contexts = self.encode_image(mu) if estimate is None else self._degradation_contexts(
+            estimate)
         mu, generator = repeat_for_samples(mu, generator, sampling.num_samples)
         if contexts is not None:
             contexts = contexts.repeat_interleave(sampling.num_samples)
@@ -706,30 +774,37 @@ class MRRestorationPipeline(DiffusionPipeline):
         else:
             latents = latents.to(device=mu.device, dtype=mu.dtype)
         latents = self.denoise(latents, mu, timesteps, generator, sampling, contexts)
-        return latents.float().clamp_(0.0, 1.0)
+        return latents.float().clamp_(0.0, 1.0), estimate
 
     def _restore_images(
         self,
         images: list[torch.Tensor],
         generator: torch.Generator | list[torch.Generator] | None,
         sampling: _Sampling,
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor | None], list[ImageDegradation] | None]:
         """Restores every image, one batch per size; returns the restorations (the mean of
-        each image's samples) and their spread (``None`` for one sample), in input order."""
+        each image's samples), their spread (``None`` for one sample) and the degradation
+        of each image (``None`` without a degradation encoder), in input order."""
         device, dtype = self._execution_device, self._sampling_dtype()
         restored: list[torch.Tensor] = [torch.empty(0)] * len(images)
         spread: list[torch.Tensor | None] = [None] * len(images)
+        reports: list[ImageDegradation | None] = [None] * len(images)
         for indices in _size_groups(images):
             mu = torch.stack([images[k] for k in indices]).to(device=device, dtype=dtype)
             group_generator = (
                 [generator[k] for k in indices] if isinstance(generator, list) else generator
             )
-            samples = self._restore_group(mu, group_generator, sampling, sampling.latents)
+            forced = None if sampling.degradation is None else [
+                sampling.degradation[k] for k in indices]
+            samples, estimate = self._restore_group(
+                mu, group_generator, sampling, sampling.latents, forced)
             mean, std = ensemble_statistics(samples, sampling.num_samples)
+            group_reports = [None] * len(indices) if estimate is None else estimate.per_image()
             for j, k in enumerate(indices):
                 restored[k] = mean[j]
                 spread[k] = None if std is None else std[j]
-        return restored, spread
+                reports[k] = group_reports[j]
+        return restored, spread, None if None in reports else reports
 
     @staticmethod
     def format_output(restored: list[torch.Tensor], output_type: str) -> Any:
@@ -750,13 +825,18 @@ class MRRestorationPipeline(DiffusionPipeline):
         latents: torch.Tensor | None,
         sampling: _Sampling,
     ) -> tuple[list[torch.Tensor], _Sampling]:
-        """Reads and checks ``__call__``'s images, generators and initial latents (before any
-        sampling); returns the images and the settings with the checked latents."""
+        """Reads and checks ``__call__``'s images, generators, initial latents and degradation
+        types (before any sampling); returns the images and the settings with the checked
+        latents and one degradation entry per image."""
         images = prepare_images(image, channels=self._unet_channels())
         self.check_images_in_dtype(images)
         self.check_generators(generator, len(images))
         checked = self.check_latents(latents, images, sampling.num_samples)
-        return images, replace(sampling, latents=checked)
+        degradation = sampling.degradation
+        if getattr(self, "degradation_encoder", None) is not None:
+            check_encoder_image_sizes(images)
+            degradation = per_image_degradations(degradation, len(images))
+        return images, replace(sampling, latents=checked, degradation=degradation)
 
     def _pipeline_output(
         self,
@@ -764,11 +844,18 @@ class MRRestorationPipeline(DiffusionPipeline):
         spread: list[torch.Tensor | None],
         output_type: str,
         num_samples: int,
+        reports: list[ImageDegradation] | None = None,
     ) -> MRRestorationPipelineOutput:
-        """The restorations (and, for ``num_samples`` > 1, their spread) as ``output_type``."""
+        """The restorations (and, for ``num_samples`` > 1, their spread) as ``output_type``,
+        with each image's degradation where the model has a degradation encoder."""
         return MRRestorationPipelineOutput(
             images=self.format_output(restored, output_type),
             uncertainty=None if num_samples == 1 else self.format_output(spread, output_type),
+            degradation=None if reports is None else [r.name for r in reports],
+            degradation_probability=None if reports is None else [
+                r.probability for r in reports],
+            degradation_probabilities=None if reports is None else [
+                r.probabilities for r in reports],
         )
 
     # ------------------------------------------------------------------------ __call__
@@ -789,6 +876,7 @@ class MRRestorationPipeline(DiffusionPipeline):
         tile_batch_size: int = 4,
         num_samples: int = 1,
         latents: torch.Tensor | None = None,
+        degradation: str | Sequence[str | None] | None = None,
     ) -> MRRestorationPipelineOutput | tuple:
         r"""Restores degraded images.
 
@@ -811,9 +899,16 @@ class MRRestorationPipeline(DiffusionPipeline):
                 their mean, ``uncertainty`` their std (:mod:`diffusers_mrs.pipelines.ensemble`).
             latents: initial x_T, ``[len(images) * K, C, H, W]`` (one image size; default ``mu +
                 init_noise_sigma * noise``); the result is deterministic with an ODE scheduler.
+            degradation: degradation-aware models only (a ``degradation_encoder``): ``None`` or
+                ``"auto"`` detects each image's type; a name (one of the encoder's types, see
+                :attr:`supported_degradations`) forces it for every image; a list gives one
+                per image (``None``/``"auto"`` entries detected). A forced type hands the
+                network that type's context (:mod:`diffusers_mrs.pipelines.degradation`).
 
         Returns:
-            ``MRRestorationPipelineOutput`` (``images``, ``uncertainty`` for K > 1), or its tuple.
+            ``MRRestorationPipelineOutput`` (``images``, ``uncertainty`` for K > 1, and
+            ``degradation``, ``degradation_probability``, ``degradation_probabilities`` for
+            degradation-aware models), or its tuple (the fields that are not ``None``).
 
         Raises:
             ValueError: an invalid argument or image (``ImageInputError``), before sampling.
@@ -826,10 +921,11 @@ class MRRestorationPipeline(DiffusionPipeline):
             output_type=output_type, tile_size=tile_size, tile_overlap=tile_overlap,
             tile_batch_size=tile_batch_size,
             callback=callback_on_step_end, callback_inputs=callback_on_step_end_tensor_inputs,
+            degradation=degradation,
         )
         images, sampling = self._prepare_call_inputs(image, generator, latents, sampling)
         self._interrupt = False
-        restored, spread = self._restore_images(images, generator, sampling)
+        restored, spread, reports = self._restore_images(images, generator, sampling)
         self.maybe_free_model_hooks()
-        output = self._pipeline_output(restored, spread, output_type, num_samples)
+        output = self._pipeline_output(restored, spread, output_type, num_samples, reports)
         return output if return_dict else output.to_tuple()

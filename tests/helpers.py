@@ -11,7 +11,12 @@ from accelerate import PartialState
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from diffusers_mrs import MRRestorationPipeline, MRSamplerScheduler, MRUNet2DModel
+from diffusers_mrs import (
+    MRDegradationEncoder,
+    MRRestorationPipeline,
+    MRSamplerScheduler,
+    MRUNet2DModel,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -31,6 +36,49 @@ def tiny_pipeline(
             unet.conv_out.weight.normal_(0.0, 0.05)
             unet.conv_out.bias.fill_(0.5)
     pipe = MRRestorationPipeline(unet=unet, scheduler=MRSamplerScheduler(prediction_type="sample"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+#: The types of :func:`tiny_degradation_aware_pipeline` (its encoder's logit order).
+TINY_TYPES = ("noise", "lowlight", "clean")
+
+
+def rule_based_encoder(context_dim: int = 8) -> MRDegradationEncoder:
+    """A tiny :class:`MRDegradationEncoder` whose head is set by hand to a known rule on the
+    image's own statistics (``m`` its mean, ``s`` its standard deviation, both averaged over
+    the channels): logits ``(4 g(10 s), 10 - 4 g(10 m), 6)`` for (noise, lowlight, clean),
+    ``g`` = GELU. So a noisy mid-grey image (s ~ 0.3) is "noise", a dark image (m ~ 0.05)
+    "lowlight" and a smooth mid-grey one "clean", each with probability > 0.9; the type
+    embeddings stay random."""
+    torch.manual_seed(1)
+    encoder = MRDegradationEncoder(degradations=list(TINY_TYPES), context_dim=context_dim, width=4)
+    first, second = encoder.head[0], encoder.head[2]
+    with torch.no_grad():
+        for layer in (first, second):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        first.weight[0, 0:3] = 10.0 / 3  # 10 m   (pooled[:, 0:3]: channel means)
+        first.weight[1, 3:6] = 10.0 / 3  # 10 s   (pooled[:, 3:6]: channel stds)
+        second.weight[0, 1] = 4.0  # noise
+        second.weight[1, 0], second.bias[1] = -4.0, 10.0  # lowlight
+        second.bias[2] = 6.0  # clean
+    return encoder
+
+
+def tiny_degradation_aware_pipeline(context_dim: int = 8) -> MRRestorationPipeline:
+    """A seeded tiny degradation-aware pipeline: a U-Net with a degradation context (random
+    prompt, so the context changes its output) and :func:`rule_based_encoder`."""
+    torch.manual_seed(0)
+    unet = MRUNet2DModel(nf=8, depth=2, attention_heads=1, attention_head_dim=8,
+                         use_degra_context=True, context_dim=context_dim)
+    with torch.no_grad():
+        unet.conv_out.weight.normal_(0.0, 0.05)
+        unet.conv_out.bias.fill_(0.5)
+    pipe = MRRestorationPipeline(
+        unet=unet, scheduler=MRSamplerScheduler(prediction_type="sample"),
+        degradation_encoder=rule_based_encoder(context_dim),
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -26,12 +26,14 @@ from diffusers_mrs.demo import (  # noqa: E402
     DemoSession,
     build_demo,
     check_image,
+    compare_fn,
     example_images,
     parse_tile,
+    restore_fn,
 )
 from diffusers_mrs.uncertainty_map import LEGEND_HEIGHT, MIN_LEGEND_WIDTH  # noqa: E402
 
-from helpers import tiny_pipeline  # noqa: E402
+from helpers import tiny_degradation_aware_pipeline, tiny_pipeline  # noqa: E402
 
 H, W = 40, 48
 MAX_PIXELS = 4000  # a 64 x 64 upload is above it
@@ -158,6 +160,37 @@ def test_checks_without_a_server():
     with pytest.raises(gr.Error, match="at least 16"):
         parse_tile(8)
     assert {p.name for p in example_images()} >= {"coffee_clean.png"}
+
+
+def degradation_dropdown(demo: gr.Blocks) -> gr.Dropdown:
+    return next(b for b in demo.blocks.values() if getattr(b, "elem_id", None)
+                == "degradation-type")
+
+
+def test_degradation_aware_model_shows_the_type_and_can_be_forced(tmp_path):
+    session = DemoSession(pipe=tiny_degradation_aware_pipeline(), workdir=tmp_path)
+    dropdown = degradation_dropdown(build_demo(session))
+    assert dropdown.visible and [c[1] for c in dropdown.choices] == [
+        "auto", "noise", "lowlight", "clean"]
+    dark = Image.fromarray(np.full((16, 16, 3), 12, dtype=np.uint8))
+    *_, label = restore_fn(session, dark, "MR Sampler", 1, 0, 1, "off")
+    assert label["visible"] and max(label["value"], key=label["value"].get) == "lowlight"
+    assert sum(label["value"].values()) == pytest.approx(1.0)
+    _, info, *_, forced = restore_fn(session, dark, "MR Sampler", 1, 0, 1, "off", None, "noise")
+    assert "degradation: **noise** (forced" in info and "forced" in forced["label"]
+    assert forced["value"] == pytest.approx(label["value"])  # the encoder's own estimate
+    *_, compare_info = compare_fn(session, dark, 0, "off", None, "clean")
+    assert "NFE 100" in compare_info
+
+
+def test_other_models_show_no_degradation_controls(tmp_path):
+    session = DemoSession(pipe=tiny_pipe(), workdir=tmp_path)
+    assert not degradation_dropdown(build_demo(session)).visible
+    dark = Image.fromarray(np.full((16, 16, 3), 12, dtype=np.uint8))
+    _, info, *_, label = restore_fn(session, dark, "MR Sampler", 1, 0, 1, "off")
+    assert label["visible"] is False and "degradation" not in info
+    with pytest.raises(gr.Error, match="not degradation-aware"):
+        restore_fn(session, dark, "MR Sampler", 1, 0, 1, "off", None, "noise")
 
 
 def test_demo_subcommand_parses_and_defaults_to_localhost(monkeypatch):

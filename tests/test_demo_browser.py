@@ -16,6 +16,7 @@ The README screenshot is made by this test:
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import socket
@@ -122,6 +123,12 @@ def browser() -> Iterator[object]:
         driver.quit()
 
 
+def default_model_degradations() -> list[str] | None:
+    """The degradation types of the shipped default model, ``None`` if it has no encoder."""
+    config = REPO / "diffusers_mrs" / "default_model" / "degradation_encoder" / "config.json"
+    return json.loads(config.read_text())["degradations"] if config.is_file() else None
+
+
 def fetch_image(url: str) -> np.ndarray:
     with urllib.request.urlopen(url, timeout=30) as resp:
         return np.asarray(Image.open(io.BytesIO(resp.read())).convert("RGB"), dtype=np.float64)
@@ -157,6 +164,10 @@ def test_upload_restore_and_see_the_result(demo_url, browser, tmp_path):
     assert after.std() > 10.0, "the restored image is blank"
     assert browser.find_element(By.CSS_SELECTOR, "#download").is_displayed()
     assert not browser.find_elements(By.CSS_SELECTOR, "#uncertainty img")
+    types = default_model_degradations()
+    if types is not None:  # a degradation-aware default model: its detected type is shown
+        label = browser.find_element(By.CSS_SELECTOR, "#degradation").text
+        assert any(t in label for t in types), label
 
     # An ensemble of 4 samples: the uncertainty map appears.
     samples = browser.find_element(By.CSS_SELECTOR, "#samples input[type=number]")

@@ -355,7 +355,7 @@ def test_callback_on_step_end(pipe: MRRestorationPipeline) -> None:
 
 
 def test_dtype_and_offload_conventions(unet: MRUNet2DModel) -> None:
-    assert MRRestorationPipeline.model_cpu_offload_seq == "image_encoder->unet"
+    assert MRRestorationPipeline.model_cpu_offload_seq == "degradation_encoder->image_encoder->unet"
     pipe64 = MRRestorationPipeline(
         unet=tiny_unet().to(torch.float64), scheduler=MRSamplerScheduler(prediction_type="sample")
     )
