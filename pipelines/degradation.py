@@ -128,7 +128,8 @@ class DegradationEstimate:
         types: the encoder's type names (the columns of ``probabilities``).
         names: per image, the type used: the forced one, else the most probable.
         probabilities: ``[B, len(types)]`` float32 on the CPU, the encoder's softmax.
-        context: ``[B, context_dim]``, the network's ``degradation_context`` (encoder dtype).
+        context: ``[B, context_dim]``, the network's ``degradation_context`` (the encoder's
+            dtype, on the device of the images).
     """
 
     types: list[str]
@@ -150,16 +151,17 @@ def estimate_degradation(
 ) -> DegradationEstimate:
     """Runs ``encoder`` once on ``mu`` (``[B, 3, H, W]`` in [0, 1]) and builds every image's
     context: ``type_embeddings[k]`` where ``forced[i]`` names type ``k``, else the encoder's
-    probability-weighted mix (module docstring)."""
-    out = encoder(mu.to(device=encoder.device, dtype=encoder.dtype))
+    probability-weighted mix (module docstring). The context is returned on ``mu``'s device."""
+    out = encoder(mu.to(encoder.dtype))
     probabilities = out.probabilities.detach().float().cpu()
     types = list(encoder.config.degradations)
     context = out.degradation_context
     picked = [i for i, name in enumerate(forced) if name is not None]
     if picked:
         context = context.clone()
-        context[picked] = encoder.context_for([forced[i] for i in picked]).to(context.dtype)
+        named = encoder.context_for([forced[i] for i in picked])
+        context[picked] = named.to(device=context.device, dtype=context.dtype)
     detected = probabilities.argmax(dim=1).tolist()
     names = [name if name is not None else types[k] for name, k in zip(forced, detected,
                                                                        strict=True)]
-    return DegradationEstimate(types, names, probabilities, context)
+    return DegradationEstimate(types, names, probabilities, context.to(mu.device))

@@ -626,6 +626,7 @@ class MRRestorationPipeline(DiffusionPipeline):
         return estimate_degradation(encoder, mu, forced)
 
     def _degradation_contexts(self, estimate: DegradationEstimate) -> _Contexts:
+        """The network's contexts from a degradation estimate (in the network's dtype)."""
         return _Contexts(None, estimate.context.to(self._unet_dtype()))
 
     def encode_image(self, mu: torch.Tensor) -> _Contexts | None:

@@ -186,6 +186,19 @@ def test_every_scheduler_and_output_type(scheduler_cls, output_type):
     assert all(torch.equal(c, embeddings(pipe)[[0, 0]]) for _, c in spy.calls)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_pipeline_gets_the_type_embedding_in_its_dtype(dtype):
+    pipe = tiny_degradation_aware_pipeline()
+    pipe.to(dtype=dtype)
+    spy = ContextSpy(pipe.unet)
+    out = pipe([noisy(), dark()], num_inference_steps=1, output_type="pt",
+               degradation=["lowlight", None])
+    spy.close()
+    assert out.degradation == ["lowlight", "lowlight"] and torch.isfinite(out.images).all()
+    (_, context), = spy.calls
+    assert context.dtype == dtype and torch.equal(context[0], embeddings(pipe)[1])
+
+
 def test_forcing_a_type_changes_the_restoration():
     pipe = tiny_degradation_aware_pipeline()
     runs = {
