@@ -367,3 +367,23 @@ def test_degradation_aware_training_saves_a_pipeline_with_its_encoder(tmp_path: 
     assert restored.images.shape == (1, 3, 16, 16)
     records = read_jsonl_log(out / "logs" / "train" / "metrics.jsonl")
     assert {"denoise", "ce", "accuracy"} <= set(next(r for r in records if "loss" in r))
+
+
+def test_classifier_refit_keeps_the_networks_type_vectors(tmp_path: Path) -> None:
+    from diffusers_mrs import MRDegradationEncoder
+    from diffusers_mrs.training.classifier import main as refit
+
+    src = tmp_path / "pipe"
+    encoder = MRDegradationEncoder(degradations=["noise", "lowlight", "clean"], context_dim=4,
+                                   width=4)
+    encoder.save_pretrained(src / "degradation_encoder")
+    (src / "unet").mkdir()
+    (src / "unet" / "marker.txt").write_text("network files are copied unchanged")
+    out = tmp_path / "refit"
+    assert refit([str(src), str(out), "--steps", "2", "--batch", "4"]) == 0
+    refitted = MRDegradationEncoder.from_pretrained(out / "degradation_encoder")
+    assert torch.equal(refitted.type_embeddings, encoder.type_embeddings)
+    assert not torch.equal(refitted.head[0].weight, encoder.head[0].weight)
+    assert (out / "unet" / "marker.txt").read_text() == "network files are copied unchanged"
+    with pytest.raises(SystemExit, match="exists"):
+        refit([str(src), str(out), "--steps", "1"])

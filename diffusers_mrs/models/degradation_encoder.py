@@ -2,7 +2,10 @@
 
 The default model's counterpart of DA-CLIP's controller tower (docs/math.md#degradation-context):
 a few strided convolutions look at the degraded image ``mu`` and pool it into statistics that
-do not depend on its size (the mean and the standard deviation of every feature map), and a
+do not depend on its size (the mean, standard deviation and maximum of every feature map and
+of the image's channels, and the log of the median and of the mean absolute Laplacian of
+each channel, a robust noise level: noise shows in the high-pass statistics, low light in
+the largest intensity), and a
 linear head turns them into logits over the model's degradation types (for example
 ``("noise", "lowlight", "clean")``). The degradation context that the restoration network
 adds to its time embedding is the probability-weighted mix of one learned vector per type,
@@ -73,10 +76,14 @@ class MRDegradationEncoder(ModelMixin, ConfigMixin):
             layers += [nn.Conv2d(channels, w, 3, stride=stride, padding=1), nn.GELU()]
             channels = w
         self.features = nn.Sequential(*layers)
-        # mean and std of every feature map, plus those of the image itself
+        # mean, std and max of every feature map and of the image's channels; two
+        # high-pass statistics per channel
         self.head = nn.Sequential(
-            nn.Linear(2 * (channels + 3), 4 * width), nn.GELU(), nn.Linear(4 * width, len(names))
+            nn.Linear(3 * (channels + 3) + 6, 4 * width), nn.GELU(),
+            nn.Linear(4 * width, len(names)),
         )
+        laplacian = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
+        self.register_buffer("laplacian", laplacian.expand(3, 1, 3, 3).clone(), persistent=False)
         self.type_embeddings = nn.Parameter(torch.randn(len(names), context_dim))
 
     @property
@@ -95,7 +102,12 @@ class MRDegradationEncoder(ModelMixin, ConfigMixin):
         x = images.to(self.type_embeddings.dtype)
         feats = self.features(2.0 * x - 1.0)
         stats = [t.flatten(2) for t in (x, feats)]
-        pooled = torch.cat([torch.cat([s.mean(-1), s.std(-1)], dim=1) for s in stats], dim=1)
+        high = nn.functional.conv2d(x, self.laplacian.to(x.dtype), groups=3).abs().flatten(2)
+        pooled = torch.cat(
+            [torch.cat([s.mean(-1), s.std(-1), s.amax(-1)], dim=1) for s in stats]
+            + [torch.log(high.median(-1).values + 1e-4), torch.log(high.mean(-1) + 1e-4)],
+            dim=1,
+        )
         logits = self.head(pooled)
         probabilities = torch.softmax(logits.float(), dim=-1).to(logits.dtype)
         context = probabilities @ self.type_embeddings

@@ -1,0 +1,110 @@
+"""Fit the degradation classifier of a degradation-aware pipeline anew, network untouched.
+
+The network of a degradation-aware model only ever sees the encoder's type vectors
+(``type_embeddings``, docs/math.md#degradation-context); the convolutions and the head that
+name the type can be trained on their own without changing what the network was trained
+with. This stage starts them afresh and trains them by cross-entropy on crops of many sizes
+(the encoder pools over the whole image, and restorations run on whole photos, not 64 px
+patches) with jittered degradations, and writes a new pipeline folder.
+
+    python -m diffusers_mrs.training.classifier runs/aware/pipeline runs/aware/pipeline-cls \\
+        --steps 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data import bundled_photos, degrade
+from ..models.degradation_encoder import MRDegradationEncoder
+
+
+def classifier_batch(
+    photos: Sequence[np.ndarray], types: Sequence[str], batch: int, size: int,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` random ``size`` px crops, each of a random type (jittered parameters), and
+    their type indices."""
+    images, labels = [], []
+    for _ in range(batch):
+        photo = photos[int(rng.integers(len(photos)))]
+        h, w = photo.shape[:2]
+        side = min(size, h, w)
+        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        label = int(rng.integers(len(types)))
+        crop = degrade(photo[top : top + side, left : left + side], types[label], rng)
+        images.append(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))))
+        labels.append(label)
+    return torch.stack(images).float(), torch.tensor(labels)
+
+
+def fit_classifier(
+    encoder: MRDegradationEncoder, steps: int, batch: int = 32,
+    sizes: Sequence[int] = (48, 64, 96, 128), lr: float = 2e-3, seed: int = 0,
+) -> list[float]:
+    """Train ``encoder``'s features and head (not ``type_embeddings``) by cross-entropy on
+    the training photos; returns the per-step accuracy."""
+    photos = list(bundled_photos("train").values())
+    params = [p for n, p in encoder.named_parameters() if n != "type_embeddings"]
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    rng, accuracy = np.random.default_rng(seed), []
+    encoder.train()
+    for _ in tqdm(range(steps), desc="classifier"):
+        images, labels = classifier_batch(photos, encoder.degradations, batch,
+                                          int(rng.choice(sizes)), rng)
+        logits = encoder(images).logits
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        accuracy.append((logits.argmax(1) == labels).float().mean().item())
+    encoder.eval()
+    return accuracy
+
+
+def fresh_classifier(folder: Path) -> MRDegradationEncoder:
+    """An encoder with ``folder``'s config and type vectors and newly initialised features and
+    head (so an encoder saved by an older layout of the classifier is refitted too)."""
+    from safetensors.torch import load_file
+
+    encoder = MRDegradationEncoder.from_config(MRDegradationEncoder.load_config(folder))
+    saved = load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+    with torch.no_grad():
+        encoder.type_embeddings.copy_(saved["type_embeddings"])
+    return encoder
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("pipeline", type=Path, help="a degradation-aware pipeline folder")
+    p.add_argument("output", type=Path, help="the new pipeline folder (must not exist)")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.output.exists():
+        raise SystemExit(f"{args.output} exists; choose a new folder (nothing is overwritten)")
+    encoder = fresh_classifier(args.pipeline / "degradation_encoder")
+    before = encoder.type_embeddings.detach().clone()
+    accuracy = fit_classifier(encoder, args.steps, args.batch, lr=args.lr, seed=args.seed)
+    assert torch.equal(encoder.type_embeddings, before)  # the network's contexts are unchanged
+    shutil.copytree(args.pipeline, args.output)
+    encoder.save_pretrained(args.output / "degradation_encoder", safe_serialization=True)
+    tail = accuracy[-min(200, len(accuracy)):]
+    print(f"training accuracy over the last {len(tail)} steps: {np.mean(tail):.3f}")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
