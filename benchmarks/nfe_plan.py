@@ -67,7 +67,9 @@ def build_methods() -> list[Method]:
                             ("parameterization", param),
                             ("solver_order", order),
                         ),
-                        default_nfes=(20, 10, 5),
+                        # the faithful second-order SDE also at 100: its @10 vs @100 target
+                        default_nfes=(100, 20, 10, 5) if (algorithm, param, order) == (
+                            "sde", "data", 2) else (20, 10, 5),
                     )
                 )
     return methods

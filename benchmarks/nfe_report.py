@@ -101,6 +101,27 @@ def _check(ok: bool | None) -> str:
     return "n/a" if ok is None else ("yes" if ok else "**no**")
 
 
+def _faithful_and_collapse_lines(results: dict[str, Any]) -> list[str]:
+    """The faithful second-order SDE @10 within 0.2 dB of its @100; posterior sampling @10
+    more than 1 dB under its @100 (where both were run)."""
+    lines = []
+    faithful = [_psnr(results, "mrs-sde-data-2", n) for n in (10, 100)]
+    if None not in faithful:
+        delta = faithful[0] - faithful[1]
+        lines.append(
+            f"- Faithful second-order SDE (MRS-SDE-d-2) @10 vs its @100: {faithful[0]:.2f} vs"
+            f" {faithful[1]:.2f} dB (delta {delta:+.2f} dB); within 0.2 dB: {_check(delta >= -0.2)}"
+        )
+    post, post10 = (_psnr(results, "posterior-irsde", n) for n in (100, 10))
+    if post is not None and post10 is not None:
+        lines.append(
+            f"- Posterior (IR-SDE) @10 vs its @100: {post10:.2f} vs {post:.2f} dB (delta"
+            f" {post10 - post:+.2f} dB); collapses (more than 1 dB lower):"
+            f" {_check(post10 < post - 1)}"
+        )
+    return lines
+
+
 def targets_summary(results: dict[str, Any]) -> str:
     """How the fast-sampling targets fare (MRS@10 within 0.2 dB of MRS@100, MRS@5 within
     0.5 dB; the best MRS@10 / @5 within 0.2 dB of posterior sampling@100), average PSNR."""
@@ -120,6 +141,7 @@ def targets_summary(results: dict[str, Any]) -> str:
             f"- MRS default @{nfe} vs @100: {_fmt(val)} vs {_fmt(ref)} dB"
             f" (delta {_fmt(delta)} dB); within {tol} dB: {_check(ok)}"
         )
+    lines += _faithful_and_collapse_lines(results)
     post = _psnr(results, "posterior-irsde", 100)
     mrs_keys = [k for k in results["methods"] if k.startswith("mrs-")]
     for nfe, speedup in ((10, "10x"), (5, "20x")):

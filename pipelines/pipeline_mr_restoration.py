@@ -214,6 +214,17 @@ class _Sampling:
     #: ``degradation=`` checked: None (detect), one type, or a list (one per image, ``None``
     #: entries detected); after the images are read, always one entry per image.
     degradation: str | Sequence[str | None] | None = None
+    #: return images of type ``"clean"`` as they are, without sampling
+    keep_clean: bool = True
+
+
+def _clean_rows(estimate: DegradationEstimate | None, sampling: _Sampling) -> list[bool] | None:
+    """Per image of a batch, whether it is returned as it is: its type (detected or forced)
+    is ``"clean"`` and ``keep_clean`` is on. The posterior of an undegraded image given
+    itself is the image (docs/math.md#degradation-context)."""
+    if estimate is None or not sampling.keep_clean:
+        return None
+    return [name == "clean" for name in estimate.names]
 
 
 def _size_groups(images: Sequence[torch.Tensor]) -> list[list[int]]:
@@ -553,6 +564,7 @@ class MRRestorationPipeline(DiffusionPipeline):
         callback: StepCallback | None,
         callback_inputs: Sequence[str] | None,
         degradation: str | Sequence[str | None] | None = None,
+        keep_clean: bool = True,
     ) -> _Sampling:
         """Checks every non-image argument of ``__call__`` and bundles the sampling settings."""
         if isinstance(callback, (PipelineCallback, MultiPipelineCallbacks)):
@@ -575,7 +587,7 @@ class MRRestorationPipeline(DiffusionPipeline):
             tiling = _Tiling(*normalize_tile_args(tile_size, tile_overlap), tile_batch_size)
         return _Sampling(
             num_inference_steps, timesteps, num_samples, None, tiling, callback, callback_inputs,
-            checked,
+            checked, bool(keep_clean),
         )
 
     # ------------------------------------------------------------------------ sampling steps
@@ -761,6 +773,10 @@ class MRRestorationPipeline(DiffusionPipeline):
         returns the samples as float32 in [0, 1] and the degradation estimate (or None)."""
         # the contexts: once per image, before the repeats and the tiles
         estimate = self.detect_degradation(mu, degradation)
+        clean = _clean_rows(estimate, sampling)
+        if clean is not None and all(clean):  # nothing to sample: each image is its own result
+            self._num_timesteps = 0
+            return mu.float().clamp(0.0, 1.0).repeat_interleave(sampling.num_samples, 0), estimate
         contexts = self.encode_image(mu) if estimate is None else self._degradation_contexts(
             estimate)
         mu, generator = repeat_for_samples(mu, generator, sampling.num_samples)
@@ -775,6 +791,9 @@ class MRRestorationPipeline(DiffusionPipeline):
         else:
             latents = latents.to(device=mu.device, dtype=mu.dtype)
         latents = self.denoise(latents, mu, timesteps, generator, sampling, contexts)
+        if clean is not None and any(clean):
+            rows = torch.tensor(clean, device=mu.device).repeat_interleave(sampling.num_samples)
+            latents[rows] = mu[rows].to(latents.dtype)
         return latents.float().clamp_(0.0, 1.0), estimate
 
     def _restore_images(
@@ -878,6 +897,7 @@ class MRRestorationPipeline(DiffusionPipeline):
         num_samples: int = 1,
         latents: torch.Tensor | None = None,
         degradation: str | Sequence[str | None] | None = None,
+        keep_clean: bool = True,
     ) -> MRRestorationPipelineOutput | tuple:
         r"""Restores degraded images.
 
@@ -905,6 +925,9 @@ class MRRestorationPipeline(DiffusionPipeline):
                 :attr:`supported_degradations`) forces it for every image; a list gives one
                 per image (``None``/``"auto"`` entries detected). A forced type hands the
                 network that type's context (:mod:`diffusers_mrs.pipelines.degradation`).
+            keep_clean: degradation-aware models: an image whose type is ``"clean"``
+                (detected or forced) is returned unchanged, without sampling (its
+                ``uncertainty`` is 0); ``False`` samples it like any other.
 
         Returns:
             ``MRRestorationPipelineOutput`` (``images``, ``uncertainty`` for K > 1, and
@@ -922,7 +945,7 @@ class MRRestorationPipeline(DiffusionPipeline):
             output_type=output_type, tile_size=tile_size, tile_overlap=tile_overlap,
             tile_batch_size=tile_batch_size,
             callback=callback_on_step_end, callback_inputs=callback_on_step_end_tensor_inputs,
-            degradation=degradation,
+            degradation=degradation, keep_clean=keep_clean,
         )
         images, sampling = self._prepare_call_inputs(image, generator, latents, sampling)
         self._interrupt = False

@@ -350,3 +350,22 @@ def test_cli_checks_a_repo_model_right_after_loading(inputs, tmp_path, capsys, m
                            "--degradation", "noise"], capsys)
     assert "not degradation-aware" in line
     assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == []
+
+
+def test_clean_images_are_returned_unchanged_unless_keep_clean_is_off() -> None:
+    pipe = tiny_degradation_aware_pipeline()
+    calls = []
+    pipe.unet.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    images = torch.rand(3, 3, 16, 16) * 0.2 + 0.4
+    out = pipe(image=images, num_inference_steps=3, degradation="clean", num_samples=2,
+               output_type="pt")
+    assert torch.equal(out.images, images) and calls == [] and pipe.num_timesteps == 0
+    assert torch.equal(out.uncertainty, torch.zeros_like(images))
+    # mixed batch: the clean image is its input, the other one is sampled
+    out = pipe(image=images[:2], num_inference_steps=3, degradation=["noise", "clean"],
+               output_type="pt")
+    assert torch.equal(out.images[1], images[1]) and not torch.equal(out.images[0], images[0])
+    assert calls == [2, 2, 2]
+    sampled = pipe(image=images[:1], num_inference_steps=3, degradation="clean",
+                   keep_clean=False, output_type="pt").images
+    assert not torch.equal(sampled, images[:1]) and len(calls) == 6

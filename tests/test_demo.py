@@ -179,8 +179,10 @@ def test_degradation_aware_model_shows_the_type_and_can_be_forced(tmp_path):
     _, info, *_, forced = restore_fn(session, dark, "MR Sampler", 1, 0, 1, "off", None, "noise")
     assert "degradation: **noise** (forced" in info and "forced" in forced["label"]
     assert forced["value"] == pytest.approx(label["value"])  # the encoder's own estimate
-    *_, compare_info = compare_fn(session, dark, 0, "off", None, "clean")
+    *_, compare_info = compare_fn(session, dark, 0, "off", None, "noise")
     assert "NFE 100" in compare_info
+    *_, compare_info = compare_fn(session, dark, 0, "off", None, "clean")
+    assert "(NFE 0)" in compare_info  # a clean image is returned as it is, without sampling
 
 
 def test_other_models_show_no_degradation_controls(tmp_path):
