@@ -293,6 +293,7 @@ def restore_one(
         tile_batch_size=args.tile_batch_size,
         num_samples=args.samples,
         degradation=None if args.degradation == "auto" else args.degradation,
+        keep_clean=not getattr(args, "sample_clean", False),
     )
     job.target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(job.target, lambda tmp: write_image(tmp, result.images[0], decoded))
@@ -426,10 +427,13 @@ def _degradation_types(pipe: Any) -> list[str] | None:
     return None if encoder is None else list(encoder.config.degradations)
 
 
-def degradation_line(source: Path, degradation: tuple[str, float], forced: bool) -> str:
-    """``source: TYPE (p=0.99)``, the line printed after an image (``forced, p=`` if forced)."""
+def degradation_line(source: Path, degradation: tuple[str, float], forced: bool,
+                     keep_clean: bool = True) -> str:
+    """``source: TYPE (p=0.99)``, the line printed after an image (``forced, p=`` if forced;
+    ``, written unchanged`` for a clean image returned as it is)."""
     name, probability = degradation
-    return f"{source}: {name} ({'forced, ' if forced else ''}p={probability:.2f})"
+    line = f"{source}: {name} ({'forced, ' if forced else ''}p={probability:.2f})"
+    return line + (", written unchanged" if name == "clean" and keep_clean else "")
 
 
 def _one_line(text: object) -> str:
@@ -460,7 +464,8 @@ def _restore_all(pipe: Any, jobs: list[Job], args: argparse.Namespace, device: A
                 continue
             if degradation is not None:
                 types[degradation[0]] = types.get(degradation[0], 0) + 1
-                tqdm.write(prefix + degradation_line(job.source, degradation, forced),
+                tqdm.write(prefix + degradation_line(job.source, degradation, forced,
+                                                    not getattr(args, "sample_clean", False)),
                            file=sys.stdout)
     counts = ", ".join(f"{n} {t}" for t, n in sorted(types.items()))
     summary = f" ({'forced ' if forced else ''}degradation: {counts})" if types else ""
@@ -591,6 +596,12 @@ def _add_sampling_args(restore: argparse.ArgumentParser) -> None:
         help="degradation-aware models: the degradation type of every input, one of the"
         " model's types (default: auto, detected per image); the type used and its"
         " probability are printed after each image",
+    )
+    restore.add_argument(
+        "--sample-clean",
+        action="store_true",
+        help="degradation-aware models: sample images of type 'clean' too (default: they are"
+        " written unchanged, the exact restoration of an undegraded image)",
     )
     restore.add_argument(
         "--samples",

@@ -313,8 +313,17 @@ def test_cli_forces_a_degradation(aware_dir, inputs, tmp_path, capsys):
                  "--model", str(aware_dir), "--steps", "1", "--degradation", "clean", "-q"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert re.fullmatch(r".*a_noise\.png: clean \(forced, p=0\.0\d\)\n", captured.out)
+    assert re.fullmatch(r".*a_noise\.png: clean \(forced, p=0\.0\d\), written unchanged\n",
+                        captured.out)
     assert "(forced degradation: 1 clean)" in captured.err
+    written = np.asarray(Image.open(tmp_path / "out" / "a_noise.png"))
+    assert np.array_equal(written, np.asarray(Image.open(inputs / "a_noise.png")))
+    code = main(["restore", str(inputs / "a_noise.png"), "-o", str(tmp_path / "sampled"),
+                 "--model", str(aware_dir), "--steps", "1", "--degradation", "clean",
+                 "--sample-clean", "-q"])
+    assert code == 0 and "written unchanged" not in capsys.readouterr().out
+    sampled = np.asarray(Image.open(tmp_path / "sampled" / "a_noise.png"))
+    assert not np.array_equal(sampled, written)
 
 
 def one_error_line(argv: list[str], capsys) -> str:
