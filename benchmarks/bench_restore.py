@@ -63,6 +63,7 @@ from diffusers_mrs import (
 )
 from diffusers_mrs.convert import PAPER_SCHEDULER
 from diffusers_mrs.models import convert_to_irsde_state_dict
+from diffusers_mrs.pipelines.degradation import estimate_degradation
 from diffusers_mrs.pipelines.pipeline_mr_restoration import _Contexts
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -104,17 +105,25 @@ class Network:
     notes: list[str] = field(default_factory=list)
     #: fixed ``image_context`` / ``degradation_context`` ``[1, D]`` (our names), or None
     contexts: dict[str, torch.Tensor] | None = None
+    #: the degradation encoder of a degradation-aware model: our pipeline runs it (once
+    #: per image), and so does the original side, for the same context
+    degradation_encoder: torch.nn.Module | None = None
 
     def to(self, device: str | torch.device) -> None:
-        """Moves both networks and the contexts to ``device``."""
-        self.unet.to(device)
-        if self.original_module is not None:
-            self.original_module.to(device)
+        """Moves the networks, the encoder and the contexts to ``device``."""
+        for module in (self.unet, self.original_module, self.degradation_encoder):
+            if module is not None:
+                module.to(device)
         if self.contexts is not None:
             self.contexts = {k: v.to(device) for k, v in self.contexts.items()}
 
-    def original_contexts(self) -> dict[str, torch.Tensor]:
-        """The contexts under the original loops' names (``text_context``, ...)."""
+    def original_contexts(self, mu: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The contexts of the image ``mu`` under the original loops' names
+        (``text_context``, ``image_context``): the fixed ones, or the degradation
+        encoder's (as our pipeline computes it: detected type, probability-weighted)."""
+        if self.degradation_encoder is not None:
+            estimate = estimate_degradation(self.degradation_encoder, mu, [None] * len(mu))
+            return {"text_context": estimate.context}
         if self.contexts is None:
             return {}
         return {theirs: self.contexts[ours] for theirs, ours in CONTEXT_NAMES.items()}
@@ -177,11 +186,23 @@ def with_original(net: Network, code: OriginalCode) -> Network:
     return net
 
 
-def default_network(code: OriginalCode) -> Network:
-    pipe = MRRestorationPipeline.from_pretrained(str(DEFAULT_MODEL))
-    return with_original(
-        Network("default", pipe.unet.eval(), public_config(pipe.scheduler.config)), code
+def default_network(code: OriginalCode, path: Path) -> Network:
+    """The shipped default model (or the pipeline folder ``path``). A degradation-aware
+    model's network takes a degradation context, which neither original class can: IR-SDE's
+    ``ConditionalUNet`` has no degradation prompt and DA-CLIP's needs nf >= 32; then the
+    original loops run our network, given the encoder's context as ``text_context``."""
+    pipe = MRRestorationPipeline.from_pretrained(str(path))
+    net = Network("default", pipe.unet.eval(), public_config(pipe.scheduler.config))
+    encoder = getattr(pipe, "degradation_encoder", None)
+    if encoder is None:
+        return with_original(net, code)
+    net.degradation_encoder = encoder.eval()
+    net.original, net.original_kind = _ours_as_original(net.unet), "our network"
+    net.notes.append(
+        "degradation-aware: no original class takes its degradation context, so the original "
+        "loops run our network; both sides run the degradation encoder once per image"
     )
+    return net
 
 
 def irsde_network(code: OriginalCode, nf: int, depth: int) -> Network:
@@ -261,7 +282,7 @@ def build_networks(names: list[str], code: OriginalCode, args: argparse.Namespac
     nets: list[Network | None] = []
     for name in names:
         if name == "default":
-            nets.append(default_network(code))
+            nets.append(default_network(code, args.default_model))
         elif name == "irsde":
             nets.append(irsde_network(code, args.irsde_nf, depth=4))
         elif name == "refusion":
@@ -283,11 +304,15 @@ def ours_runner(net: Network, method: str, nfe: int, variant: str) -> Runner:
     scheduler = (MRSamplerScheduler if method == "mrs" else MRPosteriorScheduler).from_config(
         config
     )
-    pipe = make_pipeline(net.unet, scheduler, variant, net.contexts)
+    pipe = make_pipeline(net.unet, scheduler, variant, net.contexts, net.degradation_encoder)
+    # a degradation-aware pipeline returns an image it finds clean unchanged: sample anyway
+    extra = {"keep_clean": False} if net.degradation_encoder is not None else {}
 
     def run(mu: torch.Tensor, seed: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)
-        out = pipe(image=mu, num_inference_steps=nfe, generator=generator, output_type="pt")
+        out = pipe(
+            image=mu, num_inference_steps=nfe, generator=generator, output_type="pt", **extra
+        )
         return out.images
 
     return run
@@ -313,10 +338,11 @@ def make_pipeline(
     scheduler: Any,
     variant: str,
     contexts: dict[str, torch.Tensor] | None = None,
+    degradation_encoder: torch.nn.Module | None = None,
 ) -> MRRestorationPipeline:
     """A pipeline for a variant: ``fp32``, ``bf16`` or ``fp16`` network weights (the sampler
     stays float32), ``+compile`` for :meth:`MRRestorationPipeline.enable_compile`; with
-    ``contexts``, a :class:`FixedContextPipeline`."""
+    ``contexts``, a :class:`FixedContextPipeline`; with a degradation encoder (float32)."""
     import copy
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -324,7 +350,7 @@ def make_pipeline(
     if name != "fp32" or extra:  # a copy: the other variants keep the float32 network
         unet = copy.deepcopy(unet).to(dtype[name])
     pipe_class = MRRestorationPipeline if contexts is None else FixedContextPipeline
-    pipe = pipe_class(unet=unet, scheduler=scheduler)
+    pipe = pipe_class(unet=unet, scheduler=scheduler, degradation_encoder=degradation_encoder)
     if contexts is not None:
         pipe.fixed_contexts = contexts
     pipe.set_progress_bar_config(disable=True)
@@ -369,9 +395,10 @@ def original_mrs_runner(code: OriginalCode, net: Network, nfe: int) -> Runner:
         thresholding=cfg["thresholding"],
     )
 
+    @torch.no_grad()
     def run(mu: torch.Tensor, seed: int) -> torch.Tensor:
         torch.manual_seed(seed)
-        return sampler.sampling(mu, **net.original_contexts())[0]
+        return sampler.sampling(mu, **net.original_contexts(mu))[0]
 
     return run
 
@@ -397,11 +424,12 @@ def original_posterior_runner(code: OriginalCode, net: Network, nfe: int) -> Run
         )
     sde.set_model(net.original)
 
+    @torch.no_grad()  # as the original's test() runs it: no autograd graph over the loop
     def run(mu: torch.Tensor, seed: int) -> torch.Tensor:
         sde.set_mu(mu)
         torch.manual_seed(seed)
         noisy = sde.noise_state(mu)
-        return sde.reverse_posterior(noisy, **net.original_contexts()).clamp(0.0, 1.0)
+        return sde.reverse_posterior(noisy, **net.original_contexts(mu)).clamp(0.0, 1.0)
 
     return run
 
@@ -645,6 +673,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="checkout of mr-sampler or image-restoration-sde (repeatable)",
     )
     p.add_argument("--networks", nargs="+", default=["default", "irsde", "refusion", "daclip"])
+    p.add_argument(
+        "--default-model", type=Path, default=DEFAULT_MODEL, help="pipeline folder of 'default'"
+    )
     p.add_argument("--irsde-nf", type=int, default=8, help="width of the IR-SDE-shaped net")
     p.add_argument(
         "--daclip-nf", type=int, default=32, help="width of the DA-CLIP-shaped net (x32)"
