@@ -387,3 +387,10 @@ def test_classifier_refit_keeps_the_networks_type_vectors(tmp_path: Path) -> Non
     assert (out / "unet" / "marker.txt").read_text() == "network files are copied unchanged"
     with pytest.raises(SystemExit, match="exists"):
         refit([str(src), str(out), "--steps", "1"])
+    # features fitted elsewhere, joined with the pipeline's own type vectors
+    joined = tmp_path / "joined"
+    assert refit([str(src), str(joined), "--steps", "0",
+                  "--features-from", str(out / "degradation_encoder")]) == 0
+    result = MRDegradationEncoder.from_pretrained(joined / "degradation_encoder")
+    assert torch.equal(result.head[0].weight, refitted.head[0].weight)
+    assert torch.equal(result.type_embeddings, encoder.type_embeddings)

@@ -9,6 +9,10 @@ patches) with jittered degradations, and writes a new pipeline folder.
 
     python -m diffusers_mrs.training.classifier runs/aware/pipeline runs/aware/pipeline-cls \\
         --steps 3000
+
+The features and head do not depend on the type vectors, so they may be fitted while the
+network still trains and joined with its final type vectors afterwards (``--features-from
+FITTED/degradation_encoder --steps 0``).
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ def fit_classifier(
     photos = list(bundled_photos("train").values())
     params = [p for n, p in encoder.named_parameters() if n != "type_embeddings"]
     optimizer = torch.optim.AdamW(params, lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
     rng, accuracy = np.random.default_rng(seed), []
     encoder.train()
     for _ in tqdm(range(steps), desc="classifier"):
@@ -71,12 +75,19 @@ def fit_classifier(
     return accuracy
 
 
-def fresh_classifier(folder: Path) -> MRDegradationEncoder:
-    """An encoder with ``folder``'s config and type vectors and newly initialised features and
-    head (so an encoder saved by an older layout of the classifier is refitted too)."""
+def fresh_classifier(folder: Path, features_from: Path | None = None) -> MRDegradationEncoder:
+    """An encoder with ``folder``'s config and type vectors, and the features and head of the
+    encoder in ``features_from`` (one with the same types, e.g. fitted earlier) or newly
+    initialised ones (so an encoder saved by an older layout of the classifier is refitted)."""
     from safetensors.torch import load_file
 
     encoder = MRDegradationEncoder.from_config(MRDegradationEncoder.load_config(folder))
+    if features_from is not None:
+        donor = MRDegradationEncoder.from_pretrained(features_from)
+        if donor.degradations != encoder.degradations:
+            raise SystemExit(f"{features_from} names {donor.degradations}, the pipeline's encoder"
+                             f" {encoder.degradations}")
+        encoder.load_state_dict(donor.state_dict(), strict=False)
     saved = load_file(str(folder / "diffusion_pytorch_model.safetensors"))
     with torch.no_grad():
         encoder.type_embeddings.copy_(saved["type_embeddings"])
@@ -91,17 +102,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--features-from", type=Path, default=None,
+                   help="start from this encoder folder's features and head (same types)")
     args = p.parse_args(argv)
     if args.output.exists():
         raise SystemExit(f"{args.output} exists; choose a new folder (nothing is overwritten)")
-    encoder = fresh_classifier(args.pipeline / "degradation_encoder")
+    encoder = fresh_classifier(args.pipeline / "degradation_encoder", args.features_from)
     before = encoder.type_embeddings.detach().clone()
     accuracy = fit_classifier(encoder, args.steps, args.batch, lr=args.lr, seed=args.seed)
+    encoder.eval()
     assert torch.equal(encoder.type_embeddings, before)  # the network's contexts are unchanged
     shutil.copytree(args.pipeline, args.output)
     encoder.save_pretrained(args.output / "degradation_encoder", safe_serialization=True)
-    tail = accuracy[-min(200, len(accuracy)):]
-    print(f"training accuracy over the last {len(tail)} steps: {np.mean(tail):.3f}")
+    if accuracy:
+        tail = accuracy[-min(200, len(accuracy)):]
+        print(f"training accuracy over the last {len(tail)} steps: {np.mean(tail):.3f}")
     print(f"wrote {args.output}")
     return 0
 
