@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from accelerate import PartialState
@@ -125,3 +129,20 @@ class CreatesMarker:
 
     def __reduce__(self):
         return (Path.touch, (self.marker,))
+
+
+@contextlib.contextmanager
+def benchmark_module(script: Path, siblings: Sequence[str] = ()) -> Iterator[ModuleType]:
+    """A benchmark script imported as a module, with its folder on ``sys.path`` as when it
+    runs; afterwards the folder, the script and its ``siblings`` modules are forgotten."""
+    sys.path.insert(0, str(script.parent))
+    try:
+        spec = importlib.util.spec_from_file_location(script.stem, script)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[script.stem] = module
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(script.parent))
+        for name in (script.stem, *siblings):
+            sys.modules.pop(name, None)

@@ -4,10 +4,8 @@ model hands the original side the context our pipeline gives its network."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ import torch
 
 from diffusers_mrs import MRRestorationPipeline
 
-from helpers import tiny_pipeline
+from helpers import benchmark_module, tiny_pipeline
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_restore.py"
 
@@ -25,17 +23,10 @@ def bench():
     """The benchmark script as a module (its folder on sys.path, as when run); the
     ``TQDM_DISABLE`` it sets for the original loops is undone afterwards."""
     saved = os.environ.get("TQDM_DISABLE")
-    sys.path.insert(0, str(SCRIPT.parent))
     try:
-        spec = importlib.util.spec_from_file_location("bench_restore", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench_restore"] = module
-        spec.loader.exec_module(module)
-        yield module
+        with benchmark_module(SCRIPT, ("original_code",)) as module:
+            yield module
     finally:
-        sys.path.remove(str(SCRIPT.parent))
-        for name in ("bench_restore", "original_code"):
-            sys.modules.pop(name, None)
         if saved is None:
             os.environ.pop("TQDM_DISABLE", None)
         else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -11,6 +10,8 @@ import pytest
 import torch
 
 from diffusers_mrs import MRSamplerScheduler, MRUNet2DModel
+
+from helpers import benchmark_module
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "nfe_quality.py"
 
@@ -21,17 +22,8 @@ SIBLINGS = ("nfe_quality", "nfe_plan", "nfe_run", "nfe_report", "nfe_plots")
 @pytest.fixture(scope="module")
 def nq():
     """The benchmark script, imported as a module (its folder on sys.path, as when run)."""
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("nfe_quality", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["nfe_quality"] = module
-        spec.loader.exec_module(module)
+    with benchmark_module(SCRIPT, SIBLINGS) as module:
         yield module
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-        for name in SIBLINGS:
-            sys.modules.pop(name, None)
 
 
 @pytest.fixture(scope="module")
