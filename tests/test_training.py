@@ -248,12 +248,18 @@ def test_init_weights_fine_tunes_a_saved_pipeline(tmp_path: Path) -> None:
     first = tmp_path / "first"
     train(_tiny_config(first, 1, use_ema=False, checkpointing_steps=None))
     start = MRUNet2DModel.from_pretrained(first / "pipeline", subfolder="unet")
+    sched_dir = first / "pipeline" / "scheduler"
+    first_sched = MRSamplerScheduler.from_pretrained(sched_dir)
+    MRSamplerScheduler.from_config(first_sched.config, solver_order=1).save_pretrained(sched_dir)
     # the saved network's architecture wins over nf/depth of the new config
     second = tmp_path / "second"
     train(_tiny_config(second, 1, nf=8, init_weights=str(first / "pipeline"), use_ema=False,
                        checkpointing_steps=None, learning_rate=0.0))
     tuned = MRUNet2DModel.from_pretrained(second / "pipeline", subfolder="unet")
     assert tuned.config.nf == 4
+    # the sampler settings of the pipeline it started from are kept (training ones from the run)
+    tuned_sched = MRSamplerScheduler.from_pretrained(second / "pipeline", subfolder="scheduler")
+    assert first_sched.config.solver_order == 2 and tuned_sched.config.solver_order == 1
     for a, b in zip(start.parameters(), tuned.parameters(), strict=True):
         assert torch.equal(a, b)  # learning rate 0: the weights are the ones it started from
     with pytest.raises(ValueError, match="max_train_steps"):

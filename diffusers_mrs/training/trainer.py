@@ -134,9 +134,7 @@ class Trainer:
                 json.dumps(cfg.to_dict(), indent=2) + "\n")
         set_seed(cfg.seed)  # identical initial weights on every process
         self.unet = self._make_unet()
-        self.scheduler = self.scheduler_cls(
-            num_train_timesteps=cfg.num_train_timesteps, theta_schedule=cfg.theta_schedule,
-            max_sigma=cfg.max_sigma, eps=cfg.eps, prediction_type=cfg.prediction_type)
+        self.scheduler = self._make_scheduler()
         self.num_parameters = sum(p.numel() for p in self.unet.parameters())
         self.ema = self._make_ema()
         self.optimizer = torch.optim.AdamW(
@@ -170,6 +168,19 @@ class Trainer:
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             project_config=project,
             log_with=make_trackers(cfg.report_to, "train", self.out_dir / "logs") or None)
+
+    def _make_scheduler(self) -> Any:
+        """The scheduler with the run's training settings (T, theta schedule, max_sigma, eps,
+        target); fine-tuning a pipeline folder keeps its sampler settings (solver order,
+        time grid, ...), so the saved pipeline samples as the one it started from."""
+        cfg = self.config
+        training = {"num_train_timesteps": cfg.num_train_timesteps,
+                    "theta_schedule": cfg.theta_schedule, "max_sigma": cfg.max_sigma,
+                    "eps": cfg.eps, "prediction_type": cfg.prediction_type}
+        init = Path(cfg.init_weights) if cfg.init_weights else None
+        if init is not None and (init / "scheduler").is_dir():
+            return self.scheduler_cls.from_pretrained(str(init), subfolder="scheduler", **training)
+        return self.scheduler_cls(**training)
 
     @property
     def degradation_types(self) -> list[str]:
