@@ -905,48 +905,36 @@ class MRRestorationPipeline(DiffusionPipeline):
             image: the degraded image(s) ``mu``: PIL, numpy (HWC), torch (CHW), a file path or a
                 list, read by :mod:`diffusers_mrs.image_io` (EXIF, 8/16-bit scale, channels).
             num_inference_steps: number of network evaluations (sampler steps).
-            timesteps: custom descending timesteps (train-time units); override the steps.
-            generator: one ``torch.Generator``, or one per image (reproducible per image).
+            timesteps, generator: custom descending timesteps (train-time units; override the
+                steps); one ``torch.Generator``, or one per image.
             output_type: ``"pil"``, ``"np"`` (BHWC) or ``"pt"`` (BCHW), float32 in [0, 1].
             return_dict: return an ``ImagePipelineOutput`` (else a tuple ``(images,)``).
-            callback_on_step_end: ``callback(pipe, i, t, callback_kwargs)`` after each step; the
-                returned dict may replace the tensors (``i`` restarts for every size group).
-            callback_on_step_end_tensor_inputs: ``"latents"``, ``"mu"`` (default latents).
-            tile_size: blended network tiles, int or ``(h, w)`` rounded up to ``pad_multiple``.
-            tile_overlap: overlap of tiles and width of the blend ramps; default a quarter tile.
-            tile_batch_size: tile crops per network call in tiled mode.
-            num_samples: K posterior samples per image in one batch of ``len(images) * K``
-                (callbacks see it; generator lists stay per image). For K > 1, ``images`` is
+            callback_on_step_end: ``callback(pipe, i, t, callback_kwargs)`` after each step,
+                may replace the tensors named in ``callback_on_step_end_tensor_inputs``.
+            tile_size, tile_overlap, tile_batch_size: blended network tiles (int or ``(h, w)``),
+                their overlap (default a quarter tile) and tiles per network call.
+            num_samples: K posterior samples per image, one batch; for K > 1 ``images`` is
                 their mean, ``uncertainty`` their std (:mod:`diffusers_mrs.pipelines.ensemble`).
             latents: initial x_T, ``[len(images) * K, C, H, W]`` (one image size; default ``mu +
                 init_noise_sigma * noise``); the result is deterministic with an ODE scheduler.
-            degradation: degradation-aware models only (a ``degradation_encoder``): ``None`` or
-                ``"auto"`` detects each image's type; a name (one of the encoder's types, see
-                :attr:`supported_degradations`) forces it for every image; a list gives one
-                per image (``None``/``"auto"`` entries detected). A forced type hands the
-                network that type's context (:mod:`diffusers_mrs.pipelines.degradation`).
-            keep_clean: degradation-aware models: an image whose type is ``"clean"``
-                (detected or forced) is returned unchanged, without sampling (its
-                ``uncertainty`` is 0); ``False`` samples it like any other.
+            degradation: models with a ``degradation_encoder``: ``None``/``"auto"`` detects
+                each image's type, a name forces it, a list gives one per image
+                (:mod:`diffusers_mrs.pipelines.degradation`).
+            keep_clean: such models return a ``"clean"`` image unchanged, without sampling.
 
         Returns:
-            ``MRRestorationPipelineOutput`` (``images``, ``uncertainty`` for K > 1, and
-            ``degradation``, ``degradation_probability``, ``degradation_probabilities`` for
-            degradation-aware models), or its tuple (the fields that are not ``None``).
+            ``MRRestorationPipelineOutput`` (``images``; ``uncertainty`` for K > 1; the
+            ``degradation*`` fields for degradation-aware models), or its tuple.
 
         Raises:
-            ValueError: an invalid argument or image (``ImageInputError``), before sampling.
-            TypeError: a callback that returns something other than a dict or None.
+            ValueError: a bad argument or image, before sampling (TypeError: a bad callback).
 
         Examples:
         """
         sampling = self._sampling_settings(
-            num_inference_steps=num_inference_steps, timesteps=timesteps, num_samples=num_samples,
-            output_type=output_type, tile_size=tile_size, tile_overlap=tile_overlap,
-            tile_batch_size=tile_batch_size,
-            callback=callback_on_step_end, callback_inputs=callback_on_step_end_tensor_inputs,
-            degradation=degradation, keep_clean=keep_clean,
-        )
+            num_inference_steps, timesteps, num_samples, output_type, tile_size, tile_overlap,
+            tile_batch_size, callback_on_step_end, callback_on_step_end_tensor_inputs,
+            degradation, keep_clean)
         images, sampling = self._prepare_call_inputs(image, generator, latents, sampling)
         self._interrupt = False
         restored, spread, reports = self._restore_images(images, generator, sampling)
