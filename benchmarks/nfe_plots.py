@@ -85,7 +85,7 @@ def plot_grid(
 
     if photo not in data.photos:
         photo = "flower" if "flower" in data.photos else data.photos[0]
-    rows = [i for i, p in enumerate(data.photos) if p == photo]
+    rows = [i for i, p in enumerate(data.photos) if p == photo][: len(data.kind_names)]
     cols: list[tuple[str, torch.Tensor | None]] = [("degraded", data.lq)]
     cols += [(title, grid_images.get((k, n))) for k, n, title in GRID_COLUMNS]
     cols.append(("clean", data.gt))

@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true",
                    help=f"every method at every NFE of {NFE_LIST} (about 2.5x the default)")
     p.add_argument("--seed", type=int, default=0, help="data and noise seed")
+    p.add_argument("--draws", type=int, default=1,
+                   help="samples per image (independent noise): averages over draws x images")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--grid-photo", default="flower",
@@ -149,6 +151,7 @@ def build_meta(
         "kinds": data.kind_names,
         "photos": list(dict.fromkeys(data.photos)),
         "num_images": data.lq.shape[0],
+        "draws": args.draws,
         "seed": args.seed,
         "threads": torch.get_num_threads(),
         "device": describe_device(args.device),
@@ -170,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     runs = plan_runs(methods, pipe.scheduler.config, nfes)
-    data = load_data(args.kinds.split(","), args.crop, args.seed)
+    data = load_data(args.kinds.split(","), args.crop, args.seed, args.draws)
 
     evals = unique_evaluations(runs)
     T = int(pipe.scheduler.config["num_train_timesteps"])

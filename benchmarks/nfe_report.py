@@ -97,6 +97,21 @@ def timing_table(results: dict[str, Any], keys: Sequence[str]) -> str:
     return markdown_table(["NFE"] + [methods[k]["label"] for k in keys], rows)
 
 
+def _draws_text(meta: dict[str, Any]) -> str:
+    draws = int(meta.get("draws", 1))
+    return f" x {draws} draws (independent noise)" if draws > 1 else ""
+
+
+def _paired_delta(results: dict[str, Any], a: tuple[str, int], b: tuple[str, int]) -> str:
+    """``delta +x.xx +- se dB``: mean and standard error of the per-image PSNR differences
+    of run ``a`` minus run ``b`` (their spread is the samplers' noise, so the error bar says
+    how far the benchmark's own randomness moves the delta)."""
+    runs = [results["methods"][k]["runs"][str(n)]["per_image"]["psnr"] for k, n in (a, b)]
+    diff = np.asarray(runs[0], dtype=float) - np.asarray(runs[1], dtype=float)
+    se = diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else float("nan")
+    return f"delta {diff.mean():+.2f} +- {se:.2f} dB"
+
+
 def _check(ok: bool | None) -> str:
     return "n/a" if ok is None else ("yes" if ok else "**no**")
 
@@ -108,9 +123,10 @@ def _faithful_and_collapse_lines(results: dict[str, Any]) -> list[str]:
     faithful = [_psnr(results, "mrs-sde-data-2", n) for n in (10, 100)]
     if None not in faithful:
         delta = faithful[0] - faithful[1]
+        paired = _paired_delta(results, ("mrs-sde-data-2", 10), ("mrs-sde-data-2", 100))
         lines.append(
             f"- Faithful second-order SDE (MRS-SDE-d-2) @10 vs its @100: {faithful[0]:.2f} vs"
-            f" {faithful[1]:.2f} dB (delta {delta:+.2f} dB); within 0.2 dB: {_check(delta >= -0.2)}"
+            f" {faithful[1]:.2f} dB ({paired}); within 0.2 dB: {_check(delta >= -0.2)}"
         )
     post, post10 = (_psnr(results, "posterior-irsde", n) for n in (100, 10))
     if post is not None and post10 is not None:
@@ -137,9 +153,11 @@ def targets_summary(results: dict[str, Any]) -> str:
         val = _psnr(results, "mrs-default", nfe)
         delta = None if val is None or ref is None else val - ref
         ok = None if delta is None else delta >= -tol
+        paired = "delta –" if ok is None else _paired_delta(
+            results, ("mrs-default", nfe), ("mrs-default", 100))
         lines.append(
             f"- MRS default @{nfe} vs @100: {_fmt(val)} vs {_fmt(ref)} dB"
-            f" (delta {_fmt(delta)} dB); within {tol} dB: {_check(ok)}"
+            f" ({paired}); within {tol} dB: {_check(ok)}"
         )
     lines += _faithful_and_collapse_lines(results)
     post = _psnr(results, "posterior-irsde", 100)
@@ -149,14 +167,21 @@ def targets_summary(results: dict[str, Any]) -> str:
         if cands and post is not None:
             val, key = max(cands)
             label = results["methods"][key]["label"]
+            paired = _paired_delta(results, (key, nfe), ("posterior-irsde", 100))
             lines.append(
                 f"- Best MRS @{nfe} ({label}) vs posterior (IR-SDE) @100: {val:.2f} vs"
-                f" {post:.2f} dB (delta {val - post:+.2f}); within 0.2 dB ({speedup}):"
+                f" {post:.2f} dB ({paired}); within 0.2 dB ({speedup}):"
                 f" {_check(val >= post - 0.2)}"
             )
         else:
             lines.append(f"- Best MRS @{nfe} vs posterior (IR-SDE) @100: n/a (not run)")
-    lines += ["", "Input vs output PSNR (dB) per degradation:", ""]
+    lines += ["", "Input vs output PSNR (dB) per degradation:", "", input_output_table(results)]
+    lines += ["", *shape_summary(results)]
+    return "\n".join(lines)
+
+
+def input_output_table(results: dict[str, Any]) -> str:
+    """Per degradation: the input's PSNR and the main methods' (gain in brackets)."""
     kinds = [k for k in results["input"]["psnr"] if k != "average"] + ["average"]
     cols = [("mrs-default", 10), ("mrs-default", 5), ("posterior-irsde", 100), ("x0-estimate", 1)]
     cols = [(k, n) for k, n in cols if _psnr(results, k, n) is not None]
@@ -171,9 +196,7 @@ def targets_summary(results: dict[str, Any]) -> str:
     headers = ["degradation", "input"] + [
         f"{results['methods'][k]['label']} @{n}" for k, n in cols
     ]
-    lines.append(markdown_table(headers, rows))
-    lines += ["", *shape_summary(results)]
-    return "\n".join(lines)
+    return markdown_table(headers, rows)
 
 
 def shape_summary(results: dict[str, Any]) -> list[str]:
@@ -235,7 +258,8 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"Model `{meta['model']}` ({meta['prediction_type']}, T = {meta['num_train_timesteps']});"
         f" {meta['num_images']} images: {meta['crop']}x{meta['crop']} centre crops of the"
         f" held-out photos ({', '.join(meta['photos'])}) x {len(meta['kinds'])} degradations"
-        f" ({', '.join(meta['kinds'])}), nominal parameters, seed {meta['seed']}."
+        f" ({', '.join(meta['kinds'])}){_draws_text(meta)}, nominal parameters,"
+        f" seed {meta['seed']}."
         f" PSNR (dB) / SSIM against the clean crops (scikit-image, data range 1). Every run"
         f" restores all images in one batch from the same seeded noise; {meta['device']},"
         f" {meta['threads']} thread(s); {meta['total_seconds'] / 60:.1f} min in all.",

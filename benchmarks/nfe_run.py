@@ -43,14 +43,22 @@ class BenchData:
         return list(dict.fromkeys(self.kinds))
 
 
-def load_data(kinds: Sequence[str], crop: int, seed: int) -> BenchData:
-    """Centre crops of the held-out photos, each degraded by each kind (nominal, seeded)."""
+def load_data(kinds: Sequence[str], crop: int, seed: int, draws: int = 1) -> BenchData:
+    """Centre crops of the held-out photos, each degraded by each kind (nominal, seeded).
+
+    ``draws > 1`` repeats the set ``draws`` times; as image ``i`` gets its own noise seed
+    (:func:`restore`), every copy is an independent sample of the sampler on the same input,
+    so averages (and the paired differences of the targets) are less noisy.
+    """
     from diffusers_mrs.data import make_validation_set
 
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
     lq, gt, labels = make_validation_set(kinds=tuple(kinds), crop=crop, seed=seed)
-    kinds_of = [lab.split("/", 1)[0] for lab in labels]
-    photos = [lab.split("/", 1)[1] for lab in labels]
-    return BenchData(lq=lq, gt=gt, kinds=kinds_of, photos=photos)
+    kinds_of = [lab.split("/", 1)[0] for lab in labels] * draws
+    photos = [lab.split("/", 1)[1] for lab in labels] * draws
+    return BenchData(lq=lq.repeat(draws, 1, 1, 1), gt=gt.repeat(draws, 1, 1, 1),
+                     kinds=kinds_of, photos=photos)
 
 
 def load_pipeline(model: str | None, device: str) -> Any:

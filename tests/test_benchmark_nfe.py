@@ -118,3 +118,32 @@ def test_x0_estimate_is_the_networks_posterior_mean_at_T(nq, plan):
         stepped = sched.step(out, t, x_T, mu=mu).prev_sample
         x0 = sched.predict_original_sample(out, t, x_T, mu=mu)
     torch.testing.assert_close(stepped, x0, rtol=0, atol=1e-6)
+
+
+def test_draws_are_independent_samples_of_the_same_inputs(nq):
+    """``--draws 2``: the image set twice, each copy restored from its own noise."""
+    data = nq.load_data(["noise"], crop=16, seed=0, draws=2)
+    assert data.lq.shape[0] == 6 and data.photos[:3] == data.photos[3:]
+    torch.testing.assert_close(data.lq[:3], data.lq[3:], rtol=0, atol=0)
+    torch.manual_seed(0)
+    unet = MRUNet2DModel(nf=8, depth=1, attention_heads=1, attention_head_dim=8)
+    from diffusers_mrs import MRRestorationPipeline
+
+    sched = MRSamplerScheduler(num_train_timesteps=3, prediction_type="v_prediction")
+    pipe = MRRestorationPipeline(unet=unet, scheduler=sched)
+    pipe.set_progress_bar_config(disable=True)
+    images, _ = sys.modules["nfe_run"].restore(pipe, sched, data.lq, nfe=2, seed=0)
+    assert (images[:3] - images[3:]).abs().amax() > 1e-3
+    with pytest.raises(ValueError, match="draws"):
+        nq.load_data(["noise"], crop=16, seed=0, draws=0)
+
+
+def test_paired_delta_reports_mean_and_standard_error():
+    """The targets' delta is the mean of per-image differences with its standard error."""
+    report = sys.modules["nfe_report"]
+    runs = {"a": [10.0, 12.0, 14.0, 16.0], "b": [10.0, 11.0, 12.0, 13.0]}  # diffs 0, 1, 2, 3
+    results = {
+        "methods": {k: {"runs": {"10": {"per_image": {"psnr": v}}}} for k, v in runs.items()}
+    }
+    se = torch.tensor([0.0, 1.0, 2.0, 3.0]).std().item() / 2
+    assert report._paired_delta(results, ("a", 10), ("b", 10)) == f"delta +1.50 +- {se:.2f} dB"
