@@ -506,7 +506,7 @@ def count_syncs(run: Runner, mu: torch.Tensor, seed: int) -> int | None:
 
 
 def measure_group(
-    runners: dict[tuple, Runner], mu: torch.Tensor, seed: int, repeats: int
+    runners: dict[tuple, Runner], mu: torch.Tensor, seed: int, repeats: int, desc: str = ""
 ) -> dict[tuple, dict[str, Any]]:
     """Interleaved repeats: every runner once per round, in the same order each round."""
     stats: dict[tuple, dict[str, Any]] = {
@@ -515,12 +515,18 @@ def measure_group(
     for key, run in runners.items():
         if "compile" in key[2]:  # first call compiles: timed on its own
             stats[key]["first_call_s"] = time_once(run, mu, seed)[0]
+    from tqdm.auto import tqdm  # shown although TQDM_DISABLE silences the original loops
+
+    bar = tqdm(total=repeats * len(runners), unit="run", desc=desc, disable=False)
     for _ in range(repeats):
         for key, run in runners.items():
+            bar.set_postfix_str("/".join(map(str, key)))
             seconds, peak, out = time_once(run, mu, seed)
             stats[key]["seconds"].append(seconds)
             stats[key]["peak_mib"] = peak if peak == peak else stats[key]["peak_mib"]
             stats[key].setdefault("output", out)
+            bar.update()
+    bar.close()
     for key, run in runners.items():
         if key[2] != "original":
             stats[key]["syncs"] = count_syncs(run, mu, seed)
@@ -594,10 +600,12 @@ def run_network(
     mrs = runners_for(net, code, "mrs", args.nfe, ["fp32"])
     if variants[1:]:
         mrs.update(runners_for(net, code, "mrs", [args.variant_nfe], variants))
-    rows += summarise(net, measure_group(mrs, mu, args.seed, args.repeats))
+    rows += summarise(net, measure_group(mrs, mu, args.seed, args.repeats, net.name))
     if args.posterior_nfe and net.name.split("-")[0] in args.posterior_networks:
         post = runners_for(net, code, "posterior", [args.posterior_nfe], ["fp32"])
-        rows += summarise(net, measure_group(post, mu, args.seed, args.posterior_repeats))
+        rows += summarise(
+            net, measure_group(post, mu, args.seed, args.posterior_repeats, net.name)
+        )
     for row in rows:
         print(format_row(row), flush=True)
     return rows
@@ -742,13 +750,13 @@ def main(argv: list[str] | None = None) -> None:
     print(HEADER)
     rows: list[dict[str, Any]] = []
     nets = build_networks(args.networks, code, args)
-    for net in nets:
+    for i, net in enumerate(nets):
         net.to(args.device)
         if args.spacing != "model":
             net.scheduler_config["timestep_spacing"] = args.spacing
         rows += run_network(net, code, args, mu)
-    env["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-    write_results(args, env, nets, rows)
+        env["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+        write_results(args, env, nets[: i + 1], rows)  # after every network: nothing is lost
 
 
 def write_results(
