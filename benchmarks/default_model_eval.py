@@ -166,7 +166,8 @@ def example_figure(pipe: Any, path: Path, steps: int, k: int) -> None:
         ens = pipe(image=image, num_inference_steps=steps, num_samples=k, output_type="pt",
                    generator=torch.Generator().manual_seed(1))
         lq = torch.from_numpy(np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255)[None]
-        panels = [(lq, "degraded"), (one.images, "one sample"), (ens.images, f"mean of {k}")]
+        first = "input (clean, returned as is)" if "clean" in name else "degraded"
+        panels = [(lq, first), (one.images, "one sample"), (ens.images, f"mean of {k}")]
         for ax, (img, title) in zip(row, panels, strict=False):
             ax.imshow(img[0].permute(1, 2, 0).clamp(0, 1).numpy())
             ax.set_title(f"{name}: {title}\n{psnr(img, gt)[0]:.2f} dB", fontsize=9)
@@ -191,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--no-figure", action="store_true", help="skip the sample-image figure")
+    p.add_argument("--figure-only", action="store_true",
+                   help="only (re)draw the sample-image figure; measure nothing")
     args = p.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -198,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(pipe, "degradation_encoder", None) is None:
         raise SystemExit("this model has no degradation encoder; nothing to evaluate")
     pipe.set_progress_bar_config(disable=True)
+    if args.figure_only:
+        args.out.mkdir(parents=True, exist_ok=True)
+        example_figure(pipe, args.out / "default_model_examples.png", args.steps, args.samples)
+        return 0
     result = evaluate(pipe, args)
     checks = check_targets(result, args.samples)
     args.out.mkdir(parents=True, exist_ok=True)
