@@ -702,8 +702,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--variants",
         nargs="*",
-        default=["bf16", "bf16+compile"],
-        help="extra variants of our pipeline: bf16, fp16, fp32+compile, ...",
+        default=None,
+        help="extra variants of our pipeline: bf16, fp16, fp32+compile, ... (default: bf16"
+        " and bf16+compile where bfloat16 is native: CUDA, or a CPU with AVX-512 BF16/AMX;"
+        " none elsewhere, where it is emulated and takes hours)",
     )
     p.add_argument("--variant-networks", nargs="*", default=["default"])
     p.add_argument("--variant-nfe", type=int, default=10)
@@ -734,6 +736,15 @@ def environment(args: argparse.Namespace, code: OriginalCode) -> dict[str, Any]:
     }
 
 
+def default_variants(device: str) -> list[str]:
+    """bf16 and bf16+compile where bfloat16 is native; none (with a message) elsewhere."""
+    if torch.device(device).type == "cuda" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return ["bf16", "bf16+compile"]
+    print("[skip] bf16 variants: this CPU has no native bfloat16 (it would be emulated);"
+          " pass --variants bf16 bf16+compile to time them anyway")
+    return []
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
@@ -743,6 +754,8 @@ def main(argv: list[str] | None = None) -> None:
         print("[skip] original loops: no --original-repo given")
     for problem in code.problems:
         print(f"[warn] {problem}")
+    if args.variants is None:
+        args.variants = default_variants(args.device)
     env = environment(args, code)
     mu = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(123))
     mu = mu.to(args.device)
