@@ -39,6 +39,7 @@ import io
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -707,6 +708,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " and bf16+compile where bfloat16 is native: CUDA, or a CPU with AVX-512 BF16/AMX;"
         " none elsewhere, where it is emulated and takes hours)",
     )
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="run nothing: one report (json, md, plot) from earlier results; a network's"
+        " rows come from the last file that has it, and each file's command is kept",
+    )
     p.add_argument("--variant-networks", nargs="*", default=["default"])
     p.add_argument("--variant-nfe", type=int, default=10)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -745,8 +755,43 @@ def default_variants(device: str) -> list[str]:
     return []
 
 
+def merge_results(paths: list[Path], out: Path, name: str) -> None:
+    """``--merge``: the rows of several result files as one report, each network's rows
+    from the last file holding it; the md lists every file's command and environment."""
+    runs = [json.loads(path.read_text()) for path in paths]
+    source: dict[str, int] = {}
+    for i, run in enumerate(runs):
+        source.update({row["network"]: i for row in run["rows"]})
+    rows = [r for i, run in enumerate(runs) for r in run["rows"] if source[r["network"]] == i]
+    notes = {k: v for i, run in enumerate(runs) for k, v in run["networks"].items()
+             if source.get(k) == i}
+    envs = [run["environment"] for run in runs]
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"environments": envs, "networks": notes, "rows": rows}
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    lines = ["Merged from these runs (a network's rows come from the last run that has it):", ""]
+    for i, env in enumerate(envs):
+        nets = sorted(k for k, v in source.items() if v == i)
+        lines.append(f"- run {i + 1} ({', '.join(nets) or 'no rows used'}): `{env['command']}`;"
+                     f" {env['device']}, {env['threads']} threads, load average at start/end"
+                     f" {env['load_average_at_start']} / {env.get('load_average_at_end')}")
+    lines += ["", HEADER, *map(format_row, rows), ""]
+    lines += [f"- {n}: original loops on {v['original']}. " + " ".join(v["notes"])
+              for n, v in notes.items()]
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    last = envs[-1]
+    size = re.search(r"--size (\d+)", last["command"])
+    px = f"{size.group(1)} px, " if size else ""
+    title = f"{px}{last['device']}, {last['threads']} thread(s)"
+    plot(rows, out / f"{name}_vs_nfe.png", title)
+    print(f"wrote {out / name}.json, .md and _vs_nfe.png from {len(paths)} runs")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.merge:
+        merge_results(args.merge, args.out, args.name)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     code = load_original_code(args.original_repo)

@@ -74,3 +74,26 @@ def test_degradation_aware_default_gets_one_context_on_both_sides(bench, tmp_pat
     for ours in seen:
         torch.testing.assert_close(ours, theirs, atol=0, rtol=0)
     assert (given - plain).abs().max() > 1e-4  # the context reaches the network
+
+
+def test_merge_takes_each_network_from_the_last_run_having_it(bench, tmp_path, capsys):
+    """``--merge``: one report from several runs; no run is repeated, each command is kept."""
+    def run(command: str, nets: dict[str, float]) -> Path:
+        rows = [{"network": n, "method": "mrs", "nfe": 5, "variant": v, "median_s": s,
+                 "seconds": [s], "peak_mib": 1.0, "syncs": None, "compile_s": None}
+                for n, s in nets.items() for v in ("fp32", "original")]
+        env = {"command": command, "device": "cpu", "threads": 2,
+               "load_average_at_start": [0, 0, 0], "load_average_at_end": [0, 0, 0]}
+        path = tmp_path / f"{command.split()[-1]}.json"
+        networks = {n: {"original": "x", "notes": []} for n in nets}
+        path.write_text(json.dumps({"environment": env, "networks": networks, "rows": rows}))
+        return path
+
+    first = run("bench --size 64 first", {"a": 1.0, "b": 2.0})
+    second = run("bench --size 64 second", {"b": 3.0})
+    bench.main(["--merge", str(first), str(second), "--out", str(tmp_path / "m")])
+    merged = json.loads((tmp_path / "m" / "restore.json").read_text())
+    assert {(r["network"], r["median_s"]) for r in merged["rows"]} == {("a", 1.0), ("b", 3.0)}
+    report = (tmp_path / "m" / "restore.md").read_text()
+    assert "run 1 (a): `bench --size 64 first`" in report and "run 2 (b)" in report
+    assert (tmp_path / "m" / "restore_vs_nfe.png").stat().st_size > 0
