@@ -12,8 +12,10 @@ size (64) and batch (8), v-prediction, continuous t, MSE on the x0 estimate, ``m
 scheduler it was saved with, ``--steps`` steps, one posterior sample per crop.
 
 Per configuration: parameters, training steps done, seconds per step, seconds per network
-forward on one 256 px image, PSNR of input and output per degradation and its gain, and the
-mean gain per CPU-hour of training (``gain / (train seconds * threads / 3600)``).
+forward on one 256 px image, the training loss over the run's last 10 %, PSNR of input and
+output per degradation and its gain, and the mean gain per CPU-hour of training
+(``gain / (train seconds * threads / 3600)``). With equal budgets the last ranks as the gain
+does; run two budgets (two ``--work-dir``) to see how the ranking moves with training time.
 
 The runs live in ``--work-dir/<config>`` (default ``/work/runs/arch``, outside the repository);
 a rerun skips finished runs, resumes interrupted ones from their latest checkpoint, and
@@ -63,6 +65,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "nafnet-w16": {"architecture": "nafnet", "unet_kwargs": {"width": 16}},
     "unet-nf8": {"architecture": "unet", "nf": 8, "depth": 3},
     "nafnet-w8": {"architecture": "nafnet", "unet_kwargs": {"width": 8}},
+    "nafnet-w32": {"architecture": "nafnet", "unet_kwargs": {"width": 32}},
+    "nafnet-w16-deep": {"architecture": "nafnet", "unet_kwargs": {
+        "width": 16, "enc_blk_nums": [2, 2, 4, 8], "middle_blk_num": 2,
+        "dec_blk_nums": [2, 2, 2, 2]}},
 }
 DEFAULT_CONFIGS = "unet-nf16,nafnet-w16,unet-nf8"
 #: The shipped default model's objective (its model card: v1's training settings).
@@ -124,6 +130,17 @@ def train_run(cfg: TrainingConfig) -> dict[str, Any]:
     return json.loads((Path(cfg.output_dir) / "final_metrics.json").read_text())
 
 
+def final_training_loss(folder: Path, fraction: float = 0.1) -> float:
+    """Mean training loss (x0 MSE) over the last ``fraction`` of the run's logged values."""
+    from diffusers_mrs.training.trackers import read_jsonl_log
+
+    log = folder / "logs" / "train" / "metrics.jsonl"
+    losses = [r["loss"] for r in read_jsonl_log(log) if "loss" in r] if log.is_file() else []
+    if not losses:
+        return float("nan")
+    return float(np.mean(losses[-max(1, round(fraction * len(losses))):]))
+
+
 @torch.no_grad()
 def forward_seconds(unet: torch.nn.Module, size: int, repeats: int) -> float:
     """Median seconds of one forward on a ``1 x 3 x size x size`` input (after a warm-up)."""
@@ -170,6 +187,7 @@ def measure(name: str, cfg: TrainingConfig, summary: dict[str, Any],
         "parameters": sum(p.numel() for p in pipe.unet.parameters()),
         "steps": steps, "train_seconds": seconds, "seconds_per_step": seconds / max(steps, 1),
         "samples_seen": steps * cfg.train_batch_size,
+        "final_train_loss": final_training_loss(Path(cfg.output_dir)),
         f"seconds_per_forward_{args.forward_size}px": forward_seconds(
             pipe.unet, args.forward_size, args.forward_repeats),
         "psnr": quality, "mean_gain": mean_gain, "cpu_hours": cpu_hours,
@@ -187,18 +205,20 @@ def markdown(rows: Sequence[dict[str, Any]], args: argparse.Namespace, command: 
         f" (kinds {', '.join(kinds)}; {args.patch_size} px patches, batch {args.batch_size});"
         f" PSNR of one sample per crop on {args.crops} random {args.crop} px crops of each"
         f" held-out photo, MR Sampler, {args.steps} steps. PSNR cells: input -> output (gain),"
-        " dB; gain per CPU-hour: the mean gain over the kinds / (train seconds x threads).", "",
+        " dB; gain per CPU-hour: the mean gain over the kinds / (train seconds x threads);"
+        " loss: the training loss (x0 MSE) over the last 10 % of the run.", "",
         "| config | network | parameters | steps | s/step | s per "
-        f"{args.forward_size} px forward | " + " | ".join(kinds)
+        f"{args.forward_size} px forward | loss | " + " | ".join(kinds)
         + " | mean gain (dB) | gain per CPU-hour (dB) |",
-        "|---|---|---|---|---|---|" + "---|" * len(kinds) + "---|---|",
+        "|---|---|---|---|---|---|---|" + "---|" * len(kinds) + "---|---|",
     ]
     for r in rows:
         cells = [f"{r['psnr'][k]['input']:.2f} -> {r['psnr'][k]['output']:.2f}"
                  f" ({r['psnr'][k]['gain']:+.2f})" for k in kinds]
         lines.append(
             f"| {r['config']} | {r['network']} | {r['parameters']:,} | {r['steps']} |"
-            f" {r['seconds_per_step']:.2f} | {r[fwd]:.3f} | " + " | ".join(cells)
+            f" {r['seconds_per_step']:.2f} | {r[fwd]:.3f} | {r['final_train_loss']:.4g} | "
+            + " | ".join(cells)
             + f" | {r['mean_gain']:+.2f} | {r['gain_per_cpu_hour']:+.1f} |")
     return "\n".join(lines) + "\n"
 

@@ -62,6 +62,7 @@ def test_tiny_study_end_to_end_then_reruns(arch, tmp_path, capsys):
     for r in rows.values():
         assert r["steps"] == 1 and r["seconds_per_step"] > 0 and r["parameters"] > 0
         assert r["seconds_per_forward_32px"] > 0
+        assert r["final_train_loss"] > 0  # the logged loss of its one step
         assert set(r["psnr"]) == {"noise", "lowlight"}
         for q in r["psnr"].values():
             assert q["gain"] == pytest.approx(q["output"] - q["input"])
