@@ -20,6 +20,8 @@ does; run two budgets (two ``--work-dir``) to see how the ranking moves with tra
 The runs live in ``--work-dir/<config>`` (default ``/work/runs/arch``, outside the repository);
 a rerun skips finished runs, resumes interrupted ones from their latest checkpoint, and
 refuses a folder whose run was started with other settings. ``--dry-run`` prints the plan.
+The outputs list the configurations of this invocation: to add one to a finished study, run
+again with all of them (finished runs are only evaluated again).
 
     python benchmarks/arch_per_cpu_hour.py --minutes 10 --threads 2
 
