@@ -15,7 +15,9 @@ Per configuration: parameters, training steps done, seconds per step, seconds pe
 forward on one 256 px image, the training loss over the run's last 10 %, PSNR of input and
 output per degradation and its gain, and the mean gain per CPU-hour of training
 (``gain / (train seconds * threads / 3600)``). With equal budgets the last ranks as the gain
-does; run two budgets (two ``--work-dir``) to see how the ranking moves with training time.
+does, so the runs keep a checkpoint every ``--checkpoint-minutes`` and (unless
+``--no-curve``) each checkpoint's EMA weights restore ``--curve-crops`` crops per photo: the
+gain against training time, to see whether the ranking moves as training goes on.
 
 The runs live in ``--work-dir/<config>`` (default ``/work/runs/arch``, outside the repository);
 a rerun skips finished runs, resumes interrupted ones from their latest checkpoint, and
@@ -57,7 +59,12 @@ from default_model_eval import held_out_crops
 
 from diffusers_mrs.metrics import psnr
 from diffusers_mrs.training import TrainingConfig
-from diffusers_mrs.training.architectures import network_class, network_kwargs
+from diffusers_mrs.training.architectures import (
+    checkpoint_network,
+    network_class,
+    network_kwargs,
+)
+from diffusers_mrs.training.trainer import list_checkpoints
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORK_DIR = Path("/work/runs/arch")
@@ -82,13 +89,14 @@ OBJECTIVE = {"prediction_type": "v_prediction", "timestep_sampling": "continuous
 
 def training_config(name: str, args: argparse.Namespace) -> TrainingConfig:
     """The options of configuration ``name``'s run: its network, the shared data, objective
-    and budget; checkpoints every ``--checkpoint-minutes``, validation only at the end."""
+    and budget; every checkpoint kept (one each ``--checkpoint-minutes``), validation only at
+    the end."""
     return TrainingConfig(
         output_dir=str(args.work_dir / name), **CONFIGS[name], **OBJECTIVE,
         kinds=list(args.kinds), patch_size=args.patch_size, train_batch_size=args.batch_size,
         max_minutes=args.minutes, max_train_steps=args.max_steps, seed=args.seed,
         checkpointing_steps=None, checkpointing_minutes=args.checkpoint_minutes,
-        checkpoints_total_limit=2, resume_from_checkpoint="latest", validation_steps=None,
+        checkpoints_total_limit=None, resume_from_checkpoint="latest", validation_steps=None,
         validation_kinds=list(args.kinds), validation_crop=min(64, args.crop),
         validation_num_inference_steps=args.steps, num_threads=args.threads, cpu=True)
 
@@ -172,6 +180,27 @@ def restoration_psnr(pipe: Any, kinds: Sequence[str], args: argparse.Namespace
     return out
 
 
+def learning_curve(cfg: TrainingConfig, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Per kept checkpoint: steps, training minutes and the PSNR gain of its EMA weights on
+    ``--curve-crops`` crops per photo (the run's scheduler, ``--steps`` steps)."""
+    from diffusers_mrs import MRRestorationPipeline, MRSamplerScheduler
+
+    folder = Path(cfg.output_dir)
+    scheduler = MRSamplerScheduler.from_pretrained(folder / "pipeline", subfolder="scheduler")
+    few = argparse.Namespace(**{**vars(args), "crops": args.curve_crops})
+    points = []
+    for ckpt in tqdm(list_checkpoints(folder / "checkpoints"), desc="checkpoints", leave=False):
+        network, counters = checkpoint_network(folder, ckpt)
+        pipe = MRRestorationPipeline(unet=network, scheduler=scheduler)
+        pipe.set_progress_bar_config(disable=True)
+        quality = restoration_psnr(pipe, args.kinds, few)
+        points.append({"checkpoint": ckpt.name, "step": int(counters["step"]),
+                       "train_minutes": float(counters["train_seconds"]) / 60.0,
+                       "gain": {k: q["gain"] for k, q in quality.items()},
+                       "mean_gain": float(np.mean([q["gain"] for q in quality.values()]))})
+    return points
+
+
 def measure(name: str, cfg: TrainingConfig, summary: dict[str, Any],
             args: argparse.Namespace) -> dict[str, Any]:
     """One configuration's row: its network, training pace and restoration quality."""
@@ -194,6 +223,7 @@ def measure(name: str, cfg: TrainingConfig, summary: dict[str, Any],
             pipe.unet, args.forward_size, args.forward_repeats),
         "psnr": quality, "mean_gain": mean_gain, "cpu_hours": cpu_hours,
         "gain_per_cpu_hour": mean_gain / cpu_hours if cpu_hours > 0 else float("nan"),
+        "curve": learning_curve(cfg, args) if args.curve else [],
     }
 
 
@@ -222,7 +252,21 @@ def markdown(rows: Sequence[dict[str, Any]], args: argparse.Namespace, command: 
             f" {r['seconds_per_step']:.2f} | {r[fwd]:.3f} | {r['final_train_loss']:.4g} | "
             + " | ".join(cells)
             + f" | {r['mean_gain']:+.2f} | {r['gain_per_cpu_hour']:+.1f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + curve_lines(rows, args)) + "\n"
+
+
+def curve_lines(rows: Sequence[dict[str, Any]], args: argparse.Namespace) -> list[str]:
+    """The learning-curve table: mean PSNR gain of each checkpoint, by training minutes."""
+    if not any(r["curve"] for r in rows):
+        return []
+    lines = ["", f"Mean PSNR gain (dB) of the EMA weights at each checkpoint ({args.curve_crops}"
+             " crops per held-out photo and kind): minutes of training: gain.", "",
+             "| config | checkpoints |", "|---|---|"]
+    for r in rows:
+        cells = ", ".join(f"{p['train_minutes']:.1f} min ({p['step']} steps): {p['mean_gain']:+.2f}"
+                          for p in r["curve"])
+        lines.append(f"| {r['config']} | {cells} |")
+    return lines
 
 
 def plan(names: Sequence[str], args: argparse.Namespace) -> list[str]:
@@ -252,7 +296,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--patch-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--checkpoint-minutes", type=float, default=2.0)
+    p.add_argument("--checkpoint-minutes", type=float, default=2.5,
+                   help="a checkpoint (kept, a point of the curve) every this many minutes")
+    p.add_argument("--no-curve", dest="curve", action="store_false",
+                   help="do not evaluate the checkpoints (the learning curve)")
+    p.add_argument("--curve-crops", type=int, default=2,
+                   help="held-out crops per photo and kind at each checkpoint")
     p.add_argument("--crops", type=int, default=4, help="held-out crops per photo and kind")
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--steps", type=int, default=10, help="sampling steps of the evaluation")

@@ -16,7 +16,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "arch_per_cpu_hour
 SIBLINGS = ("arch_per_cpu_hour", "default_model_eval", "example_images")
 TINY = ["--configs", "unet-nf8,nafnet-w8", "--minutes", "1", "--max-steps", "1",
         "--patch-size", "16", "--batch-size", "2", "--crop", "16", "--crops", "1",
-        "--steps", "2", "--forward-size", "32", "--forward-repeats", "1", "--threads", "1"]
+        "--steps", "2", "--forward-size", "32", "--forward-repeats", "1", "--threads", "1",
+        "--curve-crops", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,12 @@ def test_tiny_study_end_to_end_then_reruns(arch, tmp_path, capsys):
         assert r["steps"] == 1 and r["seconds_per_step"] > 0 and r["parameters"] > 0
         assert r["seconds_per_forward_32px"] > 0
         assert r["final_train_loss"] > 0  # the logged loss of its one step
+        # the learning curve: one checkpoint, whose EMA weights are the saved pipeline's
+        (point,) = r["curve"]
+        assert point["step"] == 1 and point["train_minutes"] == pytest.approx(
+            r["train_seconds"] / 60, abs=1e-3)
+        assert point["gain"] == pytest.approx({k: q["gain"] for k, q in r["psnr"].items()},
+                                              abs=1e-5)
         assert set(r["psnr"]) == {"noise", "lowlight"}
         for q in r["psnr"].values():
             assert q["gain"] == pytest.approx(q["output"] - q["input"])
@@ -71,6 +78,7 @@ def test_tiny_study_end_to_end_then_reruns(arch, tmp_path, capsys):
     md = (out / "arch_per_cpu_hour.md").read_text()
     assert md.startswith("Command: `python benchmarks/arch_per_cpu_hour.py --configs")
     assert "| nafnet-w8 | MRNAFNetModel | 316,851 | 1 |" in md
+    assert "| nafnet-w8 | " + f"{rows['nafnet-w8']['train_seconds'] / 60:.1f} min (1 steps)" in md
     weights = work / "nafnet-w8" / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"
     stamp = weights.stat().st_mtime_ns
 

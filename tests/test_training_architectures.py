@@ -12,7 +12,7 @@ import torch
 
 from diffusers_mrs import MRNAFNetModel, MRRestorationPipeline, MRSamplerScheduler
 from diffusers_mrs.training import TrainingConfig, parse_args, train
-from diffusers_mrs.training.architectures import network_kwargs
+from diffusers_mrs.training.architectures import checkpoint_network, network_kwargs
 
 TINY_NAFNET = {"width": 4}  # the other arguments from the nafnet defaults: 4 levels, 1 block
 
@@ -58,6 +58,14 @@ def test_nafnet_training_saves_a_pipeline_that_restores_and_resumes(tmp_path: Pa
     image = torch.rand(1, 3, 16, 16)
     restored = pipe(image=image, num_inference_steps=2, output_type="pt").images
     assert restored.shape == image.shape and torch.isfinite(restored).all()
+
+    # a checkpoint's network, rebuilt with its EMA weights: the saved pipeline's at the end
+    (ckpt,) = (out / "checkpoints").iterdir()
+    network, counters = checkpoint_network(out, ckpt)
+    assert counters["step"] == 2 and isinstance(network, MRNAFNetModel)
+    for mine, saved in zip(network.state_dict().values(), pipe.unet.state_dict().values(),
+                           strict=True):
+        assert torch.equal(mine, saved)
 
     # resuming rebuilds the same network and continues its step count
     train(_config(out, 3, resume_from_checkpoint="latest"))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import json
+from pathlib import Path
 from typing import Any
 
 #: ``--architecture`` name -> ``(module, class)`` of the network.
@@ -94,3 +96,37 @@ def describe_network(model: Any) -> dict[str, Any]:
     config = {k: list(v) if isinstance(v, tuple) else v
               for k, v in dict(model.config).items() if not k.startswith("_")}
     return {"class": type(model).__name__, "config": config}
+
+
+def checkpoint_network(run_dir: str | Path, checkpoint: str | Path) -> tuple[Any, dict]:
+    """The network of one of a run's checkpoints, with the EMA weights when the run kept
+    them (else the trained ones), in eval mode, and the checkpoint's loop counters (``step``,
+    ``train_seconds``, ...).
+
+    The network is rebuilt from ``run_dir/network.json``; the counters and the EMA are the
+    objects the :class:`~.trainer.Trainer` registers with accelerate, saved as
+    ``custom_checkpoint_<i>.pkl`` (read with ``weights_only=True``).
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    record = json.loads((Path(run_dir) / "network.json").read_text())
+    names = {name: arch for arch, (_, name) in ARCHITECTURES.items()}
+    if record["class"] not in names:
+        raise ValueError(f"{run_dir}: unknown network class {record['class']!r}")
+    network = network_class(names[record["class"]]).from_config(record["config"])
+    states = [torch.load(p, weights_only=True, map_location="cpu")
+              for p in sorted(Path(checkpoint).glob("custom_checkpoint_*.pkl"))]
+    counters = next(s for s in states if "train_seconds" in s)
+    ema = next((s for s in states if "shadow_params" in s), None)
+    if ema is None:
+        network.load_state_dict(load_file(Path(checkpoint) / "model.safetensors"))
+    else:
+        params = list(network.parameters())
+        if len(params) != len(ema["shadow_params"]):
+            raise ValueError(f"{checkpoint}: its EMA holds {len(ema['shadow_params'])} tensors,"
+                             f" the network {len(params)} (a degradation-aware run?)")
+        with torch.no_grad():
+            for param, shadow in zip(params, ema["shadow_params"], strict=True):
+                param.copy_(shadow)
+    return network.eval(), counters
