@@ -80,6 +80,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "dec_blk_nums": [2, 2, 2, 2]}},
 }
 DEFAULT_CONFIGS = "unet-nf16,nafnet-w16,unet-nf8"
+MAX_STEPS = 10**7  # the time budget ends the runs
 #: The shipped default model's objective (its model card: v1's training settings).
 OBJECTIVE = {"prediction_type": "v_prediction", "timestep_sampling": "continuous",
              "loss_space": "x0", "loss_type": "mse", "loss_weighting": "none",
@@ -231,9 +232,11 @@ def markdown(rows: Sequence[dict[str, Any]], args: argparse.Namespace, command: 
     """``arch_per_cpu_hour.md``: the command, the settings and one row per configuration."""
     fwd = f"seconds_per_forward_{args.forward_size}px"
     kinds = list(args.kinds)
+    cap = f" or {args.max_steps} steps" if args.max_steps < MAX_STEPS else ""
     lines = [
         f"Command: `{command}`", "",
-        f"Each network trained from scratch for {args.minutes:g} min on {args.threads} thread(s)"
+        f"Each network trained from scratch for {args.minutes:g} min{cap} on {args.threads}"
+        " thread(s)"
         f" (kinds {', '.join(kinds)}; {args.patch_size} px patches, batch {args.batch_size});"
         f" PSNR of one sample per crop on {args.crops} random {args.crop} px crops of each"
         f" held-out photo, MR Sampler, {args.steps} steps. PSNR cells: input -> output (gain),"
@@ -290,7 +293,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--configs", default=DEFAULT_CONFIGS,
                    help=f"comma-separated, of {', '.join(CONFIGS)}")
     p.add_argument("--minutes", type=float, default=10.0, help="training budget per config")
-    p.add_argument("--max-steps", type=int, default=10**7,
+    p.add_argument("--max-steps", type=int, default=MAX_STEPS,
                    help="end a run after this many steps too (tests)")
     p.add_argument("--kinds", nargs="+", default=["noise", "lowlight"])
     p.add_argument("--patch-size", type=int, default=64)
