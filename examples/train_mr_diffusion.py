@@ -16,6 +16,10 @@ Examples::
     # an IR-SDE paired folder (ROOT/LQ/*.png, ROOT/GT/*.png)
     python examples/train_mr_diffusion.py --train_data /data/deraining/train --output_dir runs/rain
 
+    # Refusion's NAFNet instead of the U-Net (its size in --unet_kwargs)
+    python examples/train_mr_diffusion.py --output_dir runs/naf --architecture nafnet \
+        --unet_kwargs '{"width": 16, "enc_blk_nums": [1, 1, 1, 1]}'
+
     # continue the last checkpoint of a run
     python examples/train_mr_diffusion.py --output_dir runs/mr --resume latest
 

@@ -1,6 +1,8 @@
 """Training MR diffusion restoration models with accelerate.
 
 - :mod:`.config`: :class:`TrainingConfig`, every option, and the command line built from it;
+- :mod:`.architectures`: the network a run builds (``--architecture unet`` or ``nafnet``)
+  and the checks of its options;
 - :mod:`.objective`: training times, targets, x0 estimates and losses;
 - :mod:`.trainer`: :class:`Trainer` (setup, train_step, validate, checkpoint, finish) and
   :func:`train`;

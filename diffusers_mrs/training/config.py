@@ -37,14 +37,17 @@ class TrainingConfig:
     patch_size: int = 64
     train_batch_size: int = 8
     dataloader_num_workers: int = 0
-    # ---- model (MRUNet2DModel)
-    nf: int = 16
-    depth: int = 3
-    unet_kwargs: dict[str, Any] = field(
-        default_factory=lambda: {"attention_heads": 1, "attention_head_dim": 16},
-        metadata=_help("JSON dict of extra MRUNet2DModel arguments (the defaults with nf 16 and"
-                       " depth 3 are the shipped default model's architecture)"),
-    )
+    # ---- model (the network: training/architectures.py)
+    architecture: Literal["unet", "nafnet"] = field(default="unet", metadata=_help(
+        '"unet": IR-SDE\'s U-Net (MRUNet2DModel; --nf, --depth); "nafnet": Refusion\'s NAFNet'
+        " (MRNAFNetModel; its size in --unet_kwargs)"))
+    nf: int = field(default=16, metadata=_help("base width of the U-Net (unet only)"))
+    depth: int = field(default=3, metadata=_help("levels of the U-Net (unet only)"))
+    unet_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_help(
+        "JSON dict of network arguments, merged over the architecture's defaults: unet"
+        ' {"attention_heads": 1, "attention_head_dim": 16} (with nf 16 and depth 3 the shipped'
+        ' default model\'s network), nafnet {"width": 16, "enc_blk_nums": [1, 1, 1, 1],'
+        ' "middle_blk_num": 1, "dec_blk_nums": [1, 1, 1, 1]}'))
     # ---- degradation-aware model (a degradation encoder trained with the network)
     degradation_aware: bool = field(default=False, metadata=_help(
         "train an MRDegradationEncoder with the network: the types are --kinds (in order of"

@@ -90,7 +90,15 @@ def degradation_aware_loss(
 
 
 def load_pretrained_unet(model_cls: type, path: str) -> nn.Module:
-    """The network of a pipeline folder (its ``unet/``) or of a model folder."""
+    """The network of a pipeline folder (its ``unet/``) or of a model folder; a
+    ``ValueError`` when its ``config.json`` names another class than ``model_cls``."""
+    import json
+
     root = Path(path)
-    return model_cls.from_pretrained(str(root), subfolder="unet" if (root / "unet").is_dir()
-                                     else None)
+    folder = root / "unet" if (root / "unet").is_dir() else root
+    config = folder / "config.json"
+    saved = json.loads(config.read_text()).get("_class_name") if config.is_file() else None
+    if saved is not None and saved != model_cls.__name__:
+        raise ValueError(f"init_weights {path} holds a {saved}, not a {model_cls.__name__}:"
+                         " pass the --architecture it was trained with")
+    return model_cls.from_pretrained(str(folder))

@@ -1,7 +1,9 @@
 """The training loop, as a :class:`Trainer` on :class:`accelerate.Accelerator`.
 
-``Trainer(config).run()`` trains an :class:`~diffusers_mrs.MRUNet2DModel` on ``(lq, gt)``
-pairs, ``lq`` being the MR diffusion's ``mu``: :meth:`Trainer.setup` builds everything,
+``Trainer(config).run()`` trains a network (``config.architecture``: an
+:class:`~diffusers_mrs.MRUNet2DModel` or an :class:`~diffusers_mrs.MRNAFNetModel`, see
+:mod:`.architectures`) on ``(lq, gt)`` pairs, ``lq`` being the MR diffusion's ``mu``:
+:meth:`Trainer.setup` builds everything,
 :meth:`Trainer.train_step` takes one optimiser step, :meth:`Trainer.validate` restores the
 held-out crops through the pipeline, :meth:`Trainer.checkpoint` saves a resumable state and
 :meth:`Trainer.finish` writes the pipeline folder. accelerate does the rest: mixed precision,
@@ -27,6 +29,7 @@ from typing import Any
 import torch
 
 from ..data import DegradedPatchDataset, PairedFolderDataset, bundled_photos, make_validation_set
+from .architectures import check_architecture, describe_network, network_class, network_kwargs
 from .config import TrainingConfig
 from .degradation_aware import (
     DegradationAwareModel,
@@ -98,8 +101,9 @@ class Trainer:
 
     Args:
         config: the options (see :class:`TrainingConfig`).
-        model_cls: the network class (default :class:`diffusers_mrs.MRUNet2DModel`), built as
-            ``model_cls(in_channels=3, out_channels=3, nf=..., depth=..., **unet_kwargs)``.
+        model_cls: the network class (default: that of ``config.architecture``), built with
+            :func:`~.architectures.network_kwargs` (``in_channels``/``out_channels`` 3, the
+            U-Net's ``nf``/``depth``, the architecture's defaults updated by ``unet_kwargs``).
         scheduler_cls: the scheduler class (default :class:`diffusers_mrs.MRSamplerScheduler`).
     """
 
@@ -110,8 +114,9 @@ class Trainer:
         if config.max_train_steps < 1:
             raise ValueError(f"max_train_steps must be at least 1, got {config.max_train_steps}")
         check_loss_names(config.loss_type, config.loss_weighting)
+        check_architecture(config, model_cls)
         if model_cls is None:
-            from ..models.unet_mr import MRUNet2DModel as model_cls
+            model_cls = network_class(config.architecture)
         if scheduler_cls is None:
             from ..scheduling_mr_sampler import MRSamplerScheduler as scheduler_cls
         self.config, self.model_cls, self.scheduler_cls = config, model_cls, scheduler_cls
@@ -128,12 +133,10 @@ class Trainer:
         if cfg.num_threads:
             torch.set_num_threads(int(cfg.num_threads))
         self.accelerator = self._make_accelerator()
-        if self.accelerator.is_main_process:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "training_config.json").write_text(
-                json.dumps(cfg.to_dict(), indent=2) + "\n")
+        self.resume_path = self._checkpoint_to_resume()
         set_seed(cfg.seed)  # identical initial weights on every process
         self.unet = self._make_unet()
+        self._record_network()
         self.scheduler = self._make_scheduler()
         self.num_parameters = sum(p.numel() for p in self.unet.parameters())
         self.ema = self._make_ema()
@@ -169,6 +172,35 @@ class Trainer:
             project_config=project,
             log_with=make_trackers(cfg.report_to, "train", self.out_dir / "logs") or None)
 
+    def _checkpoint_to_resume(self) -> Path | None:
+        """The checkpoint ``resume_from_checkpoint`` names (None: start fresh)."""
+        resume = self.config.resume_from_checkpoint
+        return resolve_checkpoint(resume, self.out_dir / "checkpoints") if resume else None
+
+    def _network(self) -> torch.nn.Module:
+        """The restoration network alone (without a degradation encoder)."""
+        model = self.accelerator.unwrap_model(self.unet)
+        return model.unet if isinstance(model, DegradationAwareModel) else model
+
+    def _record_network(self) -> None:
+        """Check that a resumed run rebuilt the network its checkpoints hold (class and
+        config, as recorded in ``OUTPUT/network.json``), then record the options and the
+        network (``training_config.json``, ``network.json``)."""
+        record, network = self.out_dir / "network.json", describe_network(self._network())
+        network = json.loads(json.dumps(network))
+        if self.resume_path is not None and record.is_file():
+            saved = json.loads(record.read_text())
+            if saved != network:
+                raise ValueError(
+                    f"{self.out_dir} holds checkpoints of a {saved['class']} {saved['config']};"
+                    f" these options build a {network['class']} {network['config']}: pass the"
+                    " run's --architecture/--nf/--depth/--unet_kwargs, or a new --output_dir")
+        if self.accelerator.is_main_process:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "training_config.json").write_text(
+                json.dumps(self.config.to_dict(), indent=2) + "\n")
+            record.write_text(json.dumps(network, indent=2) + "\n")
+
     def _make_scheduler(self) -> Any:
         """The scheduler with the run's training settings (T, theta schedule, max_sigma, eps,
         target); fine-tuning a pipeline folder keeps its sampler settings (solver order,
@@ -194,8 +226,7 @@ class Trainer:
         if cfg.init_weights:
             unet = load_pretrained_unet(self.model_cls, cfg.init_weights)
         else:
-            unet = self.model_cls(in_channels=3, out_channels=3, nf=cfg.nf, depth=cfg.depth,
-                                  **cfg.unet_kwargs)
+            unet = self.model_cls(**network_kwargs(cfg))
         if not cfg.degradation_aware:
             return unet
         self.type_weights = type_weights(self.degradation_types, cfg.type_loss_weights)
@@ -262,11 +293,9 @@ class Trainer:
         from accelerate.utils import set_seed
 
         acc, ckpt_root = self.accelerator, self.out_dir / "checkpoints"
-        path = None
-        if self.config.resume_from_checkpoint:
-            path = resolve_checkpoint(self.config.resume_from_checkpoint, ckpt_root)
-            if path is None:
-                acc.print("resume_from_checkpoint='latest': no checkpoint yet, starting fresh")
+        path = self.resume_path
+        if self.config.resume_from_checkpoint and path is None:
+            acc.print("resume_from_checkpoint='latest': no checkpoint yet, starting fresh")
         if path is None:
             set_seed(self.config.seed + acc.process_index)  # different noise per process
         else:
