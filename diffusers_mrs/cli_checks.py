@@ -14,7 +14,7 @@ from pathlib import Path
 
 #: Smallest ``--tile``: smaller tiles fall under ~45 dB PSNR against the untiled result on
 #: the default model (measured by ``benchmarks/seam_cost.py``; README "Large images").
-MIN_TILE_SIZE = 48
+MIN_TILE_SIZE = 96
 
 _DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 

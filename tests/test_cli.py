@@ -150,7 +150,7 @@ def test_restore_files_and_folders(
     (folder / "broken.png").unlink()
     assert main(["restore", str(folder), "--output", str(out), "--overwrite", *common]) == 0
     assert (out / "rgb.png").read_bytes() == first
-    for extra in (["--scheduler", "posterior"], ["--scheduler", "euler"], ["--tile", "64"]):
+    for extra in (["--scheduler", "posterior"], ["--scheduler", "euler"], ["--tile", "96"]):
         args = ["restore", str(folder / "rgb.png"), "--output", str(out), "--overwrite"]
         assert main([*args, *common, *extra]) == 0
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
