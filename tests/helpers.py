@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import json
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -91,6 +92,15 @@ def save_tiny_pipeline(path: Path, biased_output: bool = True) -> Path:
     """Saves ``tiny_pipeline(biased_output=...)`` to ``path`` (a pipeline folder)."""
     tiny_pipeline(biased_output=biased_output).save_pretrained(path)
     return path
+
+
+@contextlib.contextmanager
+def onednn_disabled() -> Iterator[None]:
+    """Tiny convolutions: oneDNN's per-shape kernel set-up costs far more than the maths."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TF32 acceleration")
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
 
 
 def fresh_accelerate_state() -> Iterator[None]:

@@ -4,7 +4,6 @@ and resume."""
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import pytest
@@ -27,16 +26,16 @@ from diffusers_mrs.training import (
 )
 from diffusers_mrs.training.trackers import read_jsonl_log
 
+from helpers import onednn_disabled
+
 MS = 50 / 255
 
 
 @pytest.fixture(autouse=True)
 def _no_onednn():
     """Tiny convolutions: oneDNN's per-shape kernel set-up costs far more than the maths."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="TF32 acceleration")
-        with torch.backends.mkldnn.flags(enabled=False):
-            yield
+    with onednn_disabled():
+        yield
 
 
 def _scheduler(ptype: str) -> MRSamplerScheduler:

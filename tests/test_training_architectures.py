@@ -4,7 +4,6 @@ resumed run rebuilds its network, and options that do not fit the network are re
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import pytest
@@ -14,16 +13,16 @@ from diffusers_mrs import MRNAFNetModel, MRRestorationPipeline, MRSamplerSchedul
 from diffusers_mrs.training import TrainingConfig, parse_args, train
 from diffusers_mrs.training.architectures import checkpoint_network, network_kwargs
 
+from helpers import onednn_disabled
+
 TINY_NAFNET = {"width": 4}  # the other arguments from the nafnet defaults: 4 levels, 1 block
 
 
 @pytest.fixture(autouse=True)
 def _no_onednn():
     """Tiny convolutions: oneDNN's per-shape kernel set-up costs far more than the maths."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="TF32 acceleration")
-        with torch.backends.mkldnn.flags(enabled=False):
-            yield
+    with onednn_disabled():
+        yield
 
 
 def _config(out: Path, steps: int, **kw) -> TrainingConfig:
