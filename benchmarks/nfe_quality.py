@@ -165,6 +165,9 @@ def build_meta(
 
 def run(args: argparse.Namespace) -> int:
     """Plans, prints the ETA, runs the sweep and writes the outputs (see :func:`main`)."""
+    if args.draws < 1:
+        print(f"error: --draws must be >= 1, got {args.draws}", file=sys.stderr)
+        return 2
     methods = select_methods(build_methods(), args.methods)
     nfes = _int_list(args.nfes) or (list(NFE_LIST) if args.full else None)
     try:

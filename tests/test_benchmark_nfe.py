@@ -147,3 +147,8 @@ def test_paired_delta_reports_mean_and_standard_error():
     }
     se = torch.tensor([0.0, 1.0, 2.0, 3.0]).std().item() / 2
     assert report._paired_delta(results, ("a", 10), ("b", 10)) == f"delta +1.50 +- {se:.2f} dB"
+
+
+def test_draws_below_one_is_refused_before_any_work(nq, capsys):
+    assert nq.main(["--draws", "0", "--dry-run"]) == 2
+    assert "--draws must be >= 1" in capsys.readouterr().err
