@@ -42,9 +42,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse
 import json
 import shlex
-import statistics
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,7 +53,8 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from default_model_eval import held_out_crops
+from default_model_eval import held_out_crops, one_sample
+from nfe_run import seconds_per_forward
 
 from diffusers_mrs.metrics import psnr
 from diffusers_mrs.training import TrainingConfig
@@ -152,18 +151,11 @@ def final_training_loss(folder: Path, fraction: float = 0.1) -> float:
     return float(np.mean(losses[-max(1, round(fraction * len(losses))):]))
 
 
-@torch.no_grad()
 def forward_seconds(unet: torch.nn.Module, size: int, repeats: int) -> float:
-    """Median seconds of one forward on a ``1 x 3 x size x size`` input (after a warm-up)."""
+    """Median seconds of one forward on a ``1 x 3 x size x size`` input (after a warm-up;
+    ``nfe_run.seconds_per_forward``)."""
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-    t = torch.tensor([50.0])
-    unet(x, t, x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        unet(x, t, x)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return seconds_per_forward(unet, x, repeats=repeats)
 
 
 def restoration_psnr(pipe: Any, kinds: Sequence[str], args: argparse.Namespace
@@ -173,9 +165,7 @@ def restoration_psnr(pipe: Any, kinds: Sequence[str], args: argparse.Namespace
     out = {}
     for kind in kinds:
         lq, gt = held_out_crops(kind, args.crops, args.crop, args.seed)
-        seeds = [torch.Generator().manual_seed(i) for i in range(len(lq))]
-        restored = pipe(image=lq, num_inference_steps=args.steps, generator=seeds,
-                        output_type="pt").images
+        restored = one_sample(pipe, lq, args.steps)
         p_in, p_out = float(np.mean(psnr(lq, gt))), float(np.mean(psnr(restored, gt)))
         out[kind] = {"input": p_in, "output": p_out, "gain": p_out - p_in}
     return out

@@ -78,10 +78,15 @@ def detect(pipe: Any, images: torch.Tensor) -> list[str]:
     return [encoder.degradations[i] for i in probabilities.argmax(1).tolist()]
 
 
+def one_sample(pipe: Any, lq: torch.Tensor, steps: int) -> torch.Tensor:
+    """One restoration per crop, crop ``i`` from noise seed ``i``."""
+    seeds = [torch.Generator().manual_seed(i) for i in range(len(lq))]
+    return pipe(image=lq, num_inference_steps=steps, generator=seeds, output_type="pt").images
+
+
 def quality(pipe: Any, lq: torch.Tensor, gt: torch.Tensor, steps: int, k: int) -> dict[str, float]:
     """Mean PSNR of the input, of one sample per crop and of the K-sample mean."""
-    seeds = [torch.Generator().manual_seed(i) for i in range(len(lq))]
-    one = pipe(image=lq, num_inference_steps=steps, generator=seeds, output_type="pt").images
+    one = one_sample(pipe, lq, steps)
     seeds = [torch.Generator().manual_seed(1000 + i) for i in range(len(lq))]
     mean = pipe(image=lq, num_inference_steps=steps, num_samples=k, generator=seeds,
                 output_type="pt").images
