@@ -4,6 +4,12 @@
 plain reductions over channels) instead of ``torch.var_mean``, which is slow over the
 channel dimension of NCHW tensors. These tests compare it with the ``var_mean`` formula, on
 its own and inside every network architecture the package ships, to < 1e-5.
+
+``MRLinearAttention`` runs CPU inference through the chunked kernel of
+``diffusers_mrs.models.linear_attention`` (keys reduced chunk by chunk with a running
+maximum, queries mapped through the folded output projection). The chunk size is made
+small here so that these small images span many chunks; the reference is the whole-image
+formula.
 """
 
 from __future__ import annotations
@@ -13,15 +19,28 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusers_mrs.models import MRNAFNetModel, MRUNet2DModel, convert_irsde_state_dict
+from diffusers_mrs.models import (
+    MRNAFNetModel,
+    MRUNet2DModel,
+    convert_irsde_state_dict,
+    linear_attention,
+    unet_mr,
+)
 from diffusers_mrs.models.nafnet_checkpoint import convert_nafnet_state_dict
-from diffusers_mrs.models.unet_mr import ChannelLayerNorm
+from diffusers_mrs.models.unet_mr import ChannelLayerNorm, MRLinearAttention
 
 from helpers import load_checkpoint_fixture
 
 FIXTURE = Path(__file__).parent / "fixtures" / "irsde_unet_nf8_d2.safetensors"
 NAFNET_FIXTURE = Path(__file__).parent / "fixtures" / "refusion_nafnet_w8.safetensors"
 DEFAULT_UNET = Path(__file__).parents[1] / "diffusers_mrs" / "default_model" / "unet"
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    """Chunks of 16-64 pixels, so the small test images span several of them."""
+    monkeypatch.setattr(linear_attention, "MIN_CHUNK_PIXELS", 16)
+    monkeypatch.setattr(linear_attention, "CHUNK_ELEMENTS", 64)
 
 
 def var_mean_layer_norm(self: ChannelLayerNorm, x: torch.Tensor) -> torch.Tensor:
@@ -37,6 +56,7 @@ def _compare_with_reference(model: torch.nn.Module, *inputs, monkeypatch) -> flo
         fast = model(*inputs)[0]
         with monkeypatch.context() as m:
             m.setattr(ChannelLayerNorm, "forward", var_mean_layer_norm)
+            m.setattr(unet_mr, "use_chunked_kernel", lambda x, chunk: False)
             reference = model(*inputs)[0]
     assert fast.shape == reference.shape
     return (fast - reference).abs().max().item()
@@ -147,3 +167,59 @@ def test_daclip_context_unet_output_unchanged(monkeypatch):
     x = mu + 0.3 * torch.randn_like(mu)
     contexts = torch.randn(1, 16), torch.randn(1, 16)
     assert _compare_with_reference(model, x, 30, mu, *contexts, monkeypatch=monkeypatch) < 1e-5
+
+
+def _attention_layer(channels: int, heads: int, dim_head: int, seed: int) -> MRLinearAttention:
+    torch.manual_seed(seed)
+    layer = MRLinearAttention(channels, heads, dim_head)
+    for param in layer.parameters():  # random gains and bias, not only the initial ones
+        torch.nn.init.normal_(param, mean=0.0, std=0.5)
+    return layer.eval()
+
+
+def _whole_image(layer: MRLinearAttention, x: torch.Tensor) -> torch.Tensor:
+    return layer.out_norm(layer.to_out(layer._attend(layer.norm(x)))) + x
+
+
+@pytest.mark.parametrize(
+    ("channels", "heads", "dim_head", "batch", "size"),
+    [(8, 4, 32, 1, (17, 23)), (16, 1, 16, 2, (32, 32)), (32, 2, 8, 3, (9, 40))],
+)
+def test_chunked_linear_attention_equals_whole_image_formula(
+    channels, heads, dim_head, batch, size
+):
+    layer = _attention_layer(channels, heads, dim_head, seed=channels)
+    x = torch.randn(batch, channels, *size)
+    chunk = linear_attention.pixel_chunk(batch, heads * dim_head)
+    assert size[0] * size[1] > 3 * chunk  # several chunks, the last one partial
+    with torch.no_grad():
+        assert unet_mr.use_chunked_kernel(x, chunk)
+        fast, reference = layer(x), _whole_image(layer, x)
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=0)
+
+
+def test_chunked_linear_attention_is_exact_for_large_keys():
+    """Keys of magnitude ~1e3 overflow exp() without the running maximum."""
+    layer = _attention_layer(8, 2, 8, seed=5).double()
+    with torch.no_grad():
+        layer.to_qkv.weight[16:32] *= 400.0  # the keys
+        x = torch.randn(1, 8, 20, 20, dtype=torch.float64)
+        fast, reference = layer(x), _whole_image(layer, x)
+    assert fast.isfinite().all()
+    torch.testing.assert_close(fast, reference, atol=1e-10, rtol=0)
+
+
+def test_chunked_kernel_only_for_cpu_float_inference():
+    x = torch.randn(1, 4, 16, 16)
+    assert not unet_mr.use_chunked_kernel(x, 16)  # autograd enabled: training
+    with torch.no_grad():
+        assert unet_mr.use_chunked_kernel(x, 16)
+        assert not unet_mr.use_chunked_kernel(x, 256)  # one chunk: the whole-image formula
+        assert not unet_mr.use_chunked_kernel(x.bfloat16(), 16)
+
+
+def test_linear_attention_gradients_flow_through_whole_image_formula():
+    layer = _attention_layer(8, 2, 8, seed=6)
+    x = torch.randn(1, 8, 16, 16, requires_grad=True)
+    layer(x).square().sum().backward()
+    assert x.grad is not None and x.grad.isfinite().all()

@@ -54,6 +54,7 @@ from .irsde_checkpoint import (
     convert_to_irsde_names,
     infer_irsde_config,
 )
+from .linear_attention import linear_attention_chunked, pixel_chunk, use_chunked_kernel
 from .padding import pad_to_multiple
 
 __all__ = ["MRUNet2DModel", "MRUNet2DOutput", "sinusoidal_embedding"]
@@ -173,18 +174,34 @@ class MRLinearAttention(_PixelAttention):
         self.out_norm = ChannelLayerNorm(channels)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """Return ``x + attention(norm(x))`` (``context`` is not used)."""
-        b, _, height, width = x.shape
+        """Return ``x + out_norm(attention(norm(x)))`` (``context`` is not used).
+
+        CPU inference on images larger than one chunk runs the chunked kernel of
+        :mod:`~diffusers_mrs.models.linear_attention` (the same formula, ``docs/kernels.md``).
+        """
+        xn = self.norm(x)
+        chunk = pixel_chunk(x.shape[0], self.heads * self.dim_head)
+        if use_chunked_kernel(x, chunk):
+            w_qkv = self.to_qkv.weight.flatten(1)
+            out = linear_attention_chunked(
+                xn, w_qkv, self.to_out.weight.flatten(1), self.to_out.bias, self.heads, chunk
+            )
+        else:
+            out = self.to_out(self._attend(xn))
+        return self.out_norm(out) + x
+
+    def _attend(self, xn: torch.Tensor) -> torch.Tensor:
+        """``(d_head^-1/2 / N) (softmax_N(k) v^T)^T softmax_d(q)`` per head, whole image."""
+        b, _, height, width = xn.shape
         n = height * width
-        qkv = self.to_qkv(self.norm(x)).reshape(b, 3, self.heads, self.dim_head, n)
+        qkv = self.to_qkv(xn).reshape(b, 3, self.heads, self.dim_head, n)
         q, k, v = qkv.unbind(dim=1)  # each [B, heads, dim_head, N]
         # The query scale and the 1/N of v's mean are applied to the small d x d context,
         # not to the [dim_head, N] tensors: the same product, two fewer passes over pixels.
         context = torch.matmul(k.softmax(dim=-1), v.transpose(-1, -2))  # [B, heads, d_k, d_v]
         context = context * (self.dim_head**-0.5 / n)
         out = torch.matmul(context.transpose(-1, -2), q.softmax(dim=-2))  # [B, heads, d_v, N]
-        out = out.reshape(b, self.heads * self.dim_head, height, width)
-        return self.out_norm(self.to_out(out)) + x
+        return out.reshape(b, self.heads * self.dim_head, height, width)
 
 
 class MRAttention(_PixelAttention):
