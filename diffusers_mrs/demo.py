@@ -39,6 +39,7 @@ import PIL.Image
 import torch
 
 import diffusers_mrs
+from diffusers_mrs.cli_checks import MIN_TILE_SIZE
 from diffusers_mrs.image_io import ImageInputError, decode_pil
 from diffusers_mrs.uncertainty_map import uncertainty_map
 
@@ -52,7 +53,7 @@ SAMPLERS = {
 }
 #: The "compare" action: (sampler, steps) pairs run on the same input and seed.
 COMPARE_RUNS = (("MR Sampler", 10), ("Posterior (IR-SDE)", 100))
-TILE_CHOICES = ("off", "32", "64", "128", "256", "512")
+TILE_CHOICES = ("off", str(MIN_TILE_SIZE), "128", "256", "512")
 MAX_FILE_SIZE = 25 * 1024 * 1024  # bytes per upload, enforced by Gradio before decoding
 MAX_PIXELS = 4_000_000  # largest image (width x height) the app restores
 MAX_STEPS, MAX_SAMPLES = 200, 16
@@ -136,8 +137,11 @@ def parse_tile(tile: str | int | None) -> int | None:
     if tile in (None, "", "off", 0, "0"):
         return None
     size = int(tile)
-    if size < 16:
-        raise gr.Error(f"Tile size must be at least 16 pixels, got {size}.")
+    if size < MIN_TILE_SIZE:
+        raise gr.Error(
+            f"Tile size must be at least {MIN_TILE_SIZE} pixels (smaller tiles leave seams),"
+            f" got {size}."
+        )
     return size
 
 

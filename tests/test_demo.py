@@ -23,6 +23,7 @@ from diffusers_mrs import MRRestorationPipeline  # noqa: E402
 from diffusers_mrs.cli import main  # noqa: E402
 from diffusers_mrs.demo import (  # noqa: E402
     COMPARE_RUNS,
+    TILE_CHOICES,
     DemoSession,
     build_demo,
     check_image,
@@ -101,7 +102,7 @@ def test_restore_with_the_baselines(served, tmp_path, sampler):
     client, _ = served
     src = save_image(tmp_path / "in.png", H, W)
     pair, info, *_ = client.predict(
-        gradio_client.handle_file(str(src)), sampler, 3, 1, 1, "32", api_name="/restore"
+        gradio_client.handle_file(str(src)), sampler, 3, 1, 1, "off", api_name="/restore"
     )
     assert Image.open(pair[1]).size == (W, H)
     assert sampler in info and "NFE 3" in info
@@ -157,8 +158,9 @@ def test_checks_without_a_server():
     with pytest.raises(gr.Error, match="megapixels"):
         check_image(Image.new("RGB", (100, 100)), MAX_PIXELS)
     assert parse_tile("off") is None and parse_tile("128") == 128
-    with pytest.raises(gr.Error, match="at least 16"):
-        parse_tile(8)
+    with pytest.raises(gr.Error, match="at least 96"):
+        parse_tile(64)  # below the CLI's smallest tile: seams
+    assert all(parse_tile(choice) in (None, 96, 128, 256, 512) for choice in TILE_CHOICES)
     assert {p.name for p in example_images()} >= {"coffee_clean.png"}
 
 
@@ -183,6 +185,14 @@ def test_degradation_aware_model_shows_the_type_and_can_be_forced(tmp_path):
     assert "NFE 100" in compare_info
     *_, compare_info = compare_fn(session, dark, 0, "off", None, "clean")
     assert "(NFE 0)" in compare_info  # a clean image is returned as it is, without sampling
+
+
+def test_the_smallest_tile_choice_tiles_and_keeps_the_size(tmp_path):
+    session = DemoSession(pipe=tiny_pipe(), workdir=tmp_path)
+    image = Image.open(save_image(tmp_path / "big.png", 100, 120))  # larger than a 96 tile
+    pair, info, *_ = restore_fn(session, image, "MR Sampler", 2, 0, 1, TILE_CHOICES[1])
+    assert TILE_CHOICES[1] == "96" and "NFE 2" in info
+    assert pair[1].size == (120, 100)
 
 
 def test_other_models_show_no_degradation_controls(tmp_path):

@@ -373,6 +373,19 @@ def test_degradation_aware_training_saves_a_pipeline_with_its_encoder(tmp_path: 
     records = read_jsonl_log(out / "logs" / "train" / "metrics.jsonl")
     assert {"denoise", "ce", "accuracy"} <= set(next(r for r in records if "loss" in r))
 
+    # fine-tuning the saved pipeline keeps its encoder (the network learned its type vectors)
+    tuned = tmp_path / "tuned"
+    train(_tiny_config(tuned, 1, degradation_aware=True, kinds=["noise", "lowlight", "clean"],
+                       validation_kinds=("noise",), init_weights=str(out / "pipeline"),
+                       learning_rate=0.0, use_ema=False, checkpointing_steps=None))
+    kept = MRDegradationEncoder.from_pretrained(tuned / "pipeline" / "degradation_encoder")
+    for a, b in zip(pipe.degradation_encoder.parameters(), kept.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="same --kinds"):
+        train(_tiny_config(tmp_path / "other", 1, degradation_aware=True,
+                           kinds=["lowlight", "noise", "clean"], validation_kinds=("noise",),
+                           init_weights=str(out / "pipeline")))
+
 
 def test_classifier_refit_keeps_the_networks_type_vectors(tmp_path: Path) -> None:
     from diffusers_mrs import MRDegradationEncoder

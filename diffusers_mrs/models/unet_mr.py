@@ -109,7 +109,8 @@ class ChannelLayerNorm(nn.Module):
         ``d = x - mean_c(x)``, ``y = d / sqrt(mean_c(d^2) + eps) * weight``: the biased
         variance as the mean of squared deviations, computed after the mean (two plain
         reductions over channels), which equals ``torch.var_mean`` to rounding and is
-        several times faster on NCHW tensors, where ``var_mean`` over dim 1 is slow.
+        several times faster on NCHW tensors, where ``var_mean`` over dim 1 is slow
+        (``docs/kernels.md``).
         """
         xf = x if x.dtype == torch.float64 else x.float()
         deviation = xf - xf.mean(dim=1, keepdim=True)

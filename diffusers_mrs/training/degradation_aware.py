@@ -45,15 +45,39 @@ def with_degradation_context(unet: nn.Module, context_dim: int) -> nn.Module:
 
 
 def make_model(
-    unet: nn.Module, degradations: Sequence[str], context_dim: int, width: int
+    unet: nn.Module,
+    degradations: Sequence[str],
+    context_dim: int,
+    width: int,
+    encoder: MRDegradationEncoder | None = None,
 ) -> DegradationAwareModel:
-    """Pair ``unet`` (given a degradation context if it has none) with a new encoder."""
+    """Pair ``unet`` (given a degradation context if it has none) with ``encoder``, or with a
+    new encoder when none is given."""
     if not unet.config.get("use_degra_context", False):
         unet = with_degradation_context(unet, context_dim)
     context_dim = int(unet.config.context_dim)
-    encoder = MRDegradationEncoder(degradations=list(degradations), context_dim=context_dim,
-                                   width=width)
+    if encoder is None:
+        encoder = MRDegradationEncoder(degradations=list(degradations), context_dim=context_dim,
+                                       width=width)
     return DegradationAwareModel(unet, encoder)
+
+
+def load_pretrained_encoder(path: str, degradations: Sequence[str]) -> MRDegradationEncoder | None:
+    """The ``degradation_encoder/`` of the pipeline folder ``path`` (None if it has none).
+
+    Fine-tuning a degradation-aware pipeline must keep its encoder: the network learned its
+    type vectors, and a new encoder would give it other contexts. A ``ValueError`` when the
+    saved encoder names other types than ``degradations`` (in order).
+    """
+    folder = Path(path) / "degradation_encoder"
+    if not folder.is_dir():
+        return None
+    encoder = MRDegradationEncoder.from_pretrained(str(folder))
+    if encoder.degradations != list(degradations):
+        raise ValueError(f"init_weights {path} has a degradation encoder for "
+                         f"{encoder.degradations}, but this run trains {list(degradations)}:"
+                         " pass the same --kinds in the same order")
+    return encoder
 
 
 def type_weights(degradations: Sequence[str], weights: Mapping[str, float]) -> torch.Tensor:

@@ -34,6 +34,7 @@ from .config import TrainingConfig
 from .degradation_aware import (
     DegradationAwareModel,
     degradation_aware_loss,
+    load_pretrained_encoder,
     load_pretrained_unet,
     make_model,
     type_weights,
@@ -230,7 +231,11 @@ class Trainer:
         if not cfg.degradation_aware:
             return unet
         self.type_weights = type_weights(self.degradation_types, cfg.type_loss_weights)
-        return make_model(unet, self.degradation_types, cfg.context_dim, cfg.encoder_width)
+        encoder = None
+        if cfg.init_weights:
+            encoder = load_pretrained_encoder(cfg.init_weights, self.degradation_types)
+        return make_model(unet, self.degradation_types, cfg.context_dim, cfg.encoder_width,
+                          encoder=encoder)
 
     def _make_ema(self) -> Any:
         from diffusers.training_utils import EMAModel
@@ -411,14 +416,29 @@ class Trainer:
             f"from step {self.state.step}")
         self._clock = _Clock(time.time(), self.state.train_seconds, self.state.step)
         self._update_progress(self._clock.start)
-        self._bar = tqdm(total=cfg.max_train_steps, initial=self.state.step, desc="train",
-                         disable=not acc.is_local_main_process, dynamic_ncols=True)
+        self._bar = self._progress_bar(tqdm)
         self.unet.train()
         done = self._finished()
         while not done:
             done = self._run_epoch()
         self._bar.close()
         return self.finish(self.validate())
+
+    def _progress_bar(self, tqdm: Any) -> Any:
+        """Steps out of ``max_train_steps``; for a time-budgeted run (``max_minutes``), the
+        percentage of the budget spent (steps or minutes, whichever ends the run first)."""
+        cfg, acc = self.config, self.accelerator
+        common = {"desc": "train", "disable": not acc.is_local_main_process, "dynamic_ncols": True}
+        if cfg.max_minutes is None:
+            return tqdm(total=cfg.max_train_steps, initial=self.state.step, unit="step", **common)
+        fmt = "{l_bar}{bar}| {n:.1f}/{total:.0f}% [{elapsed}<{remaining}{postfix}]"
+        return tqdm(total=100.0, initial=100.0 * self.progress, unit="%", bar_format=fmt, **common)
+
+    def _advance_bar(self) -> None:
+        if self.config.max_minutes is None:
+            self._bar.update(1)
+        else:
+            self._bar.update(min(100.0, 100.0 * self.progress) - self._bar.n)
 
     def _run_epoch(self) -> bool:
         """One pass over the data (from where a resumed run stopped); True when training ends."""
@@ -442,9 +462,9 @@ class Trainer:
         if self.ema is not None:
             self.ema.step(self.accelerator.unwrap_model(self.unet).parameters())
         state.step += 1
-        self._bar.update(1)
         now = time.time()
         self._update_progress(now)
+        self._advance_bar()
         if state.step % cfg.log_every == 0 or state.step == cfg.max_train_steps:
             self._log_training(now)
         last = state.step >= cfg.max_train_steps
@@ -468,7 +488,8 @@ class Trainer:
         mean = acc.gather(torch.tensor([clock.take_mean_loss()], device=acc.device)).mean().item()
         lr = self.lr_scheduler.get_last_lr()[0]
         sec_per_step = clock.seconds_per_step(now, self.state.step)
-        self._bar.set_postfix(loss=f"{mean:.4g}", lr=f"{lr:.2e}", s_per_step=f"{sec_per_step:.2f}")
+        self._bar.set_postfix(step=self.state.step, loss=f"{mean:.4g}", lr=f"{lr:.2e}",
+                              s_per_step=f"{sec_per_step:.2f}")
         parts = getattr(self, "loss_parts", {})
         acc.log({"loss": mean, "lr": lr, "elapsed_s": self.state.train_seconds,
                  "sec_per_step": sec_per_step, **parts}, step=self.state.step)
