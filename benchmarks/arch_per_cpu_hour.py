@@ -19,7 +19,7 @@ does, so the runs keep a checkpoint every ``--checkpoint-minutes`` and (unless
 ``--no-curve``) each checkpoint's EMA weights restore ``--curve-crops`` crops per photo: the
 gain against training time, to see whether the ranking moves as training goes on.
 
-The runs live in ``--work-dir/<config>`` (default ``/work/runs/arch``, outside the repository);
+The runs live in ``--work-dir/<config>`` (default ``~/.cache/diffusers-mrs/arch``, outside the repository);
 a rerun skips finished runs, resumes interrupted ones from their latest checkpoint, and
 refuses a folder whose run was started with other settings. ``--dry-run`` prints the plan.
 The outputs list the configurations of this invocation: to add one to a finished study, run
@@ -66,7 +66,7 @@ from diffusers_mrs.training.architectures import (
 from diffusers_mrs.training.trainer import list_checkpoints
 
 RESULTS = Path(__file__).resolve().parent / "results"
-WORK_DIR = Path("/work/runs/arch")
+WORK_DIR = Path.home() / ".cache" / "diffusers-mrs" / "arch"
 #: name -> the TrainingConfig fields that choose the network (``unet-nf16``: the default model's).
 CONFIGS: dict[str, dict[str, Any]] = {
     "unet-nf16": {"architecture": "unet", "nf": 16, "depth": 3},
