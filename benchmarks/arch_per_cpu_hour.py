@@ -19,11 +19,11 @@ does, so the runs keep a checkpoint every ``--checkpoint-minutes`` and (unless
 ``--no-curve``) each checkpoint's EMA weights restore ``--curve-crops`` crops per photo: the
 gain against training time, to see whether the ranking moves as training goes on.
 
-The runs live in ``--work-dir/<config>`` (default ``~/.cache/diffusers-mrs/arch``, outside the repository);
-a rerun skips finished runs, resumes interrupted ones from their latest checkpoint, and
-refuses a folder whose run was started with other settings. ``--dry-run`` prints the plan.
-The outputs list the configurations of this invocation: to add one to a finished study, run
-again with all of them (finished runs are only evaluated again).
+The runs live in ``--work-dir/<config>`` (default ``~/.cache/diffusers-mrs/arch``, outside
+the repository); a rerun skips finished runs, resumes interrupted ones from their latest
+checkpoint, and refuses a folder whose run was started with other settings. ``--dry-run``
+prints the plan. The outputs list the configurations of this invocation: to add one to a
+finished study, run again with all of them (finished runs are only evaluated again).
 
     python benchmarks/arch_per_cpu_hour.py --minutes 10 --threads 2
 
