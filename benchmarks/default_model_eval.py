@@ -10,7 +10,9 @@ clean crops, it measures with the default pipeline (auto-detected type, default 
 * which type the degradation encoder detects, on ``--detect-crops`` crops per photo: the
   accuracy on the claimed types and ``clean``, and what unclaimed degradations are taken for;
 
-and checks the issue's targets (noise >= +5 dB, low light >= +8 dB for one sample, the mean of
+for low light also one sample at the darkest, nominal and brightest corners of its training
+jitter, with the restored brightness (``mean(output) / mean(clean)``); and checks the issue's
+targets (noise >= +5 dB, low light >= +8 dB for one sample, the mean of
 K >= one sample + 1 dB, a clean photo >= 35 dB against itself, detection >= 95 %). With
 ``--figure`` it also restores the sample images of ``examples/images`` (degraded | one sample |
 mean of K | per-pixel std).
@@ -41,6 +43,7 @@ from diffusers_mrs import MRRestorationPipeline
 from diffusers_mrs.data import (
     CLEAN,
     DEGRADATION_KINDS,
+    NOMINAL_PARAMS,
     VAL_PHOTO_NAMES,
     degrade,
     load_bundled_photo,
@@ -54,9 +57,9 @@ ENSEMBLE_TARGET, CLEAN_TARGET, DETECTION_TARGET = 1.0, 35.0, 0.95
 #: Low light at the darkest, nominal and brightest corners of the training jitter
 #: (``diffusers_mrs.data``): a bright scene gives a brighter input, which must still be brightened.
 LOWLIGHT_RANGE: tuple[dict[str, float], ...] = (
-    {"gain": 0.2, "gamma": 1.8, "std": 3.0 / 255.0},
-    {"gain": 0.3, "gamma": 1.5, "std": 3.0 / 255.0},
-    {"gain": 0.4, "gamma": 1.2, "std": 3.0 / 255.0},
+    {**NOMINAL_PARAMS["lowlight"], "gain": 0.2, "gamma": 1.8},
+    dict(NOMINAL_PARAMS["lowlight"]),
+    {**NOMINAL_PARAMS["lowlight"], "gain": 0.4, "gamma": 1.2},
 )
 
 
