@@ -104,14 +104,30 @@ def local_scheduler_config(model: str | None) -> dict | None:
     return json.loads(config_file.read_text(encoding="utf-8"))
 
 
+def scheduler_class_named(config: dict) -> type | None:
+    """The scheduler class a scheduler config names (``_class_name``), if this package has it."""
+    import diffusers_mrs
+
+    return getattr(diffusers_mrs, str(config.get("_class_name")), None)
+
+
+def check_solver_order_applies(scheduler_class: type | None) -> None:
+    """``--solver-order``: only the MR Sampler has a solver order."""
+    from diffusers_mrs import MRSamplerScheduler
+
+    if scheduler_class is not None and not issubclass(scheduler_class, MRSamplerScheduler):
+        raise UsageError(
+            f"--solver-order applies to the MR Sampler (--scheduler mrs) only; this run uses"
+            f" {scheduler_class.__name__}"
+        )
+
+
 def check_scheduler_steps(config: dict, scheduler_class: type | None, steps: int) -> None:
     """``--steps``: allowed by the scheduler the run will use, built from its config alone.
 
     ``scheduler_class`` None means the config's own class.
     """
-    import diffusers_mrs
-
-    cls = scheduler_class or getattr(diffusers_mrs, str(config.get("_class_name")), None)
+    cls = scheduler_class or scheduler_class_named(config)
     if cls is None:
         return
     try:

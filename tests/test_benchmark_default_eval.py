@@ -62,3 +62,32 @@ def test_lowlight_range_measures_what_the_pipeline_returns(evaluation):
     ratios = [r["brightness_ratio"] for r in rows]
     assert ratios == sorted(ratios) and ratios[-1] < 1.0
     assert np.isfinite([r["input"] for r in rows]).all()
+
+
+def test_ensemble_target_is_checked_on_the_faithful_sampler(evaluation):
+    """The mean-of-K target uses the faithful sampler's own one sample and mean; the
+    default sampler's numbers are reported beside them, not checked."""
+    def row(single: float, mean: float) -> dict[str, float]:
+        return {"input": 20.0, "single": single, "mean_of_8": mean, "error_over_std": 1.1}
+
+    result = {"claimed": ["noise"], "rows": {
+        "noise": {**row(27.0, 27.2), "detected": {"noise": 1.0}, "faithful": row(25.0, 26.5)},
+        "clean": {**row(float("inf"), float("inf")), "detected": {"clean": 1.0}},
+    }}
+    checks = {name: (value, met) for name, value, _, met in evaluation.check_targets(result, 8)}
+    value, met = checks["noise: mean of 8 over one sample, faithful sampler (dB)"]
+    assert value == pytest.approx(1.5) and met
+    table = "\n".join(evaluation.ensemble_table(result, 8))
+    assert "| noise | default | 27.00 | 27.20 | +0.20 | 1.10 |" in table
+    assert "| noise | faithful | 25.00 | 26.50 | +1.50 | 1.10 |" in table
+
+
+def test_scheduler_overrides_are_undone(evaluation):
+    from diffusers_mrs import MRSamplerScheduler
+
+    pipe = SimpleNamespace(scheduler=MRSamplerScheduler(solver_order=1, max_sigma=0.1))
+    original = pipe.scheduler
+    with evaluation.scheduler_overrides(pipe, **evaluation.FAITHFUL_SAMPLER) as faithful:
+        assert faithful.scheduler.config.solver_order == 2
+        assert faithful.scheduler.config.max_sigma == 0.1
+    assert pipe.scheduler is original

@@ -145,6 +145,8 @@ def test_steps_device_tile_checked_before_loading(
     base = ["restore", str(src), "-o", str(tmp_path / "out"), "--model", str(model_dir), "-q"]
     line = usage_error(capsys, [*base, "--steps", "1000", "--scheduler", "posterior"])
     assert "--steps 1000" in line and "MRPosteriorScheduler" in line
+    line = usage_error(capsys, [*base, "--solver-order", "2", "--scheduler", "posterior"])
+    assert "--solver-order" in line and "MRPosteriorScheduler" in line
     assert "not a torch device" in usage_error(capsys, [*base, "--device", "foo"])
     if not torch.cuda.is_available():
         assert "no cuda device" in usage_error(capsys, [*base, "--device", "cuda:3"])

@@ -46,6 +46,30 @@ def test_samples_writes_the_mean_and_the_std_map(model_dir: Path, tmp_path: Path
     assert np.array_equal(np.asarray(Image.open(out / "a.png")), np.asarray(expected))
 
 
+def test_solver_order_sets_the_samplers_order(model_dir: Path, tmp_path: Path) -> None:
+    """``--solver-order 1`` restores as the pipeline does with a first-order MR Sampler,
+    which differs from the model's own (second-order) one."""
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert main(["restore", str(tmp_path / "a.png"), "-o", str(out), "--samples", "2",
+                 "--solver-order", "1", "--model", str(model_dir), "--steps", "3", "--seed",
+                 "0", "--quiet"]) == 0
+    pipe = MRRestorationPipeline.from_pretrained(str(model_dir))
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.scheduler.config.solver_order == 2
+
+    def mean_of_two(p: MRRestorationPipeline) -> np.ndarray:
+        return np.asarray(p(Image.open(tmp_path / "a.png"), num_inference_steps=3, num_samples=2,
+                            generator=torch.Generator().manual_seed(0)).images[0])
+
+    own_order = mean_of_two(pipe)
+    pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, solver_order=1)
+    written = np.asarray(Image.open(out / "a.png"))
+    assert np.array_equal(written, mean_of_two(pipe))
+    assert not np.array_equal(written, own_order)
+
+
 def test_samples_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main(["restore", str(tmp_path), "-o", str(tmp_path / "o"), "--samples", "0"])

@@ -30,6 +30,7 @@ from diffusers_mrs.demo import (  # noqa: E402
     compare_fn,
     example_images,
     parse_tile,
+    pipeline_with_sampler,
     restore_fn,
 )
 from diffusers_mrs.uncertainty_map import LEGEND_HEIGHT, MIN_LEGEND_WIDTH  # noqa: E402
@@ -97,8 +98,10 @@ def test_restore_call_returns_the_input_and_a_full_size_result(served, tmp_path)
     assert np.array_equal(np.asarray(full), np.asarray(after.convert("RGB")))
 
 
-@pytest.mark.parametrize("sampler", ["Posterior (IR-SDE)", "Euler-Maruyama"])
-def test_restore_with_the_baselines(served, tmp_path, sampler):
+@pytest.mark.parametrize(
+    "sampler", ["MR Sampler, faithful samples", "Posterior (IR-SDE)", "Euler-Maruyama"]
+)
+def test_restore_with_the_other_samplers(served, tmp_path, sampler):
     client, _ = served
     src = save_image(tmp_path / "in.png", H, W)
     pair, info, *_ = client.predict(
@@ -167,6 +170,16 @@ def test_checks_without_a_server():
 def degradation_dropdown(demo: gr.Blocks) -> gr.Dropdown:
     return next(b for b in demo.blocks.values() if getattr(b, "elem_id", None)
                 == "degradation-type")
+
+
+def test_faithful_sampler_is_the_models_mr_sampler_at_second_order():
+    pipe = tiny_pipeline()
+    pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, solver_order=1,
+                                                      max_sigma=0.2)
+    faithful = pipeline_with_sampler(pipe, "MR Sampler, faithful samples").scheduler
+    own = pipeline_with_sampler(pipe, "MR Sampler").scheduler
+    assert (faithful.config.solver_order, own.config.solver_order) == (2, 1)
+    assert faithful.config.max_sigma == own.config.max_sigma == 0.2
 
 
 def test_degradation_aware_model_shows_the_type_and_can_be_forced(tmp_path):

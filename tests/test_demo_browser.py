@@ -169,7 +169,8 @@ def test_upload_restore_and_see_the_result(demo_url, browser, tmp_path):
         label = browser.find_element(By.CSS_SELECTOR, "#degradation").text
         assert any(t in label for t in types), label
 
-    # An ensemble of 4 samples: the uncertainty map appears.
+    # An ensemble of 4 faithful samples: the uncertainty map appears.
+    browser.find_element(By.XPATH, "//label[contains(., 'faithful samples')]").click()
     samples = browser.find_element(By.CSS_SELECTOR, "#samples input[type=number]")
     samples.clear()
     samples.send_keys("4", Keys.TAB)
@@ -178,6 +179,7 @@ def test_upload_restore_and_see_the_result(demo_url, browser, tmp_path):
         lambda d: "4 samples" in d.find_element(By.CSS_SELECTOR, "#result-info").text
         and d.find_elements(By.CSS_SELECTOR, "#uncertainty img")
     )
+    assert "faithful samples" in browser.find_element(By.CSS_SELECTOR, "#result-info").text
     std_map = fetch_image(browser.find_element(By.CSS_SELECTOR, "#uncertainty img")
                           .get_attribute("src"))
     assert std_map.shape[1] >= sample.shape[1] and std_map.std() > 10.0
