@@ -63,7 +63,9 @@ def plot_psnr_vs_nfe(results: dict[str, Any], path: Path) -> None:
     for ax in flat[len(kinds):]:
         ax.axis("off")
     flat[len(kinds)].legend(handles, labels, loc="center", fontsize=7, ncol=2, frameon=False)
-    fig.suptitle("PSNR vs NFE (" + results["meta"]["model_short"] + ")")
+    samples = int(results["meta"].get("samples", 1))
+    each = f", each output the mean of {samples} samples" if samples > 1 else ""
+    fig.suptitle(f"PSNR vs NFE ({results['meta']['model_short']}{each})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="data and noise seed")
     p.add_argument("--draws", type=int, default=1,
                    help="samples per image (independent noise): averages over draws x images")
+    p.add_argument("--samples", type=int, default=1,
+                   help="K > 1: score the mean of K posterior samples per image (an ensemble,"
+                        " num_samples=K) instead of one sample")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--grid-photo", default="flower",
@@ -152,6 +155,7 @@ def build_meta(
         "photos": list(dict.fromkeys(data.photos)),
         "num_images": data.lq.shape[0],
         "draws": args.draws,
+        "samples": args.samples,
         "seed": args.seed,
         "threads": torch.get_num_threads(),
         "device": describe_device(args.device),
@@ -165,9 +169,10 @@ def build_meta(
 
 def run(args: argparse.Namespace) -> int:
     """Plans, prints the ETA, runs the sweep and writes the outputs (see :func:`main`)."""
-    if args.draws < 1:
-        print(f"error: --draws must be >= 1, got {args.draws}", file=sys.stderr)
-        return 2
+    for name in ("draws", "samples"):
+        if getattr(args, name) < 1:
+            print(f"error: --{name} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
+            return 2
     methods = select_methods(build_methods(), args.methods)
     nfes = _int_list(args.nfes) or (list(NFE_LIST) if args.full else None)
     try:
@@ -180,9 +185,10 @@ def run(args: argparse.Namespace) -> int:
 
     evals = unique_evaluations(runs)
     T = int(pipe.scheduler.config["num_train_timesteps"])
-    per_forward = seconds_per_forward(pipe.unet, data.lq, T)
+    batch = data.lq.repeat(args.samples, 1, 1, 1)  # each image K times in one batch
+    per_forward = seconds_per_forward(pipe.unet, batch, T)
     print(f"{len(runs)} cells, {len({r.key for r in runs})} distinct runs, {evals} network"
-          f" evaluations of a batch of {data.lq.shape[0]} images"
+          f" evaluations of a batch of {batch.shape[0]} images"
           f" ({data.lq.shape[-1]}x{data.lq.shape[-2]}), {torch.get_num_threads()} thread(s):"
           f" {per_forward:.3f} s per evaluation -> ETA {evals * per_forward / 60:.1f} min"
           " (+ metrics)")
@@ -200,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         write_json(results_dict(state, methods, data, meta), args.out / "results.json")
 
     state = run_sweep(pipe, data, runs, seed=args.seed, progress=not args.no_progress,
-                      on_run_done=save_partial)
+                      on_run_done=save_partial, samples=args.samples)
     meta["total_seconds"] = time.perf_counter() - start
     results = write_outputs(state, methods, data, meta, args.out, grid_photo=args.grid_photo)
     print(targets_summary(results))

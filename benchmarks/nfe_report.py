@@ -98,8 +98,11 @@ def timing_table(results: dict[str, Any], keys: Sequence[str]) -> str:
 
 
 def _draws_text(meta: dict[str, Any]) -> str:
-    draws = int(meta.get("draws", 1))
-    return f" x {draws} draws (independent noise)" if draws > 1 else ""
+    draws, samples = int(meta.get("draws", 1)), int(meta.get("samples", 1))
+    text = f" x {draws} draws (independent noise)" if draws > 1 else ""
+    if samples > 1:
+        text += f"; every output is the mean of {samples} samples (`num_samples={samples}`)"
+    return text
 
 
 def _paired_delta(results: dict[str, Any], a: tuple[str, int], b: tuple[str, int]) -> str:

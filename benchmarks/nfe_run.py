@@ -72,17 +72,19 @@ def load_pipeline(model: str | None, device: str) -> Any:
 
 
 def restore(
-    pipe: Any, scheduler: Any, lq: torch.Tensor, nfe: int, seed: int
+    pipe: Any, scheduler: Any, lq: torch.Tensor, nfe: int, seed: int, samples: int = 1
 ) -> tuple[torch.Tensor, float]:
     """Restores the batch ``lq`` with ``scheduler`` at ``nfe`` steps; returns (images, seconds).
 
     Image ``i`` gets its own generator seeded ``seed + i``, so the initial noise is the same for
-    every method.
+    every method. ``samples = K > 1``: each output is the mean of K posterior samples
+    (``num_samples=K``, all drawn from that generator).
     """
     pipe.scheduler = scheduler
     generators = [torch.Generator().manual_seed(seed + i) for i in range(lq.shape[0])]
     start = time.perf_counter()
-    out = pipe(image=lq, num_inference_steps=nfe, generator=generators, output_type="pt").images
+    out = pipe(image=lq, num_inference_steps=nfe, generator=generators, output_type="pt",
+               num_samples=samples).images
     return out.float().cpu(), time.perf_counter() - start
 
 
@@ -139,6 +141,7 @@ def run_sweep(
     seed: int = 0,
     progress: bool = True,
     on_run_done: Any = None,
+    samples: int = 1,
 ) -> SweepState:
     """Runs the plan; identical computations run once and are copied (``same_as``).
 
@@ -147,6 +150,7 @@ def run_sweep(
         data: the benchmark images.
         runs: the plan, from :func:`plan_runs`.
         seed: noise seed (image ``i`` uses ``seed + i``).
+        samples: K > 1 scores the mean of K samples per image (:func:`restore`).
         progress: show a tqdm bar (in network evaluations, one update per run).
         on_run_done: optional callback ``f(state)`` after every run (incremental saving).
     """
@@ -166,7 +170,7 @@ def run_sweep(
             else:
                 bar.set_postfix_str(name)
                 scheduler = make_scheduler(base_scheduler.config, cell.method)
-                images, seconds = restore(pipe, scheduler, data.lq, cell.nfe, seed)
+                images, seconds = restore(pipe, scheduler, data.lq, cell.nfe, seed, samples)
                 record = {**metric_record(images, data), "seconds_per_image": seconds / n}
                 computed[cell.key] = (name, record, images)
                 bar.update(cell.nfe)

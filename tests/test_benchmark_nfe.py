@@ -152,3 +152,26 @@ def test_paired_delta_reports_mean_and_standard_error():
 def test_draws_below_one_is_refused_before_any_work(nq, capsys):
     assert nq.main(["--draws", "0", "--dry-run"]) == 2
     assert "--draws must be >= 1" in capsys.readouterr().err
+    assert nq.main(["--samples", "0", "--dry-run"]) == 2
+    assert "--samples must be >= 1" in capsys.readouterr().err
+
+
+def test_samples_scores_the_pipelines_ensemble_mean(nq):
+    """``--samples 3``: each output is the pipeline's mean of 3 samples from the image's seed."""
+    from diffusers_mrs import MRRestorationPipeline
+
+    data = nq.load_data(["noise"], crop=16, seed=0)
+    torch.manual_seed(0)
+    unet = MRUNet2DModel(nf=8, depth=1, attention_heads=1, attention_head_dim=8)
+    sched = MRSamplerScheduler(num_train_timesteps=3, prediction_type="v_prediction")
+    pipe = MRRestorationPipeline(unet=unet, scheduler=sched)
+    pipe.set_progress_bar_config(disable=True)
+    restore = sys.modules["nfe_run"].restore
+    images, _ = restore(pipe, sched, data.lq, nfe=2, seed=5, samples=3)
+    single, _ = restore(pipe, sched, data.lq, nfe=2, seed=5)
+    expected = pipe(image=data.lq[1:2], num_inference_steps=2, num_samples=3, output_type="pt",
+                    generator=[torch.Generator().manual_seed(6)]).images
+    torch.testing.assert_close(images[1:2], expected, rtol=0, atol=1e-6)
+    assert images.shape == single.shape and (images - single).abs().amax() > 1e-3
+    report = sys.modules["nfe_report"]
+    assert "mean of 3 samples" in report._draws_text({"draws": 1, "samples": 3})
