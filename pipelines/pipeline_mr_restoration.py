@@ -913,10 +913,8 @@ class MRRestorationPipeline(DiffusionPipeline):
                 may replace the tensors named in ``callback_on_step_end_tensor_inputs``.
             tile_size, tile_overlap, tile_batch_size: blended network tiles (int or ``(h, w)``),
                 their overlap (default a quarter tile) and tiles per network call.
-            num_samples: K samples per image, one batch; for K > 1 ``images`` is their mean,
-                ``uncertainty`` their std (:mod:`diffusers_mrs.pipelines.ensemble`). They are
-                posterior samples if the scheduler draws them faithfully (the MR Sampler at
-                ``solver_order=2``; docs/math.md#ensembles).
+            num_samples: K samples per image, one batch; K > 1: ``images`` is their mean,
+                ``uncertainty`` their std (faithful: MRS solver_order=2, docs/math.md#ensembles).
             latents: initial x_T, ``[len(images) * K, C, H, W]`` (one image size; default ``mu +
                 init_noise_sigma * noise``); the result is deterministic with an ODE scheduler.
             degradation: models with a ``degradation_encoder``: ``None``/``"auto"`` detects
