@@ -97,7 +97,7 @@ def timing_table(results: dict[str, Any], keys: Sequence[str]) -> str:
     return markdown_table(["NFE"] + [methods[k]["label"] for k in keys], rows)
 
 
-def _draws_text(meta: dict[str, Any]) -> str:
+def _sampling_text(meta: dict[str, Any]) -> str:
     draws, samples = int(meta.get("draws", 1)), int(meta.get("samples", 1))
     text = f" x {draws} draws (independent noise)" if draws > 1 else ""
     if samples > 1:
@@ -261,7 +261,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"Model `{meta['model']}` ({meta['prediction_type']}, T = {meta['num_train_timesteps']});"
         f" {meta['num_images']} images: {meta['crop']}x{meta['crop']} centre crops of the"
         f" held-out photos ({', '.join(meta['photos'])}) x {len(meta['kinds'])} degradations"
-        f" ({', '.join(meta['kinds'])}){_draws_text(meta)}, nominal parameters,"
+        f" ({', '.join(meta['kinds'])}){_sampling_text(meta)}, nominal parameters,"
         f" seed {meta['seed']}."
         f" PSNR (dB) / SSIM against the clean crops (scikit-image, data range 1). Every run"
         f" restores all images in one batch from the same seeded noise; {meta['device']},"

@@ -174,4 +174,4 @@ def test_samples_scores_the_pipelines_ensemble_mean(nq):
     torch.testing.assert_close(images[1:2], expected, rtol=0, atol=1e-6)
     assert images.shape == single.shape and (images - single).abs().amax() > 1e-3
     report = sys.modules["nfe_report"]
-    assert "mean of 3 samples" in report._draws_text({"draws": 1, "samples": 3})
+    assert "mean of 3 samples" in report._sampling_text({"draws": 1, "samples": 3})
