@@ -380,7 +380,7 @@ class Trainer:
         if acc.is_main_process and self.config.save_pipeline:
             self._save_pipeline(self.out_dir / "pipeline")
         if acc.is_main_process:
-            summary = {"step": self.state.step, "train_seconds": round(self.state.train_seconds, 1),
+            summary = {"step": self.state.step, "train_seconds": self.state.train_seconds,
                        "num_parameters": self.num_parameters, "validation": final}
             (self.out_dir / "final_metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         acc.wait_for_everyone()
