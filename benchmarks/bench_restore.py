@@ -64,8 +64,8 @@ from diffusers_mrs import (
 )
 from diffusers_mrs.convert import PAPER_SCHEDULER
 from diffusers_mrs.models import convert_to_irsde_state_dict
+from diffusers_mrs.pipelines.degradation import Contexts as _Contexts
 from diffusers_mrs.pipelines.degradation import estimate_degradation
-from diffusers_mrs.pipelines.pipeline_mr_restoration import _Contexts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "diffusers_mrs" / "default_model"

@@ -65,7 +65,9 @@ __all__ = [
     "ImageInputError",
     "PipelineImageInput",
     "check_finite",
+    "check_finite_in",
     "check_float_range",
+    "check_min_side",
     "decode_pil",
     "load_rgb",
     "prepare_images",
@@ -269,6 +271,28 @@ def check_finite(t: torch.Tensor, what: str) -> None:
         )
 
 
+def _image_name(k: int, count: int) -> str:
+    return f"image[{k}]" if count > 1 else "image"
+
+
+def check_finite_in(images: Sequence[torch.Tensor], dtype: torch.dtype) -> None:
+    """The images must stay finite in the network's ``dtype`` (e.g. > 65504 overflows
+    float16): checked after the cast, so sampling never starts from inf and returns NaN."""
+    for k, img in enumerate(images):
+        check_finite(img.to(dtype), _image_name(k, len(images)))
+
+
+def check_min_side(images: Sequence[torch.Tensor], min_side: int, needed_by: str) -> None:
+    """Every image must be at least ``min_side`` pixels a side (``needed_by`` names what
+    needs it in the error)."""
+    for k, img in enumerate(images):
+        if min(img.shape[-2:]) < min_side:
+            raise ImageInputError(
+                f"{_image_name(k, len(images))} is {img.shape[-1]} x {img.shape[-2]} px;"
+                f" {needed_by} needs at least {min_side} x {min_side}."
+            )
+
+
 # ----------------------------------------------------------------------------- pipeline input
 def _array_to_float(arr: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
     """uint8 / uint16 / bool / float array or tensor -> float32 tensor (range checked)."""
@@ -342,16 +366,26 @@ def _item_to_chw(item: object, what: str) -> list[torch.Tensor]:
     )
 
 
-def prepare_images(image: PipelineImageInput | str | os.PathLike,
-                   channels: int = 3) -> list[torch.Tensor]:
-    """The pipeline's ``image`` argument as a list of float32 ``[channels, H, W]`` tensors.
+def prepare_images(
+    image: PipelineImageInput | str | os.PathLike,
+    channels: int = 3,
+    *,
+    dtype: torch.dtype | None = None,
+    min_side: int = 1,
+    min_side_for: str = "the model",
+) -> list[torch.Tensor]:
+    """The pipeline's ``image`` argument as a list of float32 ``[channels, H, W]`` tensors,
+    read and checked in one pass: every check on the images themselves is made here.
 
     Accepts what :data:`PipelineImageInput` names (PIL images, numpy arrays, torch tensors
-    and lists of them) and file paths, by the module rules.
+    and lists of them) and file paths, by the module rules. ``dtype`` (the network's) and
+    ``min_side`` (with ``min_side_for`` naming who needs it) are what the model needs of
+    its images (:func:`check_finite_in`, :func:`check_min_side`).
 
     Raises:
         ImageInputError: empty input, unsupported type/dtype/shape/channels, an empty image,
-            NaN/inf, floats outside :data:`FLOAT_RANGE`, a multi-frame image.
+            NaN/inf, floats outside :data:`FLOAT_RANGE`, a multi-frame image, values not
+            finite in ``dtype``, an image smaller than ``min_side``.
     """
     if image is None:
         raise ImageInputError("`image` must be given (the degraded image, mu).")
@@ -374,6 +408,9 @@ def prepare_images(image: PipelineImageInput | str | os.PathLike,
                 out.append(_to_channels(img, channels, what))
             except ImageInputError as err:
                 raise ImageInputError(f"{err}{layout}") from None
+    if dtype is not None:
+        check_finite_in(out, dtype)
+    check_min_side(out, min_side, min_side_for)
     return out
 
 

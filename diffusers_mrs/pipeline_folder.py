@@ -1,28 +1,41 @@
-"""Where a pipeline folder comes from: the default model shipped in the package, a local
-folder, or a snapshot of a Hub repo.
+"""Pipeline folders: where one comes from (the default model shipped in the package, a local
+folder, or a snapshot of a Hub repo) and how its ``model_index.json`` names components.
 
 diffusers downloads only pipelines whose components it knows, so a Hub repo id is turned
 into a local snapshot here (``model_index.json`` first, then exactly the component folders
-it names, pinned to that commit) and loaded from disk. Publishing (model cards, uploads)
-is :mod:`diffusers_mrs.hub`, which builds on the pipeline; this module needs neither.
+it names, pinned to that commit) and loaded from disk. :class:`PipelineFolderMixin` gives a
+pipeline that ``from_pretrained`` and writes ``"diffusers_mrs"`` as the library of the
+components whose class the top-level package exports, so folders stay loadable when the
+package's internal modules move. Publishing (model cards, uploads) is
+:mod:`diffusers_mrs.hub`, which builds on the pipeline; this module needs neither.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
+from diffusers.utils.torch_utils import unwrap_module
 from huggingface_hub import hf_hub_download, snapshot_download
 
 from diffusers_mrs import __version__
 
-__all__ = ["LIBRARY_NAME", "default_model_path", "download_pipeline_snapshot", "hub_repo_id"]
+__all__ = [
+    "LIBRARY_NAME",
+    "PipelineFolderMixin",
+    "default_model_path",
+    "download_pipeline_snapshot",
+    "hub_repo_id",
+]
 
 #: The library name written to ``model_index.json`` for components defined in diffusers_mrs.
 LIBRARY_NAME = "diffusers_mrs"
+#: ``from_pretrained`` keyword arguments that also control the Hub download.
+_DOWNLOAD_KWARGS = ("revision", "cache_dir", "token", "force_download", "local_files_only")
 
 _COMMIT_IN_PATH = re.compile(r"snapshots[/\\]([0-9a-f]{40})(?:[/\\]|$)")
 
@@ -88,3 +101,80 @@ def download_pipeline_snapshot(
     ]
     allow = ["model_index.json", "README.md", *[f"{c}/*" for c in components]]
     return snapshot_download(repo_id, revision=pinned, allow_patterns=allow, **common)
+
+
+def _library_entry(module: Any) -> tuple[str, str] | None:
+    """``("diffusers_mrs", ClassName)`` if diffusers' loader finds the component's class there.
+
+    The loader imports the library named in ``model_index.json`` and looks the class up on
+    it; the same lookup here decides whether the short name is valid.
+    """
+    if module is None:
+        return None
+    cls = type(unwrap_module(module))
+    if getattr(importlib.import_module(LIBRARY_NAME), cls.__name__, None) is cls:
+        return LIBRARY_NAME, cls.__name__
+    return None
+
+
+class PipelineFolderMixin:
+    """``from_pretrained`` from the default model, a folder or a Hub repo id, and the short
+    library name in ``model_index.json``; goes before ``DiffusionPipeline`` in the bases."""
+
+    def register_modules(self, **kwargs: Any) -> None:
+        """Registers components; diffusers_mrs classes get the library name ``diffusers_mrs``."""
+        super().register_modules(**kwargs)  # type: ignore[misc]
+        for name, module in kwargs.items():
+            entry = _library_entry(module)
+            if entry is not None:
+                self.register_to_config(**{name: entry})  # type: ignore[attr-defined]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        # DiffusionPipeline.__setattr__ re-registers swapped components (e.g. a new scheduler)
+        # under their module path; use the short library name for diffusers_mrs classes.
+        if "_internal_dict" in self.__dict__ and isinstance(
+            self._internal_dict.get(name), (list, tuple)  # type: ignore[attr-defined]
+        ):
+            entry = _library_entry(value)
+            if entry is not None:
+                self.register_to_config(**{name: entry})  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike | None = None, **kwargs: Any
+    ) -> Any:
+        """Loads a pipeline from a local folder, a Hub repo id, or (no argument) the default model.
+
+        Args:
+            pretrained_model_name_or_path: a folder written by ``save_pretrained``, a Hub repo
+                id (``"user/name"``), or ``None`` for the default model shipped in the package
+                (``diffusers_mrs/default_model``).
+            **kwargs: passed to ``DiffusionPipeline.from_pretrained`` (``unet=...``, ...).
+                ``torch_dtype`` (or ``dtype``) loads the network in that dtype: it then runs
+                in float16/bfloat16 while the sampler keeps float32. ``revision``,
+                ``cache_dir``, ``token``, ``force_download`` and ``local_files_only`` also
+                control the Hub download.
+
+        diffusers does not download pipelines whose components come from a third-party
+        library, so for a repo id the snapshot is downloaded first
+        (:func:`download_pipeline_snapshot`) and loaded locally.
+        """
+        load = super().from_pretrained  # type: ignore[misc]
+        if "torch_dtype" in kwargs:  # diffusers' deprecated name for `dtype`
+            kwargs.setdefault("dtype", kwargs.pop("torch_dtype"))
+        if pretrained_model_name_or_path is None:
+            path = default_model_path()
+            if not (path / "model_index.json").is_file():
+                raise FileNotFoundError(
+                    f"The default model is not installed (no model_index.json in {path}). Pass a"
+                    " local pipeline folder or a Hub repo id to `from_pretrained`."
+                )
+            return load(str(path), **kwargs)
+        repo_id = hub_repo_id(pretrained_model_name_or_path)
+        if repo_id is None:
+            return load(os.path.expanduser(os.fspath(pretrained_model_name_or_path)), **kwargs)
+        download = {k: kwargs[k] for k in _DOWNLOAD_KWARGS if k in kwargs}
+        pipe = load(download_pipeline_snapshot(repo_id, **download), **kwargs)
+        pipe.register_to_config(_name_or_path=repo_id)
+        return pipe

@@ -13,8 +13,11 @@ image (before the ``num_samples`` repeats and the tiles), and the reported proba
 the type is the encoder's ``p_k(mu)``, also for a forced type: a low value says the encoder
 would not have chosen it.
 
-This module checks the argument (before any network work) and turns one batch's encoder
-output into contexts and a per-image report; the pipeline does the rest.
+DA-CLIP models condition the network the same way, with two vectors from their
+``image_encoder`` (:meth:`ConditioningMixin.encode_image`) in place of the degradation
+context. This module is the network's conditioning: it checks the argument (before any
+network work), runs the encoders once per batch and turns their output into the network's
+contexts (:class:`Contexts`) and a per-image report; the pipeline does the rest.
 """
 
 from __future__ import annotations
@@ -23,14 +26,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import PIL.Image
 import torch
+
+from .network import NetworkMixin
 
 __all__ = [
     "AUTO",
+    "ConditioningMixin",
+    "Contexts",
     "DegradationEstimate",
     "ImageDegradation",
     "check_degradation",
-    "check_encoder_image_sizes",
     "estimate_degradation",
     "per_image_degradations",
 ]
@@ -80,18 +87,6 @@ def check_degradation(
     return names[0] if isinstance(degradation, str) else names
 
 
-def check_encoder_image_sizes(images: Sequence[torch.Tensor]) -> None:
-    """The degradation encoder needs images of at least :data:`MIN_ENCODER_SIZE` pixels a side
-    (``ValueError`` naming the image otherwise)."""
-    for k, img in enumerate(images):
-        if min(img.shape[-2:]) < MIN_ENCODER_SIZE:
-            name = f"image[{k}]" if len(images) > 1 else "image"
-            raise ValueError(
-                f"{name} is {img.shape[-1]} x {img.shape[-2]} px; the degradation encoder needs"
-                f" at least {MIN_ENCODER_SIZE} x {MIN_ENCODER_SIZE}."
-            )
-
-
 def per_image_degradations(
     checked: str | list[str | None] | None, num_images: int
 ) -> list[str | None]:
@@ -137,6 +132,20 @@ class DegradationEstimate:
     probabilities: torch.Tensor
     context: torch.Tensor
 
+    @classmethod
+    def in_input_order(
+        cls, estimates: Sequence[DegradationEstimate], groups: Sequence[Sequence[int]]
+    ) -> DegradationEstimate:
+        """One estimate of all images from the estimates of their batches: ``estimates[g]``
+        holds the images ``groups[g]`` (input indices), the result holds them in input order."""
+        order = [k for indices in groups for k in indices]
+        rows = sorted(range(len(order)), key=order.__getitem__)
+        names = [name for estimate in estimates for name in estimate.names]
+        probabilities = torch.cat([estimate.probabilities for estimate in estimates])
+        context = torch.cat([estimate.context for estimate in estimates])
+        return cls(estimates[0].types, [names[r] for r in rows], probabilities[rows],
+                   context[rows])
+
     def per_image(self) -> list[ImageDegradation]:
         """The report of every image of the batch, in batch order."""
         reports = []
@@ -165,3 +174,91 @@ def estimate_degradation(
     names = [name if name is not None else types[k] for name, k in zip(forced, detected,
                                                                        strict=True)]
     return DegradationEstimate(types, names, probabilities, context.to(mu.device))
+
+
+@dataclass(frozen=True)
+class Contexts:
+    """Per-image conditioning vectors of the network, ``[B, D]`` each (DA-CLIP's two, or
+    only the degradation context of a degradation-aware model)."""
+
+    image: torch.Tensor | None
+    degradation: torch.Tensor
+
+    def repeat_interleave(self, repeats: int) -> Contexts:
+        """The contexts of a batch whose items are each repeated ``repeats`` times."""
+        return Contexts(
+            None if self.image is None else self.image.repeat_interleave(repeats, dim=0),
+            self.degradation.repeat_interleave(repeats, dim=0),
+        )
+
+    def unet_kwargs(self, batch: int) -> dict[str, torch.Tensor]:
+        """Keyword arguments of the network for a batch of ``batch`` items. A tiled call
+        stacks the tiles position-major (item ``k * B + b`` is tile ``k`` of image ``b``,
+        :func:`~diffusers_mrs.pipelines.tiling.tiled_model_output`), so the contexts are
+        tiled the same way."""
+        per_image = self.degradation.shape[0]
+        if batch % per_image:
+            raise ValueError(f"a batch of {batch} is not a whole number of {per_image} images")
+        reps = batch // per_image
+        kwargs = {"degradation_context": self.degradation.repeat(reps, 1)}
+        if self.image is not None:
+            kwargs["image_context"] = self.image.repeat(reps, 1)
+        return kwargs
+
+
+class ConditioningMixin(NetworkMixin):
+    """The network's contexts from the pipeline's ``image_encoder`` (DA-CLIP) or
+    ``degradation_encoder``, computed once per batch of degraded images ``mu``."""
+
+    image_encoder: Any
+    feature_extractor: Any
+    degradation_encoder: Any
+
+    @property
+    def supported_degradations(self) -> list[str] | None:
+        """The degradations this model claims to restore: its ``degradation_encoder``'s types
+        without ``"clean"`` (an undegraded photo, which the encoder also recognises), in the
+        encoder's order; ``None`` for a model without a degradation encoder. Any of the
+        encoder's types, ``"clean"`` included, may be forced with ``degradation=``."""
+        encoder = getattr(self, "degradation_encoder", None)
+        if encoder is None:
+            return None
+        return [d for d in encoder.config.degradations if d != "clean"]
+
+    def _estimate_degradation(
+        self, mu: torch.Tensor, forced: Sequence[str | None] | None = None
+    ) -> DegradationEstimate | None:
+        """The degradation encoder on one batch ``mu`` (``[B, 3, H, W]`` in [0, 1]) with the
+        checked types ``forced`` (per image, ``None``: detect); ``None`` without an encoder."""
+        encoder = getattr(self, "degradation_encoder", None)
+        if encoder is None:
+            return None
+        forced = [None] * mu.shape[0] if forced is None else list(forced)
+        return estimate_degradation(encoder, mu, forced)
+
+    def _degradation_contexts(self, estimate: DegradationEstimate) -> Contexts:
+        """The network's contexts from a degradation estimate (in the network's dtype)."""
+        return Contexts(None, estimate.context.to(self._unet_dtype()))
+
+    def encode_image(self, mu: torch.Tensor) -> Contexts | None:
+        """The network's contexts of one batch of degraded images ``mu`` (``[B, C, H, W]`` in
+        [0, 1], as the sampler holds them): DA-CLIP's two, or a degradation-aware model's
+        detected degradation context, or ``None`` for a network without contexts.
+
+        As DA-CLIP prepares them: the image is turned into 8 bits by truncation
+        (``uint8(x * 255)``, in float32), then the feature extractor resizes the short side
+        to 224 (bicubic), centre-crops 224 x 224 and normalises with CLIP's mean and std.
+        The encoder then runs once on the whole batch.
+        """
+        if self.image_encoder is None:
+            estimate = self._estimate_degradation(mu)
+            return None if estimate is None else self._degradation_contexts(estimate)
+        pixels = (mu.detach().float().clamp(0, 1) * 255).to(torch.uint8)
+        pil = [PIL.Image.fromarray(img.permute(1, 2, 0).cpu().numpy()) for img in pixels]
+        pixel_values = self.feature_extractor(images=pil, return_tensors="pt").pixel_values
+        encoder_dtype = getattr(self.image_encoder, "dtype", torch.float32)
+        out = self.image_encoder(
+            pixel_values.to(device=mu.device, dtype=encoder_dtype), return_dict=False
+        )
+        dtype = self._unet_dtype()  # the contexts only feed the network
+        return Contexts(out[0].to(dtype), out[1].to(dtype))

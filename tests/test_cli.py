@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from diffusers_mrs import pipeline_folder
 from diffusers_mrs.cli import UsageError, collect_inputs, main, plan_jobs, write_manifest
 from diffusers_mrs.pipelines import pipeline_mr_restoration as pipeline_module
 
@@ -173,6 +174,7 @@ def test_default_model_when_model_omitted(
     model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pipeline_module, "default_model_path", lambda: model_dir)
+    monkeypatch.setattr(pipeline_folder, "default_model_path", lambda: model_dir)
     src = save_image(tmp_path / "img.png", 8, 8)
     code = main(["restore", str(src), "--output", str(tmp_path / "out"), "--steps", "1", "-q"])
     assert code == 0 and (tmp_path / "out" / "img.png").is_file()

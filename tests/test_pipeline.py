@@ -21,6 +21,7 @@ from diffusers_mrs import (
     MRRestorationPipeline,
     MRSamplerScheduler,
     MRUNet2DModel,
+    pipeline_folder,
 )
 from diffusers_mrs.noise_schedule import MRNoiseSchedule
 from diffusers_mrs.pipelines import pipeline_mr_restoration as pipeline_module
@@ -393,11 +394,11 @@ def test_save_load_round_trip(pipe: MRRestorationPipeline, tmp_path) -> None:
 
 def test_default_model(monkeypatch, pipe: MRRestorationPipeline, tmp_path) -> None:
     missing = tmp_path / "missing"
-    monkeypatch.setattr(pipeline_module, "default_model_path", lambda: missing)
+    monkeypatch.setattr(pipeline_folder, "default_model_path", lambda: missing)
     with pytest.raises(FileNotFoundError, match="default model is not installed"):
         MRRestorationPipeline.from_pretrained()
     pipe.save_pretrained(tmp_path / "default")
-    monkeypatch.setattr(pipeline_module, "default_model_path", lambda: tmp_path / "default")
+    monkeypatch.setattr(pipeline_folder, "default_model_path", lambda: tmp_path / "default")
     loaded = MRRestorationPipeline.from_pretrained()
     assert isinstance(loaded.unet, MRUNet2DModel)
 
