@@ -194,9 +194,9 @@ class MRRestorationPipeline(
         encoder one size after another); ``None`` without a ``degradation_encoder``
         (:mod:`diffusers_mrs.pipelines.degradation`)."""
         checked = check_degradation(degradation, getattr(self, "degradation_encoder", None))
-        images = prepare_images(image, **self._image_requirements())
         if getattr(self, "degradation_encoder", None) is None:
             return None
+        images = prepare_images(image, **self._image_requirements())
         forced = per_image_degradations(checked, len(images))
         device, dtype = self._execution_device, self._sampling_dtype()
         groups = _size_groups(images)

@@ -381,3 +381,48 @@ def test_clean_images_are_returned_unchanged_unless_keep_clean_is_off() -> None:
     sampled = pipe(image=images[:1], num_inference_steps=3, degradation="clean",
                    keep_clean=False, output_type="pt").images
     assert not torch.equal(sampled, images[:1]) and len(calls) == 6
+
+
+def test_detect_degradation_takes_what_the_pipeline_takes(tmp_path: Path) -> None:
+    """A path, a PIL image, a numpy array and a tensor of the same 8-bit pixels give the same
+    estimate, and it is the encoder's rule on those pixels (it used to take only tensors)."""
+    pipe = tiny_degradation_aware_pipeline()
+    pixels = (noisy(16, 24).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    as_tensor = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+    kinds = {"path": str(tmp_path / "photo.png"), "pathlib": tmp_path / "photo.png",
+             "pil": Image.fromarray(pixels), "numpy": pixels, "torch": as_tensor}
+    estimates = {kind: pipe.detect_degradation(image) for kind, image in kinds.items()}
+    expected = expected_probabilities(as_tensor).float()
+    for kind, estimate in estimates.items():
+        assert estimate.names == ["noise"], kind
+        torch.testing.assert_close(estimate.probabilities[0], expected, atol=1e-5, rtol=0)
+        assert torch.equal(estimate.probabilities, estimates["torch"].probabilities), kind
+        assert torch.equal(estimate.context, estimates["torch"].context), kind
+    forced = pipe.detect_degradation(str(tmp_path / "photo.png"), degradation="lowlight")
+    assert forced.names == ["lowlight"]
+    assert torch.equal(forced.context[0], embeddings(pipe)[TYPES.index("lowlight")])
+
+
+def test_detect_degradation_of_mixed_sizes_keeps_the_input_order() -> None:
+    pipe = tiny_degradation_aware_pipeline()
+    images = [noisy(16, 16), dark(24, 16), smooth(16, 16)]
+    together = pipe.detect_degradation(images, degradation=[None, None, "noise"])
+    assert together.names == ["noise", "lowlight", "noise"]
+    for k, img in enumerate(images):
+        alone = pipe.detect_degradation(img, degradation=[None, None, "noise"][k])
+        assert torch.equal(together.probabilities[k], alone.probabilities[0])
+        assert torch.equal(together.context[k], alone.context[0])
+    expected = torch.stack([expected_probabilities(img) for img in images]).float()
+    torch.testing.assert_close(together.probabilities, expected, atol=1e-5, rtol=0)
+
+
+def test_detect_degradation_checks_its_input_like_the_pipeline() -> None:
+    pipe = tiny_degradation_aware_pipeline()
+    with pytest.raises(ValueError, match="at least 8 x 8"):
+        pipe.detect_degradation(noisy(7, 16))
+    with pytest.raises(ValueError, match="unknown degradation 'blur'"):
+        pipe.detect_degradation(noisy(), degradation="blur")
+    with pytest.raises(ValueError, match="divide by 255"):
+        pipe.detect_degradation(np.full((16, 16, 3), 200.0, np.float32))
+    assert tiny_pipeline().detect_degradation(noisy()) is None
