@@ -249,6 +249,10 @@ class ConditioningMixin(NetworkMixin):
         (``uint8(x * 255)``, in float32), then the feature extractor resizes the short side
         to 224 (bicubic), centre-crops 224 x 224 and normalises with CLIP's mean and std.
         The encoder then runs once on the whole batch.
+
+        A sampling stage (like ``prepare_latents``), called once per batch of same-size
+        images: a subclass overrides it to hand the network other contexts. To read images
+        as ``__call__`` does (paths, PIL, numpy, ...), use :meth:`detect_degradation`.
         """
         if self.image_encoder is None:
             estimate = self._estimate_degradation(mu)
