@@ -356,6 +356,7 @@ class MRRestorationPipeline(
         """Restores every image, one batch per size; returns the restorations (the mean of
         each image's samples), their spread (``None`` for one sample) and the degradation
         of each image (``None`` without a degradation encoder), in input order."""
+        self._interrupt = False
         device, dtype = self._execution_device, self._sampling_dtype()
         restored: list[torch.Tensor] = [torch.empty(0)] * len(images)
         spread: list[torch.Tensor | None] = [None] * len(images)
@@ -435,12 +436,11 @@ class MRRestorationPipeline(
         """
         sampling = self._sampling_settings(
             num_inference_steps, timesteps, num_samples, output_type, tile_size, tile_overlap,
-            tile_batch_size, callback_on_step_end, callback_on_step_end_tensor_inputs,
-            degradation, keep_clean)
+            tile_batch_size, callback_on_step_end, callback_on_step_end_tensor_inputs, degradation,
+            keep_clean)
         images = prepare_images(image, **self._image_requirements())  # read and checked, once
         sampling = self._settings_for_images(sampling, images, generator, latents)
-        self._interrupt = False
         restored, spread, reports = self._restore_images(images, generator, sampling)
         self.maybe_free_model_hooks()
-        output = pipeline_output(restored, spread, output_type, num_samples, reports)
-        return output if return_dict else output.to_tuple()
+        out = pipeline_output(restored, spread, output_type, num_samples, reports)
+        return out if return_dict else out.to_tuple()
