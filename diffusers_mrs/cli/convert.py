@@ -15,6 +15,7 @@ __all__ = ["add_convert_parsers", "run_convert"]
 
 
 def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--T``, ``--schedule``, ...: overrides of the scheduler config (default: the paper's)."""
     group = parser.add_argument_group(
         "scheduler (default: the MR Sampler paper's setting: SDE, data, order 2, T=100, "
         "cosine, max_sigma 50/255, eps 0.005, epsilon)"
@@ -42,16 +43,10 @@ def add_convert_parsers(sub: Any) -> None:
         "model_index.json, scheduler, model card) for MRRestorationPipeline.from_pretrained "
         "and `diffusers-mrs restore --model DIR`.",
     )
-    convert.set_defaults(func=run_convert)
     convert.add_argument("--family", required=True, choices=sorted(FAMILIES))
     convert.add_argument("--checkpoint", "--unet", required=True, dest="unet", metavar="FILE")
     convert.add_argument("--daclip", metavar="FILE", help="DA-CLIP encoder (--family daclip)")
-    convert.add_argument("--output", "-o", required=True, metavar="DIR")
-    convert.add_argument("--name", help="model card title (default: the folder name)")
-    convert.add_argument(
-        "--options", metavar="YML", help="the original option file (sde, network_G)"
-    )
-    _scheduler_arguments(convert)
+    _output_and_settings_arguments(convert)
     daclip = sub.add_parser(
         "convert-daclip",
         help="convert DA-CLIP's daclip_ViT-B-32.pt and universal-ir.pth into a pipeline folder",
@@ -59,13 +54,20 @@ def add_convert_parsers(sub: Any) -> None:
     )
     daclip.add_argument("--daclip", required=True, metavar="FILE", help="daclip_ViT-B-32.pt")
     daclip.add_argument("--unet", required=True, metavar="FILE", help="universal-ir.pth")
-    daclip.add_argument("--output", "-o", required=True, metavar="DIR")
-    daclip.add_argument("--name", help="model card title (default: the folder name)")
-    daclip.add_argument(
+    _output_and_settings_arguments(daclip)
+    daclip.set_defaults(family="daclip")
+
+
+def _output_and_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """What both conversion commands take after their input files: the output folder, the
+    model card title, the original option file and the scheduler overrides."""
+    parser.set_defaults(func=run_convert)
+    parser.add_argument("--output", "-o", required=True, metavar="DIR")
+    parser.add_argument("--name", help="model card title (default: the folder name)")
+    parser.add_argument(
         "--options", metavar="YML", help="the original option file (sde, network_G)"
     )
-    daclip.set_defaults(family="daclip", func=run_convert)
-    _scheduler_arguments(daclip)
+    _scheduler_arguments(parser)
 
 
 def run_convert(args: argparse.Namespace) -> int:
