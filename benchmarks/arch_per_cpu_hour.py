@@ -49,12 +49,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from default_model_eval import held_out_crops, one_sample
 from nfe_run import seconds_per_forward
+from tqdm.auto import tqdm
 
 from diffusers_mrs.metrics import psnr
 from diffusers_mrs.training import TrainingConfig

@@ -51,9 +51,7 @@ from typing import Any
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: the original loops
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+from _common import image_psnr
 from original_code import OriginalCode, load_original_code
 
 from diffusers_mrs import (
@@ -550,11 +548,6 @@ def runners_for(
     return runners
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = torch.mean((a.double() - b.double()) ** 2).item()
-    return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
-
-
 def summarise(net: Network, stats: dict[tuple, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (method, nfe, variant), s in stats.items():
@@ -588,7 +581,7 @@ def summarise(net: Network, stats: dict[tuple, dict[str, Any]]) -> list[dict[str
             row["ratio_vs_fp32"] = statistics.median(
                 a / b for a, b in zip(s["seconds"], reference["seconds"], strict=True)
             )
-            row["psnr_vs_fp32_db"] = psnr(s["output"], reference["output"])
+            row["psnr_vs_fp32_db"] = image_psnr(s["output"], reference["output"])
         rows.append(row)
     return rows
 

@@ -13,13 +13,9 @@ from __future__ import annotations
 import argparse
 
 import torch
+from _common import image_psnr
 
 from diffusers_mrs import MRRestorationPipeline
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = torch.mean((a.double() - b.double()) ** 2).item()
-    return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
 
 
 def restore(pipe: MRRestorationPipeline, image: torch.Tensor, multiple: int, steps: int):
@@ -51,10 +47,11 @@ def main() -> None:
         ref = restore(pipe, image, 1, args.steps)
         pad = restore(pipe, image, multiple, args.steps)
         crops = [
-            psnr(pad[..., : h - k, : w - k], ref[..., : h - k, : w - k]) for k in (2, 4, 8, 16)
+            image_psnr(pad[..., : h - k, : w - k], ref[..., : h - k, : w - k])
+            for k in (2, 4, 8, 16)
         ]
         print(
-            f"| {h}x{w} | {multiple} | {psnr(pad, ref):.1f} | "
+            f"| {h}x{w} | {multiple} | {image_psnr(pad, ref):.1f} | "
             + " | ".join(f"{c:.1f}" for c in crops)
             + " |"
         )

@@ -15,21 +15,17 @@ ensemble mean against the RMS of its predicted std (for a calibrated posterior
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from example_images import EXAMPLES, EXAMPLES_DIR, clean_reference
 from PIL import Image
 
 from diffusers_mrs import MRRestorationPipeline
 from diffusers_mrs.metrics import psnr
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from example_images import EXAMPLES, EXAMPLES_DIR, clean_reference
 
 
 def to_chw(array: np.ndarray) -> torch.Tensor:

@@ -4,7 +4,7 @@ The pipeline keeps the sampler state and its noise global and only runs the netw
 tiles, so any difference comes from the context each tile lacks. This script restores a
 centre crop of each image once untiled and once per tile size (default overlap SIZE/4),
 all with the same seed, and prints one row per tile size. It backs the smallest ``--tile``
-the CLI accepts (``diffusers_mrs.cli_checks.MIN_TILE_SIZE``, README "Large images").
+the CLI accepts (``diffusers_mrs.restore_settings.MIN_TILE_SIZE``, README "Large images").
 :func:`seam_cost` is the measurement, shared with ``bench_tiling.py`` (seam cost at its
 memory benchmark's tile sizes).
 
@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
+from _common import image_psnr
 
 from diffusers_mrs import MRRestorationPipeline
 from diffusers_mrs.image_io import read_image
@@ -41,11 +42,6 @@ def restore(pipe: MRRestorationPipeline, image: np.ndarray, steps: int, tile: in
     ).images[0]
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
 def seam_cost(
     restore: Callable[[int | None], np.ndarray], tiles: Iterable[int]
 ) -> Iterator[tuple[int | None, float, float]]:
@@ -58,7 +54,7 @@ def seam_cost(
     for tile in tiles:
         start = time.perf_counter()
         tiled = np.asarray(restore(tile))
-        yield tile, psnr(tiled, untiled), time.perf_counter() - start
+        yield tile, image_psnr(tiled, untiled), time.perf_counter() - start
 
 
 def main() -> None:

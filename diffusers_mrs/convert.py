@@ -6,12 +6,11 @@ image encoder and its preprocessing) in safetensors, ``model_index.json``, the s
 at the MR Sampler paper's setting (:data:`PAPER_SCHEDULER`, overridable) and a model card
 rendered from ``model_cards/converted_checkpoint.md`` that names the original work, its
 license, the source files (with SHA-256) and every setting. The command line front end is
-``diffusers-mrs convert`` / ``diffusers-mrs convert-daclip`` (:func:`add_convert_parsers`).
+``diffusers-mrs convert`` / ``diffusers-mrs convert-daclip`` (:mod:`diffusers_mrs.cli.convert`).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -26,10 +25,8 @@ __all__ = [
     "FAMILIES",
     "PAPER_SCHEDULER",
     "ConversionError",
-    "add_convert_parsers",
     "convert_checkpoint",
     "read_options",
-    "run_convert",
 ]
 
 
@@ -309,95 +306,3 @@ def render_conversion_card(
         encoder_config=_config_json(encoder) if encoder is not None else None,
         diffusers_mrs_version=__version__,
     )
-
-
-# ----------------------------------------------------------------------------- command line
-def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "scheduler (default: the MR Sampler paper's setting: SDE, data, order 2, T=100, "
-        "cosine, max_sigma 50/255, eps 0.005, epsilon)"
-    )
-    group.add_argument("--T", type=int, dest="num_train_timesteps", help="training steps")
-    group.add_argument("--schedule", dest="theta_schedule", choices=["cosine", "linear"])
-    group.add_argument(
-        "--max-sigma", type=float, help="stationary noise in 1/255 units (50 means 50/255)"
-    )
-    group.add_argument("--eps", type=float, help="alpha at t = T")
-    group.add_argument(
-        "--prediction-type", choices=["epsilon", "sample", "v_prediction"], help="network output"
-    )
-    group.add_argument("--algorithm-type", choices=["sde", "ode"])
-    group.add_argument("--parameterization", choices=["data", "noise"])
-    group.add_argument("--solver-order", type=int, choices=[1, 2, 3])
-
-
-def add_convert_parsers(sub: Any) -> None:
-    """Add ``convert`` and ``convert-daclip`` to the ``diffusers-mrs`` sub-commands."""
-    convert = sub.add_parser(
-        "convert",
-        help="convert an IR-SDE, Refusion or DA-CLIP checkpoint into a pipeline folder",
-        description="Convert original checkpoint files into a pipeline folder (safetensors, "
-        "model_index.json, scheduler, model card) for MRRestorationPipeline.from_pretrained "
-        "and `diffusers-mrs restore --model DIR`.",
-    )
-    convert.add_argument("--family", required=True, choices=sorted(FAMILIES))
-    convert.add_argument("--checkpoint", "--unet", required=True, dest="unet", metavar="FILE")
-    convert.add_argument("--daclip", metavar="FILE", help="DA-CLIP encoder (--family daclip)")
-    convert.add_argument("--output", "-o", required=True, metavar="DIR")
-    convert.add_argument("--name", help="model card title (default: the folder name)")
-    convert.add_argument(
-        "--options", metavar="YML", help="the original option file (sde, network_G)"
-    )
-    _scheduler_arguments(convert)
-    daclip = sub.add_parser(
-        "convert-daclip",
-        help="convert DA-CLIP's daclip_ViT-B-32.pt and universal-ir.pth into a pipeline folder",
-        description="Same as `convert --family daclip`.",
-    )
-    daclip.add_argument("--daclip", required=True, metavar="FILE", help="daclip_ViT-B-32.pt")
-    daclip.add_argument("--unet", required=True, metavar="FILE", help="universal-ir.pth")
-    daclip.add_argument("--output", "-o", required=True, metavar="DIR")
-    daclip.add_argument("--name", help="model card title (default: the folder name)")
-    daclip.add_argument(
-        "--options", metavar="YML", help="the original option file (sde, network_G)"
-    )
-    daclip.set_defaults(family="daclip")
-    _scheduler_arguments(daclip)
-
-
-def run_convert(args: argparse.Namespace) -> int:
-    """Run a parsed ``convert``/``convert-daclip`` command; 0 on success, 2 on bad input."""
-    import sys
-
-    from diffusers_mrs.models import IRSDECheckpointError
-    from diffusers_mrs.models.daclip_encoder_checkpoint import DACLIPCheckpointError
-
-    scheduler_config: dict[str, Any] = {}
-    network_config: dict[str, Any] = {}
-    try:
-        if args.options:
-            scheduler_config, network_config = read_options(args.options, args.family)
-    except (ConversionError, OSError) as err:
-        print(f"diffusers-mrs {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    overrides = {
-        key: getattr(args, key)
-        for key in (
-            "num_train_timesteps", "theta_schedule", "eps", "prediction_type",
-            "algorithm_type", "parameterization", "solver_order",
-        )
-        if getattr(args, key) is not None
-    }  # fmt: skip
-    if args.max_sigma is not None:
-        overrides["max_sigma"] = args.max_sigma / 255
-    try:
-        out = convert_checkpoint(
-            args.family, args.unet, args.output, daclip=args.daclip,
-            scheduler_config={**scheduler_config, **overrides},
-            network_config=network_config, model_name=args.name,
-        )  # fmt: skip
-    except (ConversionError, IRSDECheckpointError, DACLIPCheckpointError, FileNotFoundError) as err:
-        print(f"diffusers-mrs {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    print(f"saved the pipeline to {out}; restore with: diffusers-mrs restore IMAGES --model {out}")
-    return 0

@@ -116,41 +116,20 @@ def sample_degradation_params(
     return {"quality": int(rng.integers(10, 26))}
 
 
-def _gaussian_kernel1d(std: float, truncate: float = 4.0) -> np.ndarray:
-    radius = int(truncate * float(std) + 0.5)
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (x / std) ** 2)
-    return k / k.sum()
-
-
 def gaussian_blur(image: np.ndarray, std: float, truncate: float = 4.0) -> np.ndarray:
-    """Separable Gaussian blur of an ``H x W [x C]`` array, computed in float64.
+    """Gaussian blur of the two image axes of an ``H x W [x C]`` array, in float64.
 
-    Identical to ``scipy.ndimage.gaussian_filter(image, (std, std, 0), mode="reflect",
-    truncate=truncate)`` (half-sample symmetric borders), without needing SciPy.
+    ``scipy.ndimage.gaussian_filter(image, (std, std, 0), mode="reflect", truncate=truncate)``:
+    kernel ``exp(-x^2 / (2 std^2))`` normalised over ``|x| <= truncate * std``, half-sample
+    symmetric borders. ``std <= 0`` returns a float64 copy.
     """
+    from scipy.ndimage import gaussian_filter
+
+    out = image.astype(np.float64, copy=True)
     if std <= 0:
-        return image.astype(np.float64, copy=True)
-    k = _gaussian_kernel1d(std, truncate)
-    r = (len(k) - 1) // 2
-    out = image.astype(np.float64, copy=False)
-    for axis in (0, 1):
-        n = out.shape[axis]
-        # numpy's "symmetric" pad is scipy's "reflect"; pad repeatedly if the kernel is wider
-        # than the image (tiny images), which is what reflecting the reflection does.
-        padded = out
-        remaining = r
-        while remaining > 0:
-            step = min(remaining, padded.shape[axis])
-            pad = [(0, 0)] * out.ndim
-            pad[axis] = (step, step)
-            padded = np.pad(padded, pad, mode="symmetric")
-            remaining -= step
-        acc = np.zeros_like(out)
-        for i, w in enumerate(k):
-            acc += w * np.take(padded, np.arange(i, i + n), axis=axis)
-        out = acc
-    return out
+        return out
+    sigma = (std, std) + (0,) * (out.ndim - 2)
+    return gaussian_filter(out, sigma, mode="reflect", truncate=truncate)
 
 
 def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:

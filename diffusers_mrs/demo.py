@@ -39,20 +39,28 @@ import PIL.Image
 import torch
 
 import diffusers_mrs
-from diffusers_mrs.cli_checks import MIN_TILE_SIZE
 from diffusers_mrs.image_io import ImageInputError, decode_pil
+from diffusers_mrs.restore_settings import (
+    AUTO_DEGRADATION,
+    MIN_TILE_SIZE,
+    degradation_types,
+    forced_degradation,
+    scheduler_from_config,
+    seeded_generator,
+)
 from diffusers_mrs.uncertainty_map import uncertainty_map
 
 __all__ = ["DemoSession", "build_demo", "compare_fn", "restore_fn", "run_demo"]
 
-#: Sampler names shown in the app -> (scheduler class of diffusers_mrs, config overrides).
+#: Sampler names shown in the app -> (sampler name of the command line's ``--scheduler``,
+#: :data:`~diffusers_mrs.restore_settings.SCHEDULERS`, and config overrides).
 #: The faithful MR Sampler draws true posterior samples at 10 steps (its ensembles' spread
 #: matches their error, docs/math.md#ensembles); the model's own gives a sharper single sample.
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "MR Sampler": ("MRSamplerScheduler", {}),
-    "MR Sampler, faithful samples": ("MRSamplerScheduler", {"solver_order": 2}),
-    "Posterior (IR-SDE)": ("MRPosteriorScheduler", {}),
-    "Euler-Maruyama": ("MREulerMaruyamaScheduler", {}),
+    "MR Sampler": ("mrs", {}),
+    "MR Sampler, faithful samples": ("mrs", {"solver_order": 2}),
+    "Posterior (IR-SDE)": ("posterior", {}),
+    "Euler-Maruyama": ("euler", {}),
 }
 #: The "compare" action: (sampler, steps) pairs run on the same input and seed.
 COMPARE_RUNS = (("MR Sampler", 10), ("Posterior (IR-SDE)", 100))
@@ -60,7 +68,6 @@ TILE_CHOICES = ("off", str(MIN_TILE_SIZE), "128", "256", "512")
 MAX_FILE_SIZE = 25 * 1024 * 1024  # bytes per upload, enforced by Gradio before decoding
 MAX_PIXELS = 4_000_000  # largest image (width x height) the app restores
 MAX_STEPS, MAX_SAMPLES = 200, 16
-AUTO_DEGRADATION = "auto"  # the drop-down entry that lets the encoder detect the type
 
 
 @dataclass
@@ -90,10 +97,8 @@ class Restoration:
 def degradation_choices(pipe: Any) -> list[str] | None:
     """The drop-down of a degradation-aware pipeline: ``"auto"`` (detect) and every type of
     its ``degradation_encoder``; ``None`` for other pipelines."""
-    encoder = getattr(pipe, "degradation_encoder", None)
-    if encoder is None:
-        return None
-    return [AUTO_DEGRADATION, *encoder.config.degradations]
+    types = degradation_types(pipe)
+    return None if types is None else [AUTO_DEGRADATION, *types]
 
 
 def pipeline_with_sampler(pipe: Any, sampler: str) -> Any:
@@ -104,8 +109,8 @@ def pipeline_with_sampler(pipe: Any, sampler: str) -> Any:
     """
     if sampler not in SAMPLERS:
         raise gr.Error(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
-    class_name, overrides = SAMPLERS[sampler]
-    scheduler = getattr(diffusers_mrs, class_name).from_config(pipe.scheduler.config, **overrides)
+    name, overrides = SAMPLERS[sampler]
+    scheduler = scheduler_from_config(pipe.scheduler.config, name, **overrides)
     new = type(pipe)(**{**pipe.components, "scheduler": scheduler})
     new.set_progress_bar_config(disable=True)
     return new
@@ -191,8 +196,6 @@ def restore(
     """Runs the pipeline once (K = ``samples`` in one batch) and times it; ``degradation``
     forces a type of a degradation-aware model (``"auto"``/``None``: detect it)."""
     pipe = pipeline_with_sampler(session.pipe, sampler)
-    device = pipe._execution_device
-    gen_device = device if torch.device(device).type == "cuda" else "cpu"
     callback = None
     if report is not None:
         callback = progress_callback(report, int(steps), f"{sampler}, {int(steps)} steps")
@@ -201,11 +204,11 @@ def restore(
         output = pipe(
             image,
             num_inference_steps=int(steps),
-            generator=torch.Generator(gen_device).manual_seed(int(seed)),
+            generator=seeded_generator(pipe._execution_device, int(seed)),
             num_samples=int(samples),
             tile_size=tile,
             callback_on_step_end=callback,
-            degradation=None if degradation in (None, "", AUTO_DEGRADATION) else degradation,
+            degradation=forced_degradation(degradation),
         )
     except ValueError as err:  # the pipeline's own input checks: show them as they are
         raise gr.Error(str(err)) from None
@@ -248,7 +251,7 @@ def restore_fn(
     run = restore(session, pixels, sampler, steps, seed, samples, parse_tile(tile), report,
                   degradation)
     k = int(samples)
-    forced = degradation not in (None, "", AUTO_DEGRADATION)
+    forced = forced_degradation(degradation) is not None
     info = (
         f"**{sampler}**, {int(steps)} steps: **{run.seconds:.2f} s**, NFE {run.nfe}"
         + (f" (one batch of {k} samples; their mean is shown)" if k > 1 else "")

@@ -21,12 +21,12 @@ from diffusers_mrs import (
     MRPosteriorScheduler,
     MRRestorationPipeline,
     MRSamplerScheduler,
-    cli,
-    cli_checks,
 )
+from diffusers_mrs.cli import checks as cli_checks
 from diffusers_mrs.cli import main
-from diffusers_mrs.cli_checks import MIN_TILE_SIZE
+from diffusers_mrs.cli import restore as cli
 from diffusers_mrs.image_io import ImageInputError
+from diffusers_mrs.restore_settings import MIN_TILE_SIZE
 
 from helpers import fresh_accelerate_state, save_tiny_pipeline, tiny_pipeline
 

@@ -23,9 +23,9 @@ from diffusers_mrs import (
     MRPosteriorScheduler,
     MRRestorationPipeline,
     MRSamplerScheduler,
-    cli,
 )
 from diffusers_mrs.cli import main
+from diffusers_mrs.cli import restore as cli
 
 from helpers import (
     TINY_TYPES,

@@ -26,8 +26,9 @@ from diffusers_mrs.models import (
     linear_attention,
     unet_mr,
 )
+from diffusers_mrs.models.layers import ChannelLayerNorm
 from diffusers_mrs.models.nafnet_checkpoint import convert_nafnet_state_dict
-from diffusers_mrs.models.unet_mr import ChannelLayerNorm, MRLinearAttention
+from diffusers_mrs.models.unet_mr import MRLinearAttention
 
 from helpers import load_checkpoint_fixture
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from diffusers_mrs import MRRestorationPipeline, MRSamplerScheduler, MRUNet2DModel
+from diffusers_mrs.metrics import psnr
 
 
 class PlainNetwork(torch.nn.Module):
@@ -40,10 +41,6 @@ def restore(pipe: MRRestorationPipeline, image: torch.Tensor, **kwargs) -> torch
     ).images
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (10 * torch.log10(1 / torch.mean((a - b) ** 2))).item()
-
-
 def test_plain_module_network_runs():
     pipe = MRRestorationPipeline(unet=PlainNetwork(), scheduler=MRSamplerScheduler())
     pipe.set_progress_bar_config(disable=True)
@@ -65,7 +62,7 @@ def test_half_precision_network_keeps_a_float32_sampler():
     out = restore(pipe, image, callback_on_step_end=record)
     assert set(seen) == {torch.float32}
     assert out.dtype == torch.float32
-    assert psnr(out, reference) >= 40.0
+    assert min(psnr(out, reference)) >= 40.0
 
 
 def _diffusers_model_warnings() -> tuple[logging.Handler, list[str]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ __all__ = [
     "IRSDECheckpointError",
     "IRSDECheckpointMixin",
     "extract_state_dict",
+    "preview_names",
     "read_checkpoint",
     "strip_wrappers",
 ]
@@ -147,11 +148,15 @@ def read_checkpoint(
     return stripped
 
 
-def _preview(names: list[str], limit: int = 10) -> list[str]:
-    shown = names[:limit]
+def preview_names(
+    names: Sequence[str], limit: int = 12, quote: bool = True, separator: str = ", "
+) -> str:
+    """The first ``limit`` of ``names`` for an error message (quoted with ``repr`` unless
+    ``quote`` is False), joined by ``separator``, then ``... (N more)`` if there are more."""
+    shown = [repr(n) if quote else str(n) for n in names[:limit]]
     if len(names) > limit:
-        shown.append(f"... and {len(names) - limit} more")
-    return shown
+        shown.append(f"... ({len(names) - limit} more)")
+    return separator.join(shown)
 
 
 def check_against_skeleton(
@@ -190,8 +195,8 @@ def check_against_skeleton(
         ("shape mismatch", mismatched),
     ):
         if items:
-            lines.append(f"{title} ({len(items)}):")
-            lines.extend(f"    {item}" for item in _preview(items))
+            shown = preview_names(items, 10, quote=False, separator="\n    ")
+            lines.append(f"{title} ({len(items)}):\n    {shown}")
     settings = ", ".join(
         f"{k}={v}"
         for k, v in dict(getattr(skeleton, "config", {})).items()

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from .checkpoint_io import IRSDECheckpointError
+from .checkpoint_io import preview_names as _preview
 from .checkpoint_io import read_checkpoint as read_tensor_checkpoint
 
 __all__ = [
@@ -255,8 +256,3 @@ def check_daclip_state_dict(
         f"the DA-CLIP checkpoint does not fit DACLIPImageEncoder({settings}):\n  "
         + "\n  ".join(lines)
     )
-
-
-def _preview(names: list[str], limit: int = 12) -> str:
-    shown = ", ".join(repr(n) for n in names[:limit])
-    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")

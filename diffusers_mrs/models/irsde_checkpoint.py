@@ -46,6 +46,7 @@ from .checkpoint_io import (
     read_checkpoint,
     strip_wrappers,
 )
+from .checkpoint_io import preview_names as _preview
 
 __all__ = [
     "NESTED_KEYS",
@@ -337,11 +338,6 @@ def _infer_context_config(sd: Mapping[str, torch.Tensor], depth: int) -> dict[st
         levels = [i for i in range(depth) if f"downs.{i}.2.fn.fn.proj_in.weight" in sd]
         config["transformer_start_level"] = min(levels) if levels else max(depth, 3)
     return config
-
-
-def _preview(names: list[str], limit: int = 12) -> str:
-    shown = ", ".join(repr(n) for n in names[:limit])
-    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
 def load_irsde_checkpoint(path, model_cls: type[IRSDECheckpointMixin], **kwargs: Any):

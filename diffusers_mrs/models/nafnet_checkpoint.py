@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from .checkpoint_io import IRSDECheckpointError
+from .checkpoint_io import preview_names as _preview
 
 __all__ = [
     "NAFNetCheckpointError",
@@ -196,8 +197,3 @@ def infer_nafnet_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any
         "middle_blk_num": len(middle),
         "dec_blk_nums": dec,
     }
-
-
-def _preview(names: list[str], limit: int = 12) -> str:
-    shown = ", ".join(repr(n) for n in names[:limit])
-    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")

@@ -35,6 +35,7 @@ from torch import nn
 
 from .checkpoint_io import IRSDECheckpointMixin
 from .embeddings import timestep_batch, timestep_features
+from .layers import ChannelLayerNorm
 from .nafnet_checkpoint import (
     NAFNetCheckpointError,
     convert_nafnet_state_dict,
@@ -42,7 +43,7 @@ from .nafnet_checkpoint import (
     nafnet_original_names,
 )
 from .padding import pad_to_multiple
-from .unet_mr import ChannelLayerNorm, MRUNet2DOutput
+from .unet_mr import MRUNet2DOutput
 
 __all__ = ["MRNAFBlock", "MRNAFNetModel"]
 

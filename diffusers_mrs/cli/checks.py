@@ -8,19 +8,69 @@ loading, before any image is restored.
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-#: Smallest ``--tile``: smaller tiles fall under ~45 dB PSNR against the untiled result on
-#: the default model (measured by ``benchmarks/seam_cost.py``; README "Large images").
-MIN_TILE_SIZE = 96
+from ..restore_settings import AUTO_DEGRADATION, MIN_TILE_SIZE
+
+__all__ = [
+    "EXIT_FAILURES",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "MIN_TILE_SIZE",
+    "UsageError",
+    "check_degradation_choice",
+    "check_device",
+    "check_model_location",
+    "check_scheduler_steps",
+    "check_solver_order_applies",
+    "check_tile_overlap",
+    "check_tile_size",
+    "local_degradation_types",
+    "local_model_folder",
+    "local_scheduler_config",
+    "non_negative_int",
+    "positive_int",
+    "prepare_output_dir",
+    "scheduler_class_named",
+    "whole_number",
+]
 
 _DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
+#: Exit statuses of every sub-command: done, some inputs failed, usage error.
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+
 
 class UsageError(Exception):
-    """A problem with the command line or the inputs, found before any work is done."""
+    """A problem with the command line or the inputs, found before any work is done (exit
+    status :data:`EXIT_USAGE`)."""
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum`` (``2.5`` and ``x`` get a clear message)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number >= {minimum}, got {text!r}"
+            ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
+#: argparse types of counts and sizes.
+positive_int = whole_number(1)
+non_negative_int = whole_number(0)
 
 
 def check_device(name: str | None) -> None:
@@ -55,6 +105,17 @@ def check_tile_size(tile: int | None) -> None:
             " leave visible seams (under ~45 dB PSNR against the untiled result on the default"
             " model; README, 'Large images')"
         )
+
+
+def check_tile_overlap(tile: int | None, overlap: int | None) -> None:
+    """``--tile-overlap``: only with ``--tile``, and smaller than it (a command-line error,
+    reported with the usage by the parser)."""
+    if overlap is None:
+        return
+    if tile is None:
+        raise UsageError("--tile-overlap needs --tile")
+    if overlap >= tile:
+        raise UsageError("--tile-overlap must be smaller than --tile")
 
 
 def check_model_location(model: str | None) -> None:
@@ -168,10 +229,11 @@ def local_degradation_types(folder: Path) -> list[str] | None:
         ) from None
     return [str(t) for t in types]
 
+
 def check_degradation_choice(types: list[str] | None, degradation: str) -> None:
     """``--degradation``: ``auto``, or one of the model's degradation types (``types``;
     ``None`` for a model without a degradation encoder, which takes only ``auto``)."""
-    if degradation == "auto":
+    if degradation == AUTO_DEGRADATION:
         return
     if types is None:
         raise UsageError(
