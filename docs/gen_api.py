@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import tomllib
 from pathlib import Path
 
-import mkdocs_gen_files
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = "reference"
@@ -58,6 +60,8 @@ def source_name(name: str) -> str:
 
 def write_pages() -> None:
     """One ``reference/<dotted/path>.md`` page per module, and the section's nav."""
+    import mkdocs_gen_files
+
     nav = mkdocs_gen_files.Nav()
     for name in public_modules(installed_packages()):
         parts = tuple(name.split("."))
@@ -69,4 +73,5 @@ def write_pages() -> None:
         handle.writelines(nav.build_literate_nav())
 
 
-write_pages()
+if __name__ in {"__main__", "<run_path>"}:  # run by mkdocs-gen-files, not when imported
+    write_pages()
