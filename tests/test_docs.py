@@ -44,7 +44,18 @@ def link_problems(path: Path) -> list[str]:
         resolved = (path.parent / file_part).resolve()
         if not resolved.is_relative_to(ROOT) or not resolved.exists():
             problems.append(f"link to {target!r}, which is not in the repository")
+        elif "#" in target and target.split("#", 1)[1] not in anchors(resolved):
+            problems.append(f"link to {target!r}, a heading that does not exist")
     return problems
+
+
+def anchors(page: Path) -> set[str]:
+    """The heading anchors of a markdown page, as GitHub and mkdocs' toc spell them."""
+    if page.suffix != ".md":
+        return set()
+    headings = re.findall(r"^#+ (.+)$", FENCE.sub("", page.read_text(encoding="utf-8")),
+                          re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
 
 
 def test_generated_pages_are_current():
