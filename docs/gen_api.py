@@ -11,6 +11,7 @@ function defined in it (mkdocstrings, from the docstrings). ``literate-nav`` rea
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 from pathlib import Path
 
@@ -49,7 +50,10 @@ def source_name(name: str) -> str:
     """The dotted name of the module's file relative to the repository root, which is
     where griffe (mkdocstrings, ``paths: [.]``) reads it: ``pipelines/`` is installed as
     ``diffusers_mrs.pipelines`` but lives beside ``diffusers_mrs/``."""
-    path = Path(importlib.import_module(name).__file__).resolve()
+    spec = importlib.util.find_spec(name)  # imports the parent packages, not the module
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"{name} has no source file")
+    path = Path(spec.origin).resolve()
     try:
         relative = path.relative_to(ROOT)
     except ValueError:
