@@ -4,7 +4,8 @@ The pipeline keeps the sampler state and its noise global and only runs the netw
 tiles, so any difference comes from the context each tile lacks. This script restores a
 centre crop of each image once untiled and once per tile size (default overlap SIZE/4),
 all with the same seed, and prints one row per tile size. It backs the smallest ``--tile``
-the CLI accepts (``diffusers_mrs.restore_settings.MIN_TILE_SIZE``, README "Large images").
+the CLI accepts (``diffusers_mrs.restore_settings.MIN_TILE_SIZE``;
+docs/guide/tiling.md#the-smallest-useful-tile).
 :func:`seam_cost` is the measurement, shared with ``bench_tiling.py`` (seam cost at its
 memory benchmark's tile sizes).
 

@@ -34,7 +34,8 @@ SCHEDULERS: dict[str, str] = {
 }
 
 #: Smallest tile size: smaller tiles fall under ~45 dB PSNR against the untiled result on
-#: the default model (measured by ``benchmarks/seam_cost.py``; README "Large images").
+#: the default model (measured by ``benchmarks/seam_cost.py``;
+#: docs/guide/tiling.md#the-smallest-useful-tile).
 MIN_TILE_SIZE = 96
 
 #: The degradation choice that lets the model's encoder detect the type per image.

@@ -42,7 +42,7 @@ class CompileMixin(NetworkMixin):
         every image of that size; a second image size triggers one more compilation with
         dynamic shapes, which then serves all sizes (tiled restoration always feeds the
         same tile shape). Compiling takes tens of seconds to minutes on a CPU, so it pays
-        off for many images or steps; the README gives measured costs. Calling it again
+        off for many images or steps; docs/guide/pipeline.md gives measured costs. Calling it again
         does not compile again (a ``pad_to_multiple`` given again replaces the earlier).
         ``compile_kwargs`` go to ``torch.compile`` (``mode``, ``dynamic``...).
 
@@ -55,9 +55,9 @@ class CompileMixin(NetworkMixin):
                 ``pad_multiple``; equal to that, the result is unchanged (the network pads
                 the same way itself). Larger, the network sees more of the reflected
                 border, so the output changes near the bottom and right edges, and
-                everywhere a little through the networks' global attention (README,
-                "Opt-in: network dtype and torch.compile"). ``mu`` is padded once per
-                image, the state once per step.
+                everywhere a little through the networks' global attention
+                (docs/guide/pipeline.md, "Network dtype and torch.compile"). ``mu`` is padded
+                once per image, the state once per step.
         """
         if pad_to_multiple is not None:
             if isinstance(pad_to_multiple, bool) or not isinstance(pad_to_multiple, int):

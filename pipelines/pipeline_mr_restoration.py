@@ -25,7 +25,7 @@ Large images: ``tile_size`` runs the network on overlapping tiles at every step 
 the outputs with a raised-cosine window (see :mod:`diffusers_mrs.pipelines.tiling`); the
 scheduler step, and with it the noise, stays global. Each tile still gives the network less
 context: tiles under 48 px fall below ~45 dB PSNR against the untiled result on the default
-model (README "Large images"; the CLI refuses them).
+model (docs/guide/tiling.md; the CLI refuses them).
 
 This module only samples. The pipeline's other jobs are mixins, each in its own module:
 loading (default model, local folder, Hub snapshot) and the ``model_index.json`` library

@@ -103,7 +103,7 @@ def check_tile_size(tile: int | None) -> None:
         raise UsageError(
             f"--tile {tile} is below the smallest useful tile, {MIN_TILE_SIZE}: smaller tiles"
             " leave visible seams (under ~45 dB PSNR against the untiled result on the default"
-            " model; README, 'Large images')"
+            " model; docs/guide/tiling.md, 'The smallest useful tile')"
         )
 
 

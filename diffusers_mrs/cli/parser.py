@@ -174,7 +174,8 @@ def _add_device_args(restore: argparse.ArgumentParser) -> None:
         "--dtype",
         choices=DTYPES,
         default="float32",
-        help="network dtype (the sampler stays float32); see the README for speed and accuracy",
+        help="network dtype (the sampler stays float32); see docs/guide/pipeline.md for"
+        " speed and accuracy",
     )
     restore.add_argument(
         "--compile",

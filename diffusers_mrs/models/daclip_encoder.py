@@ -243,7 +243,7 @@ def daclip_feature_extractor(image_size: int = 224) -> CLIPImageProcessorPil:
     cannot be centred: torchvision rounds the offset ``(size - crop) / 2`` half to even,
     ``transformers`` floors it, so when the resized side exceeds the crop by 3 (mod 4)
     pixels the window sits one pixel earlier along that side. Otherwise the pixel values
-    are identical (README, "DA-CLIP preprocessing").
+    are identical (docs/guide/models.md, "How the networks are checked").
     """
     return CLIPImageProcessorPil(
         do_resize=True,
