@@ -16,7 +16,6 @@ or corrupt. See ``docs/training_data.md``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -174,12 +173,11 @@ def check_selection(entries: Sequence[PhotoEntry], val_names: Iterable[str]) -> 
 
 
 def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
+    """Hex SHA-256 of a file's bytes (huggingface_hub's chunked reader)."""
+    from huggingface_hub.utils.sha import sha_fileobj
+
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha_fileobj(f).hex()
 
 
 # ----------------------------------------------------------------------------------------------
