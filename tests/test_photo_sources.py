@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from diffusers_mrs.training import photo_sources as ps
@@ -191,3 +192,29 @@ def test_training_on_the_photos_validates_on_their_held_out_split(tmp_path, regi
     validation = json.loads((out / "final_metrics.json").read_text())["validation"]
     assert {"noise/psnr_in", "lowlight/psnr_in"} <= set(validation)
     assert "blur/psnr_in" not in validation
+
+
+def test_classifier_refit_draws_its_crops_from_the_photos(tmp_path, registry) -> None:
+    from diffusers_mrs.training.classifier import classifier_batch
+
+    cache = tmp_path / "cache"
+    _fetch(cache, registry)
+    photos, degrader = training_images(f"photos:{cache}")
+    images, labels = classifier_batch(photos, ["lowlight", "clean"], 6, 32,
+                                      np.random.default_rng(0), degrader)
+    assert images.shape == (6, 3, 32, 32) and images.dtype == torch.float32
+    assert images.min() >= 0 and images.max() <= 1
+    assert set(labels.tolist()) == {0, 1}
+    sources = [torch.from_numpy(p.astype(np.float32) / 255) for p in photos]
+    for image, label in zip(images, labels.tolist(), strict=True):
+        if label == 1:  # clean: a crop of one of the photos, unchanged
+            assert any(_contains(s, image) for s in sources)
+        else:  # low light: darker than the photos (mean 0.5) and 8-bit
+            assert image.mean() < 0.35
+            assert torch.allclose(image * 255, torch.round(image * 255), atol=1e-3)
+
+
+def _contains(photo: torch.Tensor, crop: torch.Tensor) -> bool:
+    h, w = crop.shape[1:]
+    windows = photo.unfold(0, h, 1).unfold(1, w, 1)  # H' x W' x 3 x h x w
+    return bool((windows == crop).all(dim=(2, 3, 4)).any())
