@@ -218,3 +218,9 @@ def _contains(photo: torch.Tensor, crop: torch.Tensor) -> bool:
     h, w = crop.shape[1:]
     windows = photo.unfold(0, h, 1).unfold(1, w, 1)  # H' x W' x 3 x h x w
     return bool((windows == crop).all(dim=(2, 3, 4)).any())
+
+
+def test_a_missing_apt_is_named(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no apt-cache, apt-get or dpkg
+    with pytest.raises(ps.MissingToolError, match=r"apt-cache not found.*--sources python"):
+        ps.deb_provider("mate-backgrounds", tmp_path)

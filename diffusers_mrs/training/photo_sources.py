@@ -183,29 +183,34 @@ def sha256_of(path: Path) -> str:
 # ----------------------------------------------------------------------------------------------
 # Providers: where a package's files come from
 # ----------------------------------------------------------------------------------------------
+class MissingToolError(RuntimeError):
+    """A command-line tool that a source needs is not installed."""
+
+
 def _run(cmd: Sequence[str], cwd: Path | None = None) -> str:
+    if shutil.which(cmd[0]) is None:
+        raise MissingToolError(
+            f"{cmd[0]} not found: the wallpaper photographs come from Debian packages "
+            "(apt-get, dpkg); on another system fetch only the Python ones (--sources python)")
     try:
         done = subprocess.run(list(cmd), cwd=cwd, check=True, capture_output=True, text=True)
-    except FileNotFoundError as e:
-        raise RuntimeError(
-            f"{cmd[0]} not found: the wallpaper photographs come from Debian packages "
-            "(apt-get, dpkg); on another system fetch only the Python ones (--sources python)"
-        ) from e
     except subprocess.CalledProcessError as e:
         raise RuntimeError(f"{' '.join(cmd)} failed: {e.stderr.strip()}") from e
     return done.stdout
 
 
 def _apt_knows(package: str) -> bool:
-    done = subprocess.run(["apt-cache", "show", package], capture_output=True, text=True)
-    return done.returncode == 0 and bool(done.stdout.strip())
+    try:
+        return bool(_run(["apt-cache", "show", package]).strip())
+    except MissingToolError:
+        raise
+    except RuntimeError:
+        return False
 
 
 def deb_provider(package: str, work_dir: Path) -> tuple[Path, str]:
     """``apt-get download`` the package into ``work_dir`` (after ``apt-get update`` if apt
     does not know it yet) and unpack it with ``dpkg -x``; nothing is installed."""
-    if shutil.which("apt-cache") is None:
-        _run(["apt-cache"])  # raises the "not found" error
     if not _apt_knows(package):
         _run(["apt-get", "update"])
         if not _apt_knows(package):
