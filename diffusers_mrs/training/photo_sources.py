@@ -32,6 +32,7 @@ __all__ = [
     "PHOTOS",
     "SPLITS",
     "VAL_PHOTO_NAMES",
+    "MissingToolError",
     "PhotoEntry",
     "check_selection",
     "default_cache_dir",
