@@ -26,7 +26,7 @@ degradation-aware model learns to return unchanged.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import TypeVar
@@ -306,7 +306,8 @@ class DegradedPatchDataset(Dataset):
     are float32 ``3 x patch_size x patch_size`` tensors in ``[0, 1]``.
 
     Args:
-        images: clean float HWC images in ``[0, 1]`` (e.g. ``bundled_photos("train").values()``).
+        images: clean HWC images, float in ``[0, 1]`` or uint8 (e.g.
+            ``bundled_photos("train").values()``).
         patch_size: side of the square crops; images smaller than that are reflect-padded.
         kinds: degradation kinds to sample from (one string for a fixed kind). Each entry is
             equally likely, so a kind listed twice is drawn twice as often.
@@ -318,6 +319,9 @@ class DegradedPatchDataset(Dataset):
         labels: when given, items are ``(lq, gt, label)`` with ``label`` the position of the
             item's kind in ``labels`` (an int64 scalar tensor): the degradation-aware
             training's classes.
+        degrader: ``degrader(crop, kind, rng, randomize=...)`` degrades a float HWC crop
+            (default :func:`degrade`; e.g. the realistic model of
+            :func:`diffusers_mrs.training.realistic_degradations.degrade_realistic`).
     """
 
     def __init__(
@@ -331,8 +335,11 @@ class DegradedPatchDataset(Dataset):
         augment: bool = True,
         margin: int = 12,
         labels: Sequence[str] | None = None,
+        degrader: Callable[..., np.ndarray] = degrade,
     ) -> None:
-        self.images = [np.asarray(im, dtype=np.float32) for im in images]
+        # uint8 images stay uint8 (a quarter of the memory); crops are converted to [0, 1]
+        self.images = [im if im.dtype == np.uint8 else np.asarray(im, dtype=np.float32)
+                       for im in map(np.asarray, images)]
         if not self.images:
             raise ValueError("DegradedPatchDataset needs at least one image")
         self.kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
@@ -350,6 +357,7 @@ class DegradedPatchDataset(Dataset):
         self.randomize = randomize
         self.augment = augment
         self.margin = int(margin)
+        self.degrader = degrader
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -378,8 +386,10 @@ class DegradedPatchDataset(Dataset):
         crop = img[top : top + size, left : left + size]
         if self.augment:
             (crop,) = random_augment(rng, crop)
+        if crop.dtype == np.uint8:
+            crop = crop.astype(np.float32) / 255.0
         kind = self.kinds[int(rng.integers(len(self.kinds)))]
-        lq = degrade(crop, kind, rng, randomize=self.randomize)
+        lq = self.degrader(crop, kind, rng, randomize=self.randomize)
         gt, lq = crop[m : m + p, m : m + p], lq[m : m + p, m : m + p]
         return _to_chw(lq), _to_chw(gt), kind
 

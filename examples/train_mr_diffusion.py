@@ -13,6 +13,10 @@ Examples::
     accelerate launch --num_processes 2 examples/train_mr_diffusion.py \\
         --output_dir runs/mr --mixed_precision bf16 --gradient_accumulation_steps 2
 
+    # the real photographs of examples/fetch_training_photos.py, realistic degradations
+    python examples/train_mr_diffusion.py --train_data photos --kinds noise lowlight clean \
+        --validation_kinds noise lowlight clean --output_dir runs/photos
+
     # an IR-SDE paired folder (ROOT/LQ/*.png, ROOT/GT/*.png)
     python examples/train_mr_diffusion.py --train_data /data/deraining/train --output_dir runs/rain
 

@@ -19,23 +19,24 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import bundled_photos, degrade
+from ..data import degrade
 from ..models.degradation_encoder import MRDegradationEncoder
+from .photo_data import training_images
 
 
 def classifier_batch(
     photos: Sequence[np.ndarray], types: Sequence[str], batch: int, size: int,
-    rng: np.random.Generator,
+    rng: np.random.Generator, degrader: Callable[..., np.ndarray] = degrade,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``batch`` random ``size`` px crops, each of a random type (jittered parameters), and
-    their type indices."""
+    """``batch`` random ``size`` px crops of ``photos`` (float in [0, 1] or uint8), each of a
+    random type degraded by ``degrader`` (jittered parameters), and their type indices."""
     images, labels = [], []
     for _ in range(batch):
         photo = photos[int(rng.integers(len(photos)))]
@@ -43,7 +44,10 @@ def classifier_batch(
         side = min(size, h, w)
         top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
         label = int(rng.integers(len(types)))
-        crop = degrade(photo[top : top + side, left : left + side], types[label], rng)
+        crop = photo[top : top + side, left : left + side]
+        if crop.dtype == np.uint8:
+            crop = crop.astype(np.float32) / 255.0
+        crop = degrader(crop, types[label], rng)
         images.append(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))))
         labels.append(label)
     return torch.stack(images).float(), torch.tensor(labels)
@@ -52,10 +56,12 @@ def classifier_batch(
 def fit_classifier(
     encoder: MRDegradationEncoder, steps: int, batch: int = 32,
     sizes: Sequence[int] = (48, 64, 96, 128), lr: float = 2e-3, seed: int = 0,
+    train_data: str = "bundled",
 ) -> list[float]:
     """Train ``encoder``'s features and head (not ``type_embeddings``) by cross-entropy on
-    the training photos; returns the per-step accuracy."""
-    photos = list(bundled_photos("train").values())
+    the training photos of ``train_data`` (``bundled`` or ``photos[:DIR]``, as the
+    trainer's); returns the per-step accuracy."""
+    photos, degrader = training_images(train_data)
     params = [p for n, p in encoder.named_parameters() if n != "type_embeddings"]
     optimizer = torch.optim.AdamW(params, lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
@@ -63,7 +69,7 @@ def fit_classifier(
     encoder.train()
     for _ in tqdm(range(steps), desc="classifier"):
         images, labels = classifier_batch(photos, encoder.degradations, batch,
-                                          int(rng.choice(sizes)), rng)
+                                          int(rng.choice(sizes)), rng, degrader)
         logits = encoder(images).logits
         loss = torch.nn.functional.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -102,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train_data", default="bundled",
+                   help='"bundled" or "photos[:DIR]" (the run\'s --train_data)')
     p.add_argument("--features-from", type=Path, default=None,
                    help="start from this encoder folder's features and head (same types)")
     args = p.parse_args(argv)
@@ -109,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"{args.output} exists; choose a new folder (nothing is overwritten)")
     encoder = fresh_classifier(args.pipeline / "degradation_encoder", args.features_from)
     before = encoder.type_embeddings.detach().clone()
-    accuracy = fit_classifier(encoder, args.steps, args.batch, lr=args.lr, seed=args.seed)
+    accuracy = fit_classifier(encoder, args.steps, args.batch, lr=args.lr, seed=args.seed,
+                              train_data=args.train_data)
     encoder.eval()
     assert torch.equal(encoder.type_embeddings, before)  # the network's contexts are unchanged
     shutil.copytree(args.pipeline, args.output)

@@ -28,8 +28,10 @@ class TrainingConfig:
     output_dir: str = "runs/mr-diffusion"
     # ---- data
     train_data: str = field(default="bundled", metadata=_help(
-        '"bundled" (the training split of the bundled photos, degraded on the fly) or the root'
-        " of an IR-SDE paired folder (ROOT/LQ/*.png, ROOT/GT/*.png)"))
+        '"bundled" (the training split of the bundled photos, degraded on the fly), "photos"'
+        " or photos:DIR (the photographs of examples/fetch_training_photos.py, degraded by the"
+        " realistic model, validated on their held-out split: docs/training_data.md) or the"
+        " root of an IR-SDE paired folder (ROOT/LQ/*.png, ROOT/GT/*.png)"))
     kinds: list[str] = field(default_factory=lambda: list(DEGRADATION_KINDS), metadata=_help(
         "degradations of the bundled data, each entry equally likely (list one twice to draw it"
         " twice as often; \"clean\" is the undegraded photo)", choices=TRAINING_KINDS))

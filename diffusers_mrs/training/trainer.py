@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..data import DegradedPatchDataset, PairedFolderDataset, bundled_photos, make_validation_set
+from ..data import DegradedPatchDataset, PairedFolderDataset
 from .architectures import check_architecture, describe_network, network_class, network_kwargs
 from .config import TrainingConfig
 from .degradation_aware import (
@@ -40,6 +40,7 @@ from .degradation_aware import (
     type_weights,
 )
 from .objective import PREDICTION_TYPES, check_loss_names, denoising_loss
+from .photo_data import is_photos_spec, training_images, validation_set
 from .trackers import flat_config, make_trackers
 from .validation import evaluate
 
@@ -154,7 +155,8 @@ class Trainer:
         self._resume()
         if self.ema is not None:
             self.ema.to(self.accelerator.device)
-        self.val_data = make_validation_set(cfg.validation_kinds, cfg.validation_crop, cfg.seed)
+        self.val_data = validation_set(cfg.train_data, cfg.validation_kinds,
+                                       cfg.validation_crop, cfg.seed)
         self.accelerator.init_trackers("train", config=flat_config(cfg.to_dict()))
 
     def _make_accelerator(self) -> Any:
@@ -274,14 +276,17 @@ class Trainer:
     def _make_data(self) -> tuple[Any, torch.utils.data.DataLoader]:
         cfg = self.config
         micro = cfg.train_batch_size * self.accelerator.num_processes
-        if cfg.train_data == "bundled":
+        if cfg.train_data == "bundled" or is_photos_spec(cfg.train_data):
+            images, degrader = training_images(cfg.train_data)
             dataset: Any = DegradedPatchDataset(
-                list(bundled_photos("train").values()), patch_size=cfg.patch_size,
+                images, patch_size=cfg.patch_size,
                 kinds=tuple(cfg.kinds), length=micro * cfg.gradient_accumulation_steps * 1000,
                 seed=cfg.seed, randomize=cfg.randomize_degradations,
-                labels=self.degradation_types if cfg.degradation_aware else None)
+                labels=self.degradation_types if cfg.degradation_aware else None,
+                degrader=degrader)
         elif cfg.degradation_aware:
-            raise ValueError("degradation_aware trains on the bundled photos (train_data=bundled)")
+            raise ValueError("degradation_aware trains on photos degraded on the fly "
+                             "(train_data=bundled or photos)")
         else:
             dataset = PairedFolderDataset(cfg.train_data, patch_size=cfg.patch_size,
                                           augment=True, seed=cfg.seed)
