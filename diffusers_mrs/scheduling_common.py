@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import importlib
 import math
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 import numpy as np

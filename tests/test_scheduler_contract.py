@@ -281,7 +281,8 @@ def test_half_precision_inputs_give_half_precision_outputs_near_float32(cls, dty
     sched = cls()
     m, v, mu = make_gaussian_problem(sched.noise_schedule, (2, 3, 8, 8), dtype=torch.float32)
     oracle = GaussianOracle(sched.noise_schedule, m, v, mu, "epsilon")
-    x = mu + sched.init_noise_sigma * torch.randn(m.shape, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    x = mu + sched.init_noise_sigma * torch.randn(m.shape, generator=g)
     results = []
     for run_dtype in (torch.float32, dtype):
         sched.set_timesteps(10)
