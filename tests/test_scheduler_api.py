@@ -254,18 +254,39 @@ def test_step_reads_nothing_back_from_the_device(scheduler, seeded):
 @pytest.mark.parametrize(
     "scheduler_cls", [MRSamplerScheduler, MRPosteriorScheduler, MREulerMaruyamaScheduler]
 )
+class DeviceMixWatch(torch.overrides.TorchFunctionMode):
+    """Records ops whose tensor arguments live on more than one device (what fails on a
+    real accelerator, e.g. ``cuda_tensor.add_(cpu_tensor)``; ``meta`` kernels let it pass)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mixed: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        tensors = [a for a in (*args, *(kwargs or {}).values())
+                   if isinstance(a, torch.Tensor) and a.ndim > 0]
+        if len({a.device for a in tensors}) > 1 and getattr(func, "__name__", "") != "to":
+            self.mixed.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(
+    "scheduler_cls", [MRSamplerScheduler, MRPosteriorScheduler, MREulerMaruyamaScheduler]
+)
 def test_noise_from_another_device_is_moved_to_the_sample(scheduler_cls):
     """``variance_noise`` or a generator on the CPU with a sample elsewhere (``meta``
-    stands in for an accelerator): the step runs and its result stays on the sample's
-    device."""
+    stands in for an accelerator): the noise is moved to the sample's device before any
+    arithmetic, and the result stays there."""
     sched = scheduler_cls()
     x = torch.zeros(2, 3, 4, 4, device="meta")
     for noise in ({"variance_noise": torch.randn(2, 3, 4, 4)},
                   {"generator": torch.Generator().manual_seed(0)}):
         sched.set_timesteps(3)
         sched.set_begin_index(0)
-        for t in sched.timesteps:
-            x = sched.step(x * 0.5, t, x, mu=torch.zeros_like(x), **noise).prev_sample
+        with DeviceMixWatch() as watch:
+            for t in sched.timesteps:
+                x = sched.step(x * 0.5, t, x, mu=torch.zeros_like(x), **noise).prev_sample
+        assert watch.mixed == []
         assert x.device.type == "meta" and x.shape == (2, 3, 4, 4)
 
 
