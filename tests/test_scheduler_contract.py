@@ -219,9 +219,11 @@ def _same_schedule(a, b) -> None:
 
 @pytest.mark.parametrize("spacing", TIMESTEP_SPACINGS)
 @pytest.mark.parametrize("final_sigmas_type", ["sigma_min", "zero"])
-def test_own_timesteps_passed_back_give_the_same_schedule(spacing, final_sigmas_type):
+@pytest.mark.parametrize("lambda_min", [-float("inf"), -3.0])  # -3.0 clips the noisy end
+def test_own_timesteps_passed_back_give_the_same_schedule(spacing, final_sigmas_type,
+                                                         lambda_min):
     config = dict(timestep_spacing=spacing, final_sigmas_type=final_sigmas_type,
-                  solver_order=3)
+                  solver_order=3, lambda_min=lambda_min)
     x, mu = problem()
     for steps in (1, 2, 7, 10, 25, 100):
         own = fresh(MRSamplerScheduler, steps, **config)
