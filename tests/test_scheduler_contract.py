@@ -225,7 +225,8 @@ def test_own_timesteps_passed_back_give_the_same_schedule(spacing, final_sigmas_
     config = dict(timestep_spacing=spacing, final_sigmas_type=final_sigmas_type,
                   solver_order=3, lambda_min=lambda_min)
     x, mu = problem()
-    for steps in (1, 2, 7, 10, 25, 100):
+    most = T if lambda_min == -float("inf") else 90  # the clipped integer grid has 93 times
+    for steps in (1, 2, 7, 10, 25, most):
         own = fresh(MRSamplerScheduler, steps, **config)
         custom = MRSamplerScheduler(**config)
         custom.set_timesteps(timesteps=own.timesteps)
