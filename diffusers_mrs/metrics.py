@@ -22,8 +22,9 @@ def _hwc_pairs(images: torch.Tensor, reference: torch.Tensor):
             f"{tuple(images.shape)} and {tuple(reference.shape)}."
         )
     for x, y in zip(images, reference, strict=True):
-        restored = x.detach().float().clamp(0, 1).permute(1, 2, 0).double().cpu().numpy()
-        clean = y.detach().permute(1, 2, 0).double().cpu().numpy()
+        # Copied to the host first, then widened to float64 there: MPS has no float64.
+        restored = x.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().double().numpy()
+        clean = y.detach().permute(1, 2, 0).cpu().double().numpy()
         yield restored, clean
 
 

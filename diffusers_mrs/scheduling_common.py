@@ -1,13 +1,18 @@
 """What the three MR schedulers share: the noise schedule from the config, prediction
 conversions (docs/math.md#prediction-types), forward noising for training, ``mu`` checks, step
-bookkeeping and compatibility lookup outside diffusers' own module."""
+bookkeeping, the step's noise draw and compatibility lookup outside diffusers' own module.
+
+``step`` is eager by design (:func:`eager_step`): it keeps Python-side bookkeeping
+(``_step_index``, the solver history) and per-step coefficients as Python floats, so compile
+the network, never the step."""
 
 from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -22,10 +27,35 @@ from .prediction_types import (
     x0_from_output,
 )
 
-__all__ = ["MR_SCHEDULERS", "PREDICTION_TYPES", "MRSchedulerBase", "MRSchedulerOutput"]
+__all__ = [
+    "MAX_TRAIN_TIMESTEPS",
+    "MR_SCHEDULERS",
+    "PREDICTION_TYPES",
+    "MRSchedulerBase",
+    "MRSchedulerOutput",
+    "draw_noise",
+    "eager_step",
+]
 
 #: Every scheduler of the family; each lists the others as compatible.
 MR_SCHEDULERS = ("MRSamplerScheduler", "MRPosteriorScheduler", "MREulerMaruyamaScheduler")
+
+#: Upper bound on ``num_train_timesteps`` (T), checked before anything is allocated. Real
+#: schedules use T = 100 (IR-SDE) to 1000 (DDPM); at the bound the per-T arrays are a few
+#: MB each, and every grid time stays an exact integer in the float32 ``timesteps``
+#: (exact up to 2^24).
+MAX_TRAIN_TIMESTEPS = 1_000_000
+
+_Step = TypeVar("_Step", bound=Callable)
+
+
+def eager_step(step: _Step) -> _Step:
+    """Mark a scheduler's ``step`` as eager: ``torch.compile`` never traces into it.
+
+    ``step`` reads ``_step_index`` and per-step Python-float coefficients; traced, every
+    step would be a new graph (guards on the index) and hit the recompile limit. Compiled
+    code that calls ``step`` runs it eagerly instead (compile the network, not the step)."""
+    return torch.compiler.disable(step)
 
 
 @dataclass
@@ -85,6 +115,11 @@ class MRSchedulerBase:
         cfg = self.config
         check_prediction_type(cfg.prediction_type)
         check_whole_number("num_train_timesteps", cfg.num_train_timesteps, minimum=1)
+        if cfg.num_train_timesteps > MAX_TRAIN_TIMESTEPS:
+            raise ValueError(
+                f"num_train_timesteps={cfg.num_train_timesteps} is over the supported "
+                f"maximum {MAX_TRAIN_TIMESTEPS:,} (real schedules use 100 to 1000)."
+            )
         for name in ("max_sigma", "eps"):
             check_real(name, getattr(cfg, name))
         self.noise_schedule = MRNoiseSchedule.from_config(
@@ -201,24 +236,30 @@ class MRSchedulerBase:
         generator: torch.Generator | list[torch.Generator] | None,
         variance_noise: torch.Tensor | None,
     ) -> torch.Tensor:
+        """The step's standard normal noise: ``variance_noise`` if given (moved to the
+        sample's device and dtype without blocking), else :func:`draw_noise`."""
         if variance_noise is not None:
+            check_tensor("variance_noise", variance_noise)
             if variance_noise.shape != sample.shape:
                 raise ValueError(
                     f"variance_noise must have the shape of sample {tuple(sample.shape)}, got "
                     f"{tuple(variance_noise.shape)}."
                 )
-            return variance_noise.to(sample.dtype)
-        return randn_tensor(sample.shape, generator=generator, device=sample.device,
-                            dtype=sample.dtype)
+            return variance_noise.to(device=sample.device, dtype=sample.dtype, non_blocking=True)
+        return draw_noise(sample.shape, generator, sample.device, sample.dtype)
 
     # ---------------------------------------------------------------- training helpers
     def _alpha_sigma(self, timesteps: torch.Tensor | float, like: torch.Tensor):
-        t = torch.as_tensor(timesteps, device=like.device)
-        if t.ndim == 0:
-            t = t.expand(like.shape[0])
-        if t.shape[0] != like.shape[0]:
+        """(alpha_t, sigma_t) shaped to broadcast over ``like``: ``timesteps`` is a scalar,
+        one time (any shape with one element: broadcast over the batch, as diffusers'
+        schedulers do) or one time per batch entry, on any device."""
+        t = torch.as_tensor(timesteps).to(like.device, non_blocking=True)
+        if t.numel() == 1:
+            t = t.reshape(()).expand(like.shape[0])
+        if t.ndim != 1 or t.shape[0] != like.shape[0]:
             raise ValueError(
-                f"timesteps must be a scalar or have batch size {like.shape[0]}, got {t.shape[0]}."
+                f"timesteps must be one time or one per batch entry ({like.shape[0]}), got "
+                f"shape {tuple(t.shape)}."
             )
         compute = torch.promote_types(like.dtype, torch.float32)
         alpha, sigma = self.noise_schedule.alpha_sigma(t, dtype=compute)
@@ -279,4 +320,31 @@ class MRSchedulerBase:
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
+
+
+def _generator_device(generator: torch.Generator | list[torch.Generator] | None):
+    if generator is None:
+        return None
+    first = generator[0] if isinstance(generator, list) else generator
+    return first.device
+
+
+def draw_noise(
+    shape: torch.Size | tuple[int, ...],
+    generator: torch.Generator | list[torch.Generator] | None,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Standard normal noise of ``shape`` for ``device``, drawn where the generator lives.
+
+    - no generator, or one on ``device``: drawn on ``device`` directly (no copy, no sync);
+    - a generator on another device (typically a CPU generator for a CUDA/MPS sample): drawn
+      there, so a seed gives the same numbers on every device, then copied to ``device``
+      (``non_blocking``; from pageable CPU memory the copy still waits for the host);
+    - a list of generators: one per batch entry (diffusers' ``randn_tensor`` convention).
+    """
+    source = _generator_device(generator)
+    source = device if source is None else source
+    noise = randn_tensor(tuple(shape), generator=generator, device=source, dtype=dtype)
+    return noise.to(device, non_blocking=True)
 

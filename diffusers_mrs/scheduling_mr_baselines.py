@@ -22,8 +22,10 @@ from .scheduling_common import (
     MRSchedulerBase,
     MRSchedulerOutput,
     check_choice,
+    eager_step,
 )
 from .solver import StepCoefficients
+from .timestep_schedules import host_times
 
 STEP_MODES = ("irsde", "jump")
 
@@ -73,7 +75,7 @@ class MRGridSchedulerBase(MRSchedulerBase, SchedulerMixin, ConfigMixin):
                 )
             visits = np.linspace(1, T, n).astype(np.int64)[::-1]
         else:
-            visits = np.asarray(timesteps, dtype=np.float64).reshape(-1)
+            visits = host_times(timesteps)
             if visits.size == 0 or np.any(visits != np.round(visits)):
                 raise ValueError("custom timesteps must be a non-empty list of integers.")
             visits = visits.astype(np.int64)
@@ -98,6 +100,7 @@ class MRGridSchedulerBase(MRSchedulerBase, SchedulerMixin, ConfigMixin):
         self.init_noise_sigma = float(sched.sigma(float(visits[0])))
         self._reset_steps()
 
+    @eager_step
     def step(
         self,
         model_output: torch.Tensor,
@@ -108,7 +111,11 @@ class MRGridSchedulerBase(MRSchedulerBase, SchedulerMixin, ConfigMixin):
         variance_noise: torch.Tensor | None = None,
         return_dict: bool = True,
     ) -> MRSchedulerOutput | tuple[torch.Tensor]:
-        """y = x - mu; D = p y + q m; y' = a y + w D + c z; x' = y' + mu."""
+        """y = x - mu; D = p y + q m; y' = a y + w D + c z; x' = y' + mu.
+
+        Eager, never compiled, no host read-back; the noise z as in
+        :meth:`MRSamplerScheduler.step` (``variance_noise`` or
+        :func:`~diffusers_mrs.scheduling_common.draw_noise`)."""
         i = self._start_step(timestep)
         coef, (p, q) = self._coefficients[i], self._conversions[i]
         y, m, mu_ = self._shift(model_output, sample, mu)

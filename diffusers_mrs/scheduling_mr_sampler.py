@@ -25,6 +25,7 @@ from .scheduling_common import (
     MRSchedulerOutput,
     check_choice,
     check_real,
+    eager_step,
 )
 from .solver import (
     ALGORITHM_TYPES,
@@ -33,7 +34,7 @@ from .solver import (
     StepCoefficients,
     exponential_integrator_step,
 )
-from .timestep_schedules import TIMESTEP_SPACINGS, spaced_times
+from .timestep_schedules import TIMESTEP_SPACINGS, float32_times, host_times, spaced_times
 
 FINAL_SIGMAS_TYPES = ("sigma_min", "zero")
 
@@ -151,6 +152,12 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
             device: where ``timesteps`` go.
             timesteps: custom model-evaluation times (descending, train-time units) instead
                 of ``num_inference_steps``; the solver then ends at t = 0 (or sigma = 0).
+
+        The spaced grid is rounded to float32, the dtype of ``self.timesteps`` that the
+        model sees, before the coefficients are computed (docs/math.md#time-grids), so
+        ``set_timesteps(timesteps=s.timesteps)`` reproduces ``s``'s schedule exactly. Custom
+        timesteps are used as given (float64 ones exactly; ``self.timesteps`` shows them
+        in float32).
         """
         cfg = self.config
         if (num_inference_steps is None) == (timesteps is None):
@@ -160,7 +167,9 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
             times = self._custom_times(timesteps)
         else:
             n = self._check_num_steps(num_inference_steps)
-            times = spaced_times(schedule, cfg.timestep_spacing, n, cfg.lambda_min, cfg.rho)
+            times = float32_times(
+                spaced_times(schedule, cfg.timestep_spacing, n, cfg.lambda_min, cfg.rho)
+            )
         n = len(times) - 1
         final_zero = cfg.final_sigmas_type == "zero"
         lambdas = schedule.lambda_(times)
@@ -168,9 +177,12 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
         if final_zero:
             lambdas[-1], alphas[-1], sigmas[-1] = math.inf, 1.0, 0.0
         if not np.all(np.diff(lambdas) > 0):
+            k = int(np.argmin(np.diff(lambdas) > 0))
             raise ValueError(
                 f"The {n} timesteps must be strictly decreasing and distinct from the final "
-                f"time (t = 0); got {times.tolist()}."
+                f"time (t = 0): times {k} and {k + 1} (t = {times[k]:.6g} and "
+                f"{times[k + 1]:.6g}) do not decrease the noise level; use fewer steps or "
+                "another timestep_spacing."
             )
 
         orders = step_orders(n, cfg.solver_order, cfg.lower_order_final, final_zero)
@@ -196,9 +208,7 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
         self._reset_steps()
 
     def _custom_times(self, timesteps) -> np.ndarray:
-        if isinstance(timesteps, torch.Tensor):
-            timesteps = timesteps.detach().cpu().numpy()
-        times = np.asarray(timesteps, dtype=np.float64).reshape(-1)
+        times = host_times(timesteps)
         if times.size == 0:
             raise ValueError("timesteps must not be empty.")
         T = self.config.num_train_timesteps
@@ -208,13 +218,15 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
 
     # ---------------------------------------------------------------- the step
     def _threshold(self, x0: torch.Tensor) -> torch.Tensor:
-        """Imagen dynamic thresholding of x0, per sample (no host sync)."""
+        """Imagen dynamic thresholding of x0, per sample (no host sync):
+        s = clamp(quantile(|x0|, ratio), 1, sample_max_value), x0 <- clamp(x0, -s, s) / s."""
         flat = x0.reshape(x0.shape[0], -1).abs()
-        s = torch.quantile(flat.float(), self.config.dynamic_thresholding_ratio, dim=1)
+        s = per_sample_quantile(flat.float(), self.config.dynamic_thresholding_ratio)
         s = s.clamp(min=1.0, max=self.config.sample_max_value).to(x0.dtype)
         s = s.view(-1, *([1] * (x0.ndim - 1)))
         return torch.clamp(x0, -s, s) / s
 
+    @eager_step
     def step(
         self,
         model_output: torch.Tensor,
@@ -229,6 +241,13 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
 
         y = x - mu;  D0 = p y + q m  (the model output as a data or noise prediction);
         y' = a y + sum_j w_j D_-j + c z;  x' = y' + mu.
+
+        Eager, never compiled (:func:`~diffusers_mrs.scheduling_common.eager_step`); it
+        reads nothing back from the device. The noise z (SDE only) is ``variance_noise``
+        when given (any device: moved to the sample's without blocking), else drawn by
+        :func:`~diffusers_mrs.scheduling_common.draw_noise`: on the sample's device with no
+        generator or a generator on that device (no copy); with a CPU generator and a
+        CUDA/MPS sample, drawn on the CPU (the same numbers as on a CPU run) and copied.
         """
         i = self._start_step(timestep)
         coef, (p, q) = self._coefficients[i], self._conversions[i]
@@ -255,6 +274,21 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
         if self.config.parameterization == "data":
             pred_x0 = (d0 if mu_ is None else d0 + mu_).to(sample.dtype)
         return MRSchedulerOutput(prev_sample=prev, pred_original_sample=pred_x0)
+
+
+def per_sample_quantile(flat: torch.Tensor, q: float) -> torch.Tensor:
+    """The ``q`` quantile of each row of ``flat`` (B x n), with torch.quantile's linear
+    interpolation between order statistics k = floor(q (n - 1)) and k + 1 (0-based), from
+    ``kthvalue``: exact, on every device, with no limit on n (torch.quantile refuses rows
+    over 2^24 elements) and no host sync."""
+    n = flat.shape[1]
+    position = q * (n - 1)
+    below = math.floor(position)
+    lower = flat.kthvalue(below + 1, dim=1).values
+    if below + 1 >= n or position == below:
+        return lower
+    upper = flat.kthvalue(below + 2, dim=1).values
+    return torch.lerp(lower, upper, position - below)
 
 
 def vp_config_from_betas_config(config: dict[str, Any]) -> dict[str, Any]:

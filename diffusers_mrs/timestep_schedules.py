@@ -11,6 +11,10 @@ units; the model is evaluated at the first N, the solver ends at the last.
   sigma_t / alpha_t = exp(-lambda_t).
 - ``karras_time``: the same ramp on t itself.
 - ``logsnr``: uniform in lambda (the paper's default).
+
+The model sees float32 ``timesteps``, so the schedulers solve on the spaced times rounded to
+float32 (:func:`float32_times`): passing a scheduler's own ``timesteps`` back as custom
+timesteps reproduces its schedule bit for bit.
 """
 
 from __future__ import annotations
@@ -18,11 +22,26 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from .noise_schedule import MRNoiseSchedule
 
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing", "karras", "karras_time", "logsnr")
 INTEGER_SPACINGS = ("leading", "trailing")
+
+
+def float32_times(times: np.ndarray) -> np.ndarray:
+    """``times`` rounded to float32 and back to float64: the exact values of the float32
+    ``timesteps`` the model is evaluated at, so coefficients and model times agree."""
+    return np.asarray(times, dtype=np.float64).astype(np.float32).astype(np.float64)
+
+
+def host_times(timesteps: object) -> np.ndarray:
+    """Custom ``timesteps`` (list, numpy array or a tensor on any device) as a 1-d float64
+    numpy array."""
+    if isinstance(timesteps, torch.Tensor):
+        timesteps = timesteps.detach().cpu().numpy()
+    return np.asarray(timesteps, dtype=np.float64).reshape(-1)
 
 
 def max_time(schedule: MRNoiseSchedule, lambda_min: float) -> float:

@@ -37,3 +37,33 @@ def test_mean_per_group_and_shape_checks() -> None:
         mean_per_group([1.0], ["a", "b"])
     with pytest.raises(ValueError, match="one shape"):
         psnr(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 5))
+
+
+class _Float64Watch(torch.overrides.TorchFunctionMode):
+    """Records whether every widening to float64 acts on a tensor already on the host
+    (the result of ``.cpu()``): MPS has no float64, so widening first fails there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_host: set[int] = set()
+        self.widened_on_device: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = getattr(func, "__name__", "")
+        if name == "cpu":
+            self.on_host.add(id(out))
+        widening = name == "double" or (
+            name == "to" and torch.float64 in (*args[1:], *(kwargs or {}).values())
+        )
+        if widening and id(args[0]) not in self.on_host:
+            self.widened_on_device.append(name)
+        return out
+
+
+def test_scores_widen_to_float64_only_after_the_copy_to_the_host() -> None:
+    image = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with _Float64Watch() as watch:
+        psnr_and_ssim(image, image.flip(-1))
+        psnr(image, image)
+    assert watch.on_host and watch.widened_on_device == []

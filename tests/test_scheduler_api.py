@@ -1,15 +1,18 @@
 """MRSamplerScheduler as a diffusers scheduler: every option combination, dtypes,
-reproducibility, config round trips, clear errors and a sync-free step."""
+reproducibility, config round trips, clear errors, a sync-free and eager step, noise from
+other devices and thresholding of large images."""
 
 from __future__ import annotations
 
 import itertools
-import math
 
+import numpy as np
 import pytest
 import torch
 
 from diffusers_mrs import MREulerMaruyamaScheduler, MRPosteriorScheduler, MRSamplerScheduler
+from diffusers_mrs.scheduling_common import draw_noise
+from diffusers_mrs.scheduling_mr_sampler import per_sample_quantile
 
 from oracles import GaussianOracle, make_gaussian_problem, run_sampler
 
@@ -223,52 +226,141 @@ class SyncRecorder(torch.overrides.TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize(
-    "scheduler",
-    [
-        MRSamplerScheduler(solver_order=3),
-        MRSamplerScheduler(algorithm_type="ode", thresholding=True),
-        MRPosteriorScheduler(),
-        MREulerMaruyamaScheduler(step_mode="jump"),
-    ],
-)
-def test_step_reads_nothing_back_from_the_device(scheduler):
+SYNC_CHECKED = [
+    MRSamplerScheduler(solver_order=3),
+    MRSamplerScheduler(algorithm_type="ode", thresholding=True),
+    MRSamplerScheduler(thresholding=True),
+    MRPosteriorScheduler(),
+    MREulerMaruyamaScheduler(step_mode="jump"),
+]
+
+
+@pytest.mark.parametrize("scheduler", SYNC_CHECKED)
+@pytest.mark.parametrize("seeded", [False, True])
+def test_step_reads_nothing_back_from_the_device(scheduler, seeded):
+    """No read-back with no generator or with a generator on the sample's device: the
+    noise is drawn where the sample lives."""
     scheduler.set_timesteps(8)
     scheduler.set_begin_index(0)
     x, mu = torch.randn(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    g = torch.Generator(device=x.device).manual_seed(0) if seeded else None
     with SyncRecorder() as rec:
         for t in scheduler.timesteps:
-            x = scheduler.step(torch.tanh(x), t, x, mu=mu).prev_sample
+            x = scheduler.step(torch.tanh(x), t, x, mu=mu, generator=g).prev_sample
     assert rec.calls == []
 
 
-def _inductor_unavailable() -> str | None:
-    """Why torch.compile's default (inductor) backend cannot generate code here, or None."""
-    try:
-        torch.compile(lambda v: v * 2.0 + 1.0)(torch.ones(3))
-    except Exception as err:  # a missing or broken C++ toolchain surfaces here
-        return f"torch.compile (inductor) cannot build code on this machine: {err!r}"[:300]
-    return None
+# --------------------------------------------------------------------------- devices
+@pytest.mark.parametrize(
+    "scheduler_cls", [MRSamplerScheduler, MRPosteriorScheduler, MREulerMaruyamaScheduler]
+)
+class DeviceMixWatch(torch.overrides.TorchFunctionMode):
+    """Records ops whose tensor arguments live on more than one device (what fails on a
+    real accelerator, e.g. ``cuda_tensor.add_(cpu_tensor)``; ``meta`` kernels let it pass)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mixed: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        tensors = [a for a in (*args, *(kwargs or {}).values())
+                   if isinstance(a, torch.Tensor) and a.ndim > 0]
+        if len({a.device for a in tensors}) > 1 and getattr(func, "__name__", "") != "to":
+            self.mixed.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
 
 
-def test_step_loop_under_torch_compile_equals_eager():
-    """The scheduler step compiled by the default inductor backend (generated code, one
-    recompile per step for its coefficients) gives the eager result to float32 round-off."""
-    reason = _inductor_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    sched = MRSamplerScheduler(solver_order=2, prediction_type="v_prediction")
-    eager = MRSamplerScheduler(solver_order=2, prediction_type="v_prediction")
-    for s in (sched, eager):
-        s.set_timesteps(3)
-        s.set_begin_index(0)
-    compiled = torch.compile(sched.step)
+@pytest.mark.parametrize(
+    "scheduler_cls", [MRSamplerScheduler, MRPosteriorScheduler, MREulerMaruyamaScheduler]
+)
+def test_noise_from_another_device_is_moved_to_the_sample(scheduler_cls):
+    """``variance_noise`` or a generator on the CPU with a sample elsewhere (``meta``
+    stands in for an accelerator): the noise is moved to the sample's device before any
+    arithmetic, and the result stays there."""
+    sched = scheduler_cls()
+    x = torch.zeros(2, 3, 4, 4, device="meta")
+    for noise in ({"variance_noise": torch.randn(2, 3, 4, 4)},
+                  {"generator": torch.Generator().manual_seed(0)}):
+        sched.set_timesteps(3)
+        sched.set_begin_index(0)
+        with DeviceMixWatch() as watch:
+            for t in sched.timesteps:
+                x = sched.step(x * 0.5, t, x, mu=torch.zeros_like(x), **noise).prev_sample
+        assert watch.mixed == []
+        assert x.device.type == "meta" and x.shape == (2, 3, 4, 4)
+
+
+def test_a_cpu_generator_draws_the_same_noise_for_any_sample_device():
+    """The documented seed behaviour: a CPU generator's stream does not depend on where
+    the sample lives; no generator or a device generator draws on the sample's device."""
+    expected = torch.randn(2, 3, generator=torch.Generator().manual_seed(4))
+    got = draw_noise((2, 3), torch.Generator().manual_seed(4), torch.device("cpu"), torch.float32)
+    assert torch.equal(got, expected)
+    on_meta = draw_noise((2, 3), torch.Generator().manual_seed(4), torch.device("meta"),
+                         torch.float32)
+    assert on_meta.device.type == "meta"
+    assert draw_noise((2, 3), None, torch.device("meta"), torch.float16).dtype == torch.float16
+
+
+# --------------------------------------------------------------------------- thresholding
+def test_per_sample_quantile_is_the_linear_interpolation_quantile():
+    g = torch.Generator().manual_seed(0)
+    for shape in ((3, 1), (3, 2), (2, 97), (4, 1000)):
+        flat = torch.randn(shape, generator=g).abs()
+        for q in (0.0, 0.5, 0.87, 0.995, 1.0):
+            ours = per_sample_quantile(flat, q)
+            exact = torch.from_numpy(np.quantile(flat.double().numpy(), q, axis=1)).float()
+            torch.testing.assert_close(ours, exact, rtol=2e-7, atol=0)  # float32 lerp
+            # torch.quantile places the rank in float32: agreement to its round-off.
+            torch.testing.assert_close(ours, torch.quantile(flat, q, dim=1), rtol=1e-5, atol=0)
+
+
+def test_thresholding_works_above_two_to_the_24_elements_per_sample():
+    """torch.quantile refuses more than 2^24 elements; 3 x 2400 x 2400 is 17.3 M. The
+    data prediction is clipped at s = clamp(quantile(|x0|, ratio), 1, sample_max_value)
+    and divided by s, with the quantile from numpy in float64 as the reference."""
+    ratio, max_value = 0.995, 2.0
+    sched = MRSamplerScheduler(thresholding=True, dynamic_thresholding_ratio=ratio,
+                               sample_max_value=max_value, prediction_type="sample")
+    sched.set_timesteps(3)
+    x0 = 0.6 * torch.randn(1, 3, 2400, 2400, generator=torch.Generator().manual_seed(0))
+    assert x0.numel() > 2**24
+    out = sched.step(x0, sched.timesteps[0], torch.zeros_like(x0)).pred_original_sample
+    s = min(max(float(np.quantile(x0.abs().double().numpy(), ratio)), 1.0), max_value)
+    assert 1.0 < s < max_value
+    torch.testing.assert_close(out, x0.clamp(-s, s) / s, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- eager step
+@pytest.mark.parametrize(
+    "scheduler_cls", [MRSamplerScheduler, MRPosteriorScheduler, MREulerMaruyamaScheduler]
+)
+def test_step_is_eager_inside_compiled_code(scheduler_cls):
+    """``step`` is never traced: compiled code calling it compiles the same frames
+    whatever the step index (no guard on ``_step_index``, no graph per step), and gives
+    the eager result."""
+    from torch._dynamo.testing import CompileCounter
+
+    def denoise_and_step(sched, x, t, mu, noise):
+        out = torch.tanh(x) * 0.9
+        return sched.step(out, t, x, mu=mu, variance_noise=noise).prev_sample
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    compiled = torch.compile(denoise_and_step, backend=counter)
     g = torch.Generator().manual_seed(0)
     x, mu = torch.randn(1, 3, 8, 8, generator=g), torch.rand(1, 3, 8, 8, generator=g)
-    noise = torch.randn(3, 1, 3, 8, 8, generator=g)
+    noise = torch.randn(6, 1, 3, 8, 8, generator=g)
+    sched, eager = scheduler_cls(), scheduler_cls()
+    for s in (sched, eager):
+        s.set_timesteps(6)
+        s.set_begin_index(0)
     xc = xe = x
+    frames = []
     for i, t in enumerate(sched.timesteps):
-        xc = compiled(torch.tanh(xc), t, xc, mu=mu, variance_noise=noise[i]).prev_sample
-        xe = eager.step(torch.tanh(xe), t, xe, mu=mu, variance_noise=noise[i]).prev_sample
-    torch.testing.assert_close(xc, xe, rtol=1e-5, atol=1e-6)
-    assert not torch.equal(xe, x) and math.isfinite(float(xc.abs().max()))
+        xc = compiled(sched, xc, t, mu, noise[i])
+        xe = denoise_and_step(eager, xe, t, mu, noise[i])
+        frames.append(counter.frame_count)
+    torch._dynamo.reset()
+    assert frames[1] == frames[-1], frames
+    torch.testing.assert_close(xc, xe, rtol=1e-6, atol=1e-7)
