@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ class MRUniPCScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
     ``UniPCMultistepScheduler``; :meth:`from_config` converts a DDPM-style config itself.
     """
 
-    _compatibles = [*MR_SCHEDULERS, "MRUniPCScheduler"]
+    _compatibles: ClassVar[list[str]] = [*MR_SCHEDULERS, "MRUniPCScheduler"]
     order = 1
 
     @register_to_config
