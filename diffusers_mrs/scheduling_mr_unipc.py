@@ -55,13 +55,14 @@ class MRUniPCScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
             ``predict_x0`` True | False).
         disable_corrector: indices of the steps whose result is not corrected (the
             correction of step i happens at the start of step i + 1).
-        lower_order_final: lower the order of the last steps when NFE < 15.
+        lower_order_final: lower the order of the last steps when NFE < 15 (the MR
+            Sampler's rule; diffusers' UniPC lowers them at any NFE).
 
     With ``mu=None`` (mu = 0), ``max_sigma=1`` and thetas from DDPM betas this is diffusers'
     ``UniPCMultistepScheduler``; :meth:`from_config` converts a DDPM-style config itself.
     """
 
-    _compatibles: ClassVar[list[str]] = [*MR_SCHEDULERS, "MRUniPCScheduler"]
+    _compatibles: ClassVar[list[str]] = list(MR_SCHEDULERS)
     order = 1
 
     @register_to_config
@@ -92,6 +93,10 @@ class MRUniPCScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
         check_choice("final_sigmas_type", final_sigmas_type, FINAL_SIGMAS_TYPES)
         if solver_order not in (1, 2, 3) or isinstance(solver_order, bool):
             raise ValueError(f"solver_order must be 1, 2 or 3, got {solver_order!r}.")
+        if disable_corrector is not None and not isinstance(disable_corrector, (list, tuple)):
+            raise ValueError(
+                f"disable_corrector must be a list of step indices, got {disable_corrector!r}."
+            )
         for index in disable_corrector or ():
             check_whole_number("disable_corrector entries", index, minimum=0)
         if thresholding and parameterization != "data":

@@ -111,6 +111,7 @@ def test_step_reads_nothing_back_from_the_device(scheduler):
         ({"final_sigmas_type": "one"}, "final_sigmas_type"),
         ({"solver_order": 4}, "solver_order"),
         ({"disable_corrector": [1.5]}, "disable_corrector"),
+        ({"disable_corrector": 3}, "disable_corrector"),
         ({"thresholding": True, "parameterization": "noise"}, "thresholding"),
         ({"max_sigma": 0.0}, "max_sigma"),
     ],
