@@ -175,9 +175,9 @@ def _unipc_vs_mrs_lines(results: dict[str, Any], nfe: int, margin: float, ratio:
     near = [_best(results, p, nfe, _negative_distance) for p in ("unipc-", "mrs-ode-")]
     if None not in near:
         (du, ku), (dm, km) = ((-v, k) for v, k in near)
-        lines.append(f"- Closest UniPC @{nfe} ({label(ku)}) vs closest MRS-ODE ({label(km)}) to"
-                     f" the converged ODE: {255 * du:.2f} vs {255 * dm:.2f} (x 1/255); ratio"
-                     f" {du / dm:.2f} <= {ratio}: {_check(du <= ratio * dm)}")
+        lines.append(f"- Closest UniPC @{nfe} ({label(ku)}) vs closest MRS-ODE @{nfe}"
+                     f" ({label(km)}) to the converged ODE: {255 * du:.2f} vs {255 * dm:.2f}"
+                     f" (x 1/255); ratio {du / dm:.2f} <= {ratio}: {_check(du <= ratio * dm)}")
     return lines
 
 
