@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 NFE_LIST: tuple[int, ...] = (100, 50, 20, 10, 5, 4, 3, 2)
+#: Families that visit the integer training grid (so run only at NFE <= T).
+GRID_FAMILIES = ("posterior", "em")
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class Method:
     Attributes:
         key: command-line id, e.g. ``"mrs-sde-data-2"`` or ``"posterior-irsde"``.
         label: column title, e.g. ``"MRS-SDE-d-2"`` (the paper's naming).
-        family: ``"mrs"``, ``"posterior"`` or ``"em"`` (which scheduler class).
+        family: ``"mrs"``, ``"unipc"``, ``"posterior"`` or ``"em"`` (which scheduler class).
         overrides: config overrides passed to ``from_config``.
         default_nfes: the NFE values of the default plan.
         fixed_nfes: run ``default_nfes`` even when the command line names other NFEs.
@@ -72,7 +74,34 @@ def build_methods() -> list[Method]:
                             "sde", "data", 2) else (20, 10, 5),
                     )
                 )
+    methods += unipc_methods()
     return methods
+
+
+def unipc_methods() -> list[Method]:
+    """MR UniPC (``MRUniPCScheduler``, data parameterization): B(h) = bh1 / bh2, orders 1-3."""
+    return [
+        Method(
+            key=f"unipc-{solver_type}-{order}",
+            label=f"UniPC-{solver_type}-{order}",
+            family="unipc",
+            overrides=(
+                ("solver_type", solver_type),
+                ("parameterization", "data"),
+                ("solver_order", order),
+            ),
+            default_nfes=(20, 10, 5),
+        )
+        for solver_type in ("bh1", "bh2")
+        for order in (1, 2, 3)
+    ]
+
+
+#: The converged PF-ODE solution the ``ode_distance`` metric compares with (same latents).
+ODE_REFERENCE = Method(
+    "ode-reference", "ODE reference", "mrs",
+    (("algorithm_type", "ode"), ("parameterization", "data"), ("solver_order", 2)),
+)
 
 
 def select_methods(methods: Sequence[Method], patterns: str | None) -> list[Method]:
@@ -92,10 +121,16 @@ def select_methods(methods: Sequence[Method], patterns: str | None) -> list[Meth
 
 def scheduler_class(family: str) -> type:
     """The scheduler class of a method family."""
-    from diffusers_mrs import MREulerMaruyamaScheduler, MRPosteriorScheduler, MRSamplerScheduler
+    from diffusers_mrs import (
+        MREulerMaruyamaScheduler,
+        MRPosteriorScheduler,
+        MRSamplerScheduler,
+        MRUniPCScheduler,
+    )
 
     return {
         "mrs": MRSamplerScheduler,
+        "unipc": MRUniPCScheduler,
         "posterior": MRPosteriorScheduler,
         "em": MREulerMaruyamaScheduler,
     }[family]
@@ -143,7 +178,7 @@ def plan_runs(
         sched = make_scheduler(base_config, method)
         chosen = method.default_nfes if method.fixed_nfes or not nfes else nfes
         for nfe in sorted(chosen, reverse=True):
-            if method.family != "mrs" and nfe > T:
+            if method.family in GRID_FAMILIES and nfe > T:
                 continue
             runs.append(Run(method, int(nfe), computation_key(sched, int(nfe), T)))
     return runs

@@ -6,13 +6,15 @@ restores the degraded images with
 
 * the MR Sampler (``MRSamplerScheduler``): ``sde``/``ode`` x ``data``/``noise``
   parameterization x solver order 1-3, and "MRS default" (the pipeline's own scheduler config);
+* MR UniPC (``MRUniPCScheduler``, PF-ODE predictor-corrector): B(h) ``bh1``/``bh2`` x order 1-3;
 * posterior sampling (``MRPosteriorScheduler``): ``step_mode="irsde"`` (the IR-SDE code: one
   grid step per visit, collapses at low NFE) and ``step_mode="jump"`` (moves to the next
   visited time);
 * Euler-Maruyama (``MREulerMaruyamaScheduler``), ``irsde`` and ``jump``;
 
 at NFE 100, 50, 20, 10, 5, 4, 3, 2, and measures PSNR and SSIM (:mod:`diffusers_mrs.metrics`)
-against the clean crops, and the seconds per image. Every scheduler is built with
+against the clean crops, the seconds per image and (``--ode-reference-nfe``) the RMS distance
+to the converged PF-ODE solution from the same latents. Every scheduler is built with
 ``Cls.from_config(pipe.scheduler.config, **overrides)``, so all share the model's noise
 schedule and ``prediction_type``. Runs that are the same computation (posterior/EM ``irsde``
 and ``jump`` at NFE = T; "MRS default" and the variant with its settings) are computed once.
@@ -31,6 +33,8 @@ MRS@10 | MRS@5 | clean).
     python benchmarks/nfe_quality.py --dry-run             # print the plan and the ETA only
     python benchmarks/nfe_quality.py --model PIPELINE_DIR --methods 'posterior-*,mrs-default' \\
         --nfes 10,5 --crop 32 --threads 1 --out /tmp/bench
+    python benchmarks/nfe_quality.py --methods 'mrs-ode-*,unipc-*,posterior-irsde' \\
+        --nfes 2,3,4,5,6,8,10,20,100 --ode-reference-nfe 500   # + distance to the ODE limit
     python benchmarks/nfe_quality.py --report-only          # rewrite results.md and the plot
                                                            # from an existing results.json
 """
@@ -46,7 +50,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from nfe_plan import NFE_LIST, Method, build_methods, plan_runs, select_methods, unique_evaluations
+from nfe_plan import (
+    NFE_LIST,
+    ODE_REFERENCE,
+    Method,
+    build_methods,
+    plan_runs,
+    scheduler_class,
+    select_methods,
+    unique_evaluations,
+)
 from nfe_plots import plot_grid, plot_psnr_vs_nfe
 from nfe_report import markdown_report, read_json, targets_summary, write_json
 from nfe_run import (
@@ -55,6 +68,7 @@ from nfe_run import (
     describe_device,
     load_data,
     load_pipeline,
+    ode_reference,
     results_dict,
     run_sweep,
     seconds_per_forward,
@@ -120,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=1,
                    help="K > 1: score the mean of K posterior samples per image (an ensemble,"
                         " num_samples=K) instead of one sample")
+    p.add_argument("--ode-reference-nfe", type=int, default=0,
+                   help="N > 0: also score every run's ode_distance, its RMS distance to the"
+                        " converged PF-ODE solution (MR Sampler ODE, data, order 2, at N steps,"
+                        " same latents), e.g. 500 (default 0: off)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--grid-photo", default="flower",
@@ -173,6 +191,10 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             print(f"error: --{name} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
             return 2
+    if args.ode_reference_nfe < 0:
+        print(f"error: --ode-reference-nfe must be >= 0, got {args.ode_reference_nfe}",
+              file=sys.stderr)
+        return 2
     methods = select_methods(build_methods(), args.methods)
     nfes = _int_list(args.nfes) or (list(NFE_LIST) if args.full else None)
     try:
@@ -183,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     runs = plan_runs(methods, pipe.scheduler.config, nfes)
     data = load_data(args.kinds.split(","), args.crop, args.seed, args.draws)
 
-    evals = unique_evaluations(runs)
+    evals = unique_evaluations(runs) + args.ode_reference_nfe
     T = int(pipe.scheduler.config["num_train_timesteps"])
     batch = data.lq.repeat(args.samples, 1, 1, 1)  # each image K times in one batch
     per_forward = seconds_per_forward(pipe.unet, batch, T)
@@ -200,13 +222,19 @@ def run(args: argparse.Namespace) -> int:
     meta = build_meta(args, pipe, data, per_forward, evals)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    reference = None
+    if args.ode_reference_nfe > 0:
+        reference = ode_reference(pipe, data, args.ode_reference_nfe, args.seed, args.samples)
+        meta["ode_reference"] = {"scheduler": scheduler_class(ODE_REFERENCE.family).__name__,
+                                 "overrides": dict(ODE_REFERENCE.overrides),
+                                 "nfe": args.ode_reference_nfe}
 
     def save_partial(state: SweepState) -> None:
         meta["total_seconds"] = time.perf_counter() - start
         write_json(results_dict(state, methods, data, meta), args.out / "results.json")
 
     state = run_sweep(pipe, data, runs, seed=args.seed, progress=not args.no_progress,
-                      on_run_done=save_partial, samples=args.samples)
+                      on_run_done=save_partial, samples=args.samples, reference=reference)
     meta["total_seconds"] = time.perf_counter() - start
     results = write_outputs(state, methods, data, meta, args.out, grid_photo=args.grid_photo)
     print(targets_summary(results))

@@ -119,6 +119,81 @@ def _check(ok: bool | None) -> str:
     return "n/a" if ok is None else ("yes" if ok else "**no**")
 
 
+def _distance(results: dict[str, Any], key: str, nfe: int, kind: str = "average"
+              ) -> float | None:
+    """The run's RMS distance to the converged ODE solution, if it was measured."""
+    run = results["methods"].get(key, {}).get("runs", {}).get(str(nfe))
+    return None if run is None or "ode_distance" not in run else run["ode_distance"][kind]
+
+
+def ode_method_keys(results: dict[str, Any]) -> list[str]:
+    """The PF-ODE solvers of the results: MR Sampler ODE variants and MR UniPC."""
+    return [k for k in results["methods"] if k.startswith(("mrs-ode-", "unipc-"))]
+
+
+def distance_table(results: dict[str, Any], keys: Sequence[str], kind: str) -> str:
+    """Rows NFE, columns methods, cells the RMS distance to the converged ODE solution in
+    8-bit levels (x 255); the smallest of each row in bold."""
+    methods = results["methods"]
+    nfes = sorted({int(n) for k in keys for n in methods[k]["runs"]}, reverse=True)
+    rows = []
+    for nfe in nfes:
+        cells = [_distance(results, k, nfe, kind) for k in keys]
+        best = min((c for c in cells if c is not None), default=None)
+        row = [str(nfe)]
+        for c in cells:
+            text = _fmt(None if c is None else 255 * c)
+            row.append(f"**{text}**" if c is not None and c == best and len(keys) > 1 else text)
+        rows.append(row)
+    return markdown_table(["NFE"] + [methods[k]["label"] for k in keys], rows)
+
+
+def _negative_distance(results: dict[str, Any], key: str, nfe: int) -> float | None:
+    d = _distance(results, key, nfe)
+    return None if d is None else -d
+
+
+def _best(results: dict[str, Any], prefix: str, nfe: int, score: Any) -> tuple[float, str] | None:
+    """(score, key) of the method whose key starts with ``prefix`` that maximises ``score``."""
+    cands = [(v, k) for k in results["methods"] if k.startswith(prefix)
+             if (v := score(results, k, nfe)) is not None]
+    return max(cands) if cands else None
+
+
+def _unipc_vs_mrs_lines(results: dict[str, Any], nfe: int, margin: float, ratio: float
+                        ) -> list[str]:
+    """Best MR UniPC vs best MR Sampler ODE at ``nfe``: PSNR (>= + ``margin`` dB) and the
+    distance to the converged ODE (<= ``ratio`` x)."""
+    label = lambda k: results["methods"][k]["label"]  # noqa: E731
+    uni, mrs = (_best(results, p, nfe, _psnr) for p in ("unipc-", "mrs-ode-"))
+    if uni is None or mrs is None:
+        return []
+    paired = _paired_delta(results, (uni[1], nfe), (mrs[1], nfe))
+    lines = [f"- Best UniPC @{nfe} ({label(uni[1])}) vs best MRS-ODE @{nfe} ({label(mrs[1])}):"
+             f" {uni[0]:.2f} vs {mrs[0]:.2f} dB ({paired}); >= +{margin} dB:"
+             f" {_check(uni[0] >= mrs[0] + margin)}"]
+    near = [_best(results, p, nfe, _negative_distance) for p in ("unipc-", "mrs-ode-")]
+    if None not in near:
+        (du, ku), (dm, km) = ((-v, k) for v, k in near)
+        lines.append(f"- Closest UniPC @{nfe} ({label(ku)}) vs closest MRS-ODE @{nfe}"
+                     f" ({label(km)}) to the converged ODE: {255 * du:.2f} vs {255 * dm:.2f}"
+                     f" (x 1/255); ratio {du / dm:.2f} <= {ratio}: {_check(du <= ratio * dm)}")
+    return lines
+
+
+def unipc_lines(results: dict[str, Any]) -> list[str]:
+    """Issue 24's targets: best MR UniPC vs best MR Sampler ODE at NFE 5 (PSNR >= +0.3 dB,
+    distance to the converged ODE <= 0.6x) and 10 (no worse), and the best UniPC @5 within
+    0.3 dB of posterior (IR-SDE) @100."""
+    lines = _unipc_vs_mrs_lines(results, 5, 0.3, 0.6) + _unipc_vs_mrs_lines(results, 10, 0, 1)
+    uni5, post = _best(results, "unipc-", 5, _psnr), _psnr(results, "posterior-irsde", 100)
+    if uni5 is not None and post is not None:
+        paired = _paired_delta(results, (uni5[1], 5), ("posterior-irsde", 100))
+        lines.append(f"- Best UniPC @5 vs posterior (IR-SDE) @100: {uni5[0]:.2f} vs {post:.2f}"
+                     f" dB ({paired}); within 0.3 dB (20x): {_check(uni5[0] >= post - 0.3)}")
+    return lines
+
+
 def _faithful_and_collapse_lines(results: dict[str, Any]) -> list[str]:
     """The faithful second-order SDE @10 within 0.2 dB of its @100; posterior sampling @10
     more than 1 dB under its @100 (where both were run)."""
@@ -178,6 +253,7 @@ def targets_summary(results: dict[str, Any]) -> str:
             )
         else:
             lines.append(f"- Best MRS @{nfe} vs posterior (IR-SDE) @100: n/a (not run)")
+    lines += unipc_lines(results)
     lines += ["", "Input vs output PSNR (dB) per degradation:", "", input_output_table(results)]
     lines += ["", *shape_summary(results)]
     return "\n".join(lines)
@@ -249,12 +325,28 @@ def shape_summary(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def distance_section(results: dict[str, Any]) -> list[str]:
+    """``## Distance to the converged ODE solution`` (average over all images), where the
+    ODE solvers' ``ode_distance`` was measured."""
+    keys = [k for k in ode_method_keys(results)
+            if any("ode_distance" in r for r in results["methods"][k]["runs"].values())]
+    ref = results["meta"].get("ode_reference")
+    if not keys or ref is None:
+        return []
+    return ["## Distance to the converged ODE solution", "",
+            f"RMS difference (8-bit levels) to {ref['scheduler']}"
+            f" `{json.dumps(ref['overrides'], sort_keys=True)}` at NFE {ref['nfe']} from the"
+            " same latents; average over all images; smallest per row in bold.", "",
+            distance_table(results, keys, "average"), ""]
+
+
 def markdown_report(results: dict[str, Any]) -> str:
     """``results.md``: header, targets, then per-degradation tables like the paper's."""
     meta = results["meta"]
     main_keys = [k for k in ("posterior-irsde", "posterior-jump", "em-irsde", "em-jump",
                              "mrs-default", "x0-estimate") if k in results["methods"]]
     variant_keys = [k for k in results["methods"] if k.startswith("mrs-") and k != "mrs-default"]
+    unipc_keys = [k for k in results["methods"] if k.startswith("unipc-")]
     out = [
         "# Restoration quality vs NFE",
         "",
@@ -289,7 +381,11 @@ def markdown_report(results: dict[str, Any]) -> str:
         if variant_keys:
             out += ["MR Sampler variants (SDE/ODE, d = data, n = noise parameterization,"
                     " order):", "", quality_table(results, variant_keys, kind), ""]
-    all_keys = main_keys + variant_keys
+        if unipc_keys:
+            out += ["MR UniPC (B(h), order; data parameterization):", "",
+                    quality_table(results, unipc_keys, kind), ""]
+    out += distance_section(results)
+    all_keys = main_keys + variant_keys + unipc_keys
     if all_keys:
         out += ["## Seconds per image", "",
                 f"Wall time of the batched run / {meta['num_images']} images.", "",

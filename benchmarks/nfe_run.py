@@ -15,7 +15,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from nfe_plan import Method, Run, make_scheduler, scheduler_class, unique_evaluations
+from nfe_plan import (
+    ODE_REFERENCE,
+    Method,
+    Run,
+    make_scheduler,
+    scheduler_class,
+    unique_evaluations,
+)
 
 from diffusers_mrs.metrics import mean_per_group, psnr_and_ssim
 
@@ -116,14 +123,42 @@ def describe_device(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()})"
 
 
-def metric_record(images: torch.Tensor, data: BenchData) -> dict[str, Any]:
-    """PSNR/SSIM of ``images`` vs the clean crops: per kind, average and per image."""
+def ode_reference(pipe: Any, data: BenchData, nfe: int, seed: int, samples: int = 1
+                  ) -> torch.Tensor:
+    """The converged PF-ODE solution: :data:`~nfe_plan.ODE_REFERENCE` at ``nfe`` steps from
+    the latents every run starts from (same seeds, :func:`restore`); the pipeline's scheduler
+    is left as it was."""
+    base_scheduler = pipe.scheduler
+    try:
+        scheduler = make_scheduler(base_scheduler.config, ODE_REFERENCE)
+        images, _ = restore(pipe, scheduler, data.lq, nfe, seed, samples)
+    finally:
+        pipe.scheduler = base_scheduler
+    return images
+
+
+def ode_distances(images: torch.Tensor, reference: torch.Tensor) -> list[float]:
+    """Per image: the root-mean-square difference (in [0, 1] units) to ``reference``."""
+    diff = (images.double() - reference.double()).flatten(1)
+    return diff.square().mean(dim=1).sqrt().tolist()
+
+
+def metric_record(
+    images: torch.Tensor, data: BenchData, reference: torch.Tensor | None = None
+) -> dict[str, Any]:
+    """PSNR/SSIM of ``images`` vs the clean crops: per kind, average and per image; with a
+    ``reference`` (:func:`ode_reference`) also ``ode_distance``, the RMS distance to it."""
     psnrs, ssims = psnr_and_ssim(images, data.gt)
-    return {
+    record = {
         "psnr": mean_per_group(psnrs, data.kinds),
         "ssim": mean_per_group(ssims, data.kinds),
         "per_image": {"psnr": psnrs, "ssim": ssims},
     }
+    if reference is not None:
+        distances = ode_distances(images, reference)
+        record["ode_distance"] = mean_per_group(distances, data.kinds)
+        record["per_image"]["ode_distance"] = distances
+    return record
 
 
 @dataclass
@@ -142,6 +177,7 @@ def run_sweep(
     progress: bool = True,
     on_run_done: Any = None,
     samples: int = 1,
+    reference: torch.Tensor | None = None,
 ) -> SweepState:
     """Runs the plan; identical computations run once and are copied (``same_as``).
 
@@ -153,6 +189,8 @@ def run_sweep(
         samples: K > 1 scores the mean of K samples per image (:func:`restore`).
         progress: show a tqdm bar (in network evaluations, one update per run).
         on_run_done: optional callback ``f(state)`` after every run (incremental saving).
+        reference: the converged ODE solution (:func:`ode_reference`); every record then
+            holds its ``ode_distance`` to it.
     """
     from tqdm.auto import tqdm
 
@@ -171,7 +209,8 @@ def run_sweep(
                 bar.set_postfix_str(name)
                 scheduler = make_scheduler(base_scheduler.config, cell.method)
                 images, seconds = restore(pipe, scheduler, data.lq, cell.nfe, seed, samples)
-                record = {**metric_record(images, data), "seconds_per_image": seconds / n}
+                record = {**metric_record(images, data, reference),
+                          "seconds_per_image": seconds / n}
                 computed[cell.key] = (name, record, images)
                 bar.update(cell.nfe)
             state.records.setdefault(cell.method.key, {})[cell.nfe] = record

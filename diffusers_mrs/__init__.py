@@ -16,6 +16,7 @@ from ._checkout import serve_checkout_folders
 from .noise_schedule import MRNoiseSchedule
 from .scheduling_mr_baselines import MREulerMaruyamaScheduler, MRPosteriorScheduler
 from .scheduling_mr_sampler import MRSamplerScheduler
+from .scheduling_mr_unipc import MRUniPCScheduler
 
 __version__ = "0.1.0"
 
@@ -43,6 +44,7 @@ __all__ = [
     "MRRestorationPipelineOutput",
     "MRSamplerScheduler",
     "MRUNet2DModel",
+    "MRUniPCScheduler",
 ]
 
 
