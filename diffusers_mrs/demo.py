@@ -59,6 +59,7 @@ __all__ = ["DemoSession", "build_demo", "compare_fn", "restore_fn", "run_demo"]
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "MR Sampler": ("mrs", {}),
     "MR Sampler, faithful samples": ("mrs", {"solver_order": 2}),
+    "MR UniPC (ODE)": ("unipc", {}),
     "Posterior (IR-SDE)": ("posterior", {}),
     "Euler-Maruyama": ("euler", {}),
 }

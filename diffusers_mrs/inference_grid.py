@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .noise_schedule import MRNoiseSchedule
-from .timestep_schedules import spaced_times
+from .timestep_schedules import float32_times, host_times, spaced_times
 
 FINAL_SIGMAS_TYPES = ("sigma_min", "zero")
 
@@ -39,10 +39,9 @@ class InferenceGrid:
 def custom_times(
     timesteps: Sequence[float] | np.ndarray | torch.Tensor, num_train_timesteps: int
 ) -> np.ndarray:
-    """User model times (descending, in [0, T]) with the final time 0 appended."""
-    if isinstance(timesteps, torch.Tensor):
-        timesteps = timesteps.detach().cpu().numpy()
-    times = np.asarray(timesteps, dtype=np.float64).reshape(-1)
+    """User model times (descending, in [0, T]) with the final time 0 appended; used as
+    given (float64 ones exactly)."""
+    times = host_times(timesteps)
     if times.size == 0:
         raise ValueError("timesteps must not be empty.")
     T = num_train_timesteps
@@ -64,9 +63,12 @@ def inference_grid(
     if final_sigmas_type == "zero":
         lambdas[-1], alphas[-1], sigmas[-1] = math.inf, 1.0, 0.0
     if not np.all(np.diff(lambdas) > 0):
+        k = int(np.argmin(np.diff(lambdas) > 0))
         raise ValueError(
             f"The {len(times) - 1} timesteps must be strictly decreasing and distinct from the "
-            f"final time (t = 0); got {times.tolist()}."
+            f"final time (t = 0): times {k} and {k + 1} (t = {times[k]:.6g} and "
+            f"{times[k + 1]:.6g}) do not decrease the noise level; use fewer steps or "
+            "another timestep_spacing."
         )
     return InferenceGrid(times, lambdas.tolist(), alphas.tolist(), sigmas.tolist())
 
@@ -78,10 +80,14 @@ def grid_from_config(
     timesteps: Sequence[float] | np.ndarray | torch.Tensor | None,
 ) -> InferenceGrid:
     """The grid from ``timesteps`` or from the config's spacing for ``num_inference_steps``
-    (the caller has checked that exactly one is given and that N is a positive int)."""
+    (the caller has checked that exactly one is given and that N is a positive int).
+
+    The spaced grid is rounded to float32, the dtype of the ``timesteps`` the model sees,
+    before the schedule is evaluated (docs/math.md#time-grids), so passing a scheduler's
+    own ``timesteps`` back reproduces its coefficients exactly."""
     if timesteps is not None:
         times = custom_times(timesteps, config.num_train_timesteps)
     else:
-        times = spaced_times(schedule, config.timestep_spacing, num_inference_steps,
-                             config.lambda_min, config.rho)
+        times = float32_times(spaced_times(schedule, config.timestep_spacing,
+                                           num_inference_steps, config.lambda_min, config.rho))
     return inference_grid(schedule, times, config.final_sigmas_type)

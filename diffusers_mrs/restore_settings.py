@@ -1,6 +1,6 @@
 """The restoration settings the command line and the web demo both offer, defined once.
 
-- the sampler names (:data:`SCHEDULERS`: ``mrs``, ``posterior``, ``euler``) and the
+- the sampler names (:data:`SCHEDULERS`: ``mrs``, ``unipc``, ``posterior``, ``euler``) and the
   scheduler built from a model's own config (:func:`scheduler_from_config`);
 - the degradation choice of degradation-aware models: ``auto`` (detect it) or one of the
   encoder's types (:func:`degradation_types`, :func:`forced_degradation`);
@@ -29,6 +29,7 @@ __all__ = [
 #: Sampler names -> the scheduler class of :mod:`diffusers_mrs` they stand for.
 SCHEDULERS: dict[str, str] = {
     "mrs": "MRSamplerScheduler",
+    "unipc": "MRUniPCScheduler",
     "posterior": "MRPosteriorScheduler",
     "euler": "MREulerMaruyamaScheduler",
 }

@@ -38,7 +38,12 @@ __all__ = [
 ]
 
 #: Every scheduler of the family; each lists the others as compatible.
-MR_SCHEDULERS = ("MRSamplerScheduler", "MRPosteriorScheduler", "MREulerMaruyamaScheduler")
+MR_SCHEDULERS = (
+    "MRSamplerScheduler",
+    "MRUniPCScheduler",
+    "MRPosteriorScheduler",
+    "MREulerMaruyamaScheduler",
+)
 
 #: Upper bound on ``num_train_timesteps`` (T), checked before anything is allocated. Real
 #: schedules use T = 100 (IR-SDE) to 1000 (DDPM); at the bound the per-T arrays are a few

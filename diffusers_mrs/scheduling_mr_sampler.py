@@ -18,6 +18,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from .inference_grid import FINAL_SIGMAS_TYPES, grid_from_config
 from .noise_schedule import thetas_from_betas
 from .prediction_types import prediction_conversion
 from .scheduling_common import (
@@ -34,9 +35,8 @@ from .solver import (
     StepCoefficients,
     exponential_integrator_step,
 )
-from .timestep_schedules import TIMESTEP_SPACINGS, float32_times, host_times, spaced_times
-
-FINAL_SIGMAS_TYPES = ("sigma_min", "zero")
+from .thresholding import dynamic_threshold
+from .timestep_schedules import TIMESTEP_SPACINGS
 
 
 def step_orders(num_steps: int, solver_order: int, lower_order_final: bool,
@@ -162,31 +162,14 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
         cfg = self.config
         if (num_inference_steps is None) == (timesteps is None):
             raise ValueError("Pass exactly one of num_inference_steps or timesteps.")
-        schedule = self.noise_schedule
-        if timesteps is not None:
-            times = self._custom_times(timesteps)
-        else:
-            n = self._check_num_steps(num_inference_steps)
-            times = float32_times(
-                spaced_times(schedule, cfg.timestep_spacing, n, cfg.lambda_min, cfg.rho)
-            )
-        n = len(times) - 1
+        if timesteps is None:
+            num_inference_steps = self._check_num_steps(num_inference_steps)
+        grid = grid_from_config(self.noise_schedule, cfg, num_inference_steps, timesteps)
+        n, times = grid.num_steps, grid.times
         final_zero = cfg.final_sigmas_type == "zero"
-        lambdas = schedule.lambda_(times)
-        alphas, sigmas = schedule.alpha(times), schedule.sigma(times)
-        if final_zero:
-            lambdas[-1], alphas[-1], sigmas[-1] = math.inf, 1.0, 0.0
-        if not np.all(np.diff(lambdas) > 0):
-            k = int(np.argmin(np.diff(lambdas) > 0))
-            raise ValueError(
-                f"The {n} timesteps must be strictly decreasing and distinct from the final "
-                f"time (t = 0): times {k} and {k + 1} (t = {times[k]:.6g} and "
-                f"{times[k + 1]:.6g}) do not decrease the noise level; use fewer steps or "
-                "another timestep_spacing."
-            )
+        lambdas, alphas, sigmas = grid.lambdas, grid.alphas, grid.sigmas
 
         orders = step_orders(n, cfg.solver_order, cfg.lower_order_final, final_zero)
-        lambdas, alphas, sigmas = (arr.tolist() for arr in (lambdas, alphas, sigmas))
         self._coefficients = [
             exponential_integrator_step(
                 tuple(lambdas[i - j] for j in range(orders[i])),
@@ -207,24 +190,12 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
         self._history = []
         self._reset_steps()
 
-    def _custom_times(self, timesteps) -> np.ndarray:
-        times = host_times(timesteps)
-        if times.size == 0:
-            raise ValueError("timesteps must not be empty.")
-        T = self.config.num_train_timesteps
-        if np.any(times < 0) or np.any(times > T) or not np.all(np.isfinite(times)):
-            raise ValueError(f"timesteps must lie in [0, num_train_timesteps={T}].")
-        return np.append(times, 0.0)
-
     # ---------------------------------------------------------------- the step
     def _threshold(self, x0: torch.Tensor) -> torch.Tensor:
         """Imagen dynamic thresholding of x0, per sample (no host sync):
         s = clamp(quantile(|x0|, ratio), 1, sample_max_value), x0 <- clamp(x0, -s, s) / s."""
-        flat = x0.reshape(x0.shape[0], -1).abs()
-        s = per_sample_quantile(flat.float(), self.config.dynamic_thresholding_ratio)
-        s = s.clamp(min=1.0, max=self.config.sample_max_value).to(x0.dtype)
-        s = s.view(-1, *([1] * (x0.ndim - 1)))
-        return torch.clamp(x0, -s, s) / s
+        cfg = self.config
+        return dynamic_threshold(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)
 
     @eager_step
     def step(
@@ -274,21 +245,6 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
         if self.config.parameterization == "data":
             pred_x0 = (d0 if mu_ is None else d0 + mu_).to(sample.dtype)
         return MRSchedulerOutput(prev_sample=prev, pred_original_sample=pred_x0)
-
-
-def per_sample_quantile(flat: torch.Tensor, q: float) -> torch.Tensor:
-    """The ``q`` quantile of each row of ``flat`` (B x n), with torch.quantile's linear
-    interpolation between order statistics k = floor(q (n - 1)) and k + 1 (0-based), from
-    ``kthvalue``: exact, on every device, with no limit on n (torch.quantile refuses rows
-    over 2^24 elements) and no host sync."""
-    n = flat.shape[1]
-    position = q * (n - 1)
-    below = math.floor(position)
-    lower = flat.kthvalue(below + 1, dim=1).values
-    if below + 1 >= n or position == below:
-        return lower
-    upper = flat.kthvalue(below + 2, dim=1).values
-    return torch.lerp(lower, upper, position - below)
 
 
 def vp_config_from_betas_config(config: dict[str, Any]) -> dict[str, Any]:

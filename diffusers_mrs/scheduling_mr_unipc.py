@@ -29,6 +29,7 @@ from .scheduling_common import (
     check_choice,
     check_real,
     check_whole_number,
+    eager_step,
 )
 from .scheduling_mr_sampler import step_orders, vp_config_from_betas_config
 from .solver import PARAMETERIZATIONS, StepCoefficients, exponential_integrator_step
@@ -212,6 +213,7 @@ class MRUniPCScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
                                self.config.sample_max_value)
         return x0 if mu is None else x0 - mu
 
+    @eager_step
     def step(
         self,
         model_output: torch.Tensor,

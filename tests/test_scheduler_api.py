@@ -12,7 +12,7 @@ import torch
 
 from diffusers_mrs import MREulerMaruyamaScheduler, MRPosteriorScheduler, MRSamplerScheduler
 from diffusers_mrs.scheduling_common import draw_noise
-from diffusers_mrs.scheduling_mr_sampler import per_sample_quantile
+from diffusers_mrs.thresholding import per_sample_quantile
 
 from oracles import GaussianOracle, make_gaussian_problem, run_sampler
 

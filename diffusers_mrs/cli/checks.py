@@ -173,13 +173,14 @@ def scheduler_class_named(config: dict) -> type | None:
 
 
 def check_solver_order_applies(scheduler_class: type | None) -> None:
-    """``--solver-order``: only the MR Sampler has a solver order."""
-    from diffusers_mrs import MRSamplerScheduler
+    """``--solver-order``: only the MR Sampler and MR UniPC have a solver order."""
+    from diffusers_mrs import MRSamplerScheduler, MRUniPCScheduler
 
-    if scheduler_class is not None and not issubclass(scheduler_class, MRSamplerScheduler):
+    ordered = (MRSamplerScheduler, MRUniPCScheduler)
+    if scheduler_class is not None and not issubclass(scheduler_class, ordered):
         raise UsageError(
-            f"--solver-order applies to the MR Sampler (--scheduler mrs) only; this run uses"
-            f" {scheduler_class.__name__}"
+            f"--solver-order applies to the MR Sampler and MR UniPC (--scheduler mrs or unipc)"
+            f" only; this run uses {scheduler_class.__name__}"
         )
 
 

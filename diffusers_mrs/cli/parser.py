@@ -99,18 +99,19 @@ def _add_sampling_args(restore: argparse.ArgumentParser) -> None:
         "--scheduler",
         choices=sorted(SCHEDULERS),
         default=None,
-        help="mrs = MR Sampler, posterior = IR-SDE posterior sampling, euler = Euler-Maruyama"
-        " (default: the model's own scheduler)",
+        help="mrs = MR Sampler, unipc = MR UniPC (ODE predictor-corrector), posterior ="
+        " IR-SDE posterior sampling, euler = Euler-Maruyama (default: the model's own"
+        " scheduler)",
     )
     restore.add_argument(
         "--solver-order",
         type=int,
         choices=(1, 2, 3),
         default=None,
-        help="MR Sampler only: the order of its solver (default: the model's config; the"
-        " default model's is 1, the highest PSNR for one sample). 2 draws faithful posterior"
-        " samples at 10 steps: use it with --samples for an uncertainty map that matches the"
-        " error",
+        help="MR Sampler and MR UniPC only: the order of the solver (default: the model's"
+        " config; the default model's is 1, the highest PSNR for one sample). With the MR"
+        " Sampler, 2 draws faithful posterior samples at 10 steps: use it with --samples for"
+        " an uncertainty map that matches the error",
     )
     restore.add_argument("--seed", type=int, default=None, help="seed of every image's noise")
     restore.add_argument(
