@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .config import TrainingConfig, build_parser, parse_args
+from .extras import require_training_packages
 from .objective import (
     LOSS_TYPES,
     LOSS_WEIGHTINGS,
@@ -55,5 +56,12 @@ __all__ = [
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``examples/train_mr_diffusion.py``."""
-    train(parse_args(argv))
+    """Entry point of ``examples/train_mr_diffusion.py``: parse the flags (``--help`` needs
+    only the base install), then train; without the ``[train]`` extra, exits with one line
+    naming ``pip install -e ".[train]"``."""
+    config = parse_args(argv)
+    try:
+        require_training_packages()
+    except ImportError as err:
+        raise SystemExit(f"error: {err}") from None
+    train(config)

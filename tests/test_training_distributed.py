@@ -1,0 +1,96 @@
+"""Training with several processes (gloo DDP on the CPU) and under accelerate's mixed
+precision: the gradients are averaged over the processes, and the network runs under
+accelerate's autocast, for the plain and the degradation-aware objective."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+WORKER = Path(__file__).resolve().parent / "training_ddp_worker.py"
+OBJECTIVES = {
+    "plain": {},
+    "degradation_aware": {"degradation_aware": True, "kinds": ["noise", "lowlight", "clean"],
+                          "context_dim": 4, "encoder_width": 4},
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch_two_processes(out: Path, options: dict) -> None:
+    """Run the worker as ranks 0 and 1 of a gloo process group on the CPU."""
+    port = str(_free_port())
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+               "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        procs.append(subprocess.Popen(
+            [sys.executable, str(WORKER), str(out), json.dumps(options)], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    for rank, (proc, log) in enumerate(zip(procs, logs, strict=True)):
+        assert proc.returncode == 0, f"rank {rank} failed:\n{log[-3000:]}"
+
+
+@pytest.mark.parametrize("objective", list(OBJECTIVES))
+def test_two_processes_see_the_same_averaged_gradients(tmp_path: Path, objective: str) -> None:
+    """Each rank trains on its own shard of the batch; DDP must average the gradients, so
+    the optimiser of every rank sees the same ones (else each rank trains its own copy and
+    only rank 0's weights are saved)."""
+    _launch_two_processes(tmp_path, OBJECTIVES[objective])
+    grads = [load_file(tmp_path / f"grads_{rank}.safetensors") for rank in (0, 1)]
+    assert grads[0].keys() == grads[1].keys()
+    steps = {k.split("/")[0] for k in grads[0]}
+    assert steps == {"0", "1"}
+    if objective == "degradation_aware":  # both parts train
+        assert any("/encoder." in k for k in grads[0]) and any("/unet." in k for k in grads[0])
+    for name, g0 in grads[0].items():
+        assert torch.equal(g0, grads[1][name]), f"{name} differs between the ranks"
+    assert any(g.abs().sum() > 0 for g in grads[0].values())
+
+
+@pytest.fixture
+def _fresh_accelerator_state():
+    """accelerate keeps one process-wide state; a mixed-precision run must start from none."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.usefixtures("_fresh_accelerator_state")
+@pytest.mark.parametrize("objective", list(OBJECTIVES))
+def test_bf16_mixed_precision_runs_the_network_in_bfloat16(tmp_path: Path, objective: str) -> None:
+    """Under ``mixed_precision="bf16"`` the training step goes through accelerate's autocast:
+    the network's first convolution computes in bfloat16 (its weights stay float32)."""
+    from diffusers_mrs.training import Trainer, TrainingConfig
+
+    config = TrainingConfig(
+        output_dir=str(tmp_path / "run"), nf=4, depth=2,
+        unet_kwargs={"attention_heads": 1, "attention_head_dim": 4}, patch_size=16,
+        train_batch_size=2, max_train_steps=1, checkpointing_steps=None, validation_steps=None,
+        use_ema=False, report_to="none", num_threads=1, cpu=True, mixed_precision="bf16",
+        **OBJECTIVES[objective])
+    trainer = Trainer(config)
+    trainer.setup()
+    seen: list[torch.dtype] = []
+    conv_in = trainer._network().conv_in
+    conv_in.register_forward_hook(lambda _m, _args, out: seen.append(out.dtype))
+    with torch.backends.mkldnn.flags(enabled=False):
+        trainer.train_step(*next(iter(trainer.dataloader)))
+    assert seen == [torch.bfloat16]
+    assert conv_in.weight.dtype == torch.float32
