@@ -268,12 +268,15 @@ class Trainer:
         if len(dataset) < micro:
             raise ValueError(
                 f"the dataset has {len(dataset)} items, fewer than one global batch ({micro})")
-        # shuffle=False: items are already random functions of (seed, epoch, index);
-        # pinned batches (on CUDA) reach the device by asynchronous copies
+        # shuffle=False: items are already random functions of (seed, epoch, index); the
+        # loader's own generator (for its workers' seeds) keeps each new pass over the data
+        # from drawing from the global RNG, so a resumed run draws the noise an uninterrupted
+        # one does; pinned batches (on CUDA) reach the device by asynchronous copies
         loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train_batch_size,
                                              shuffle=False, drop_last=True,
                                              num_workers=cfg.dataloader_num_workers,
-                                             pin_memory=self.pin_memory)
+                                             pin_memory=self.pin_memory,
+                                             generator=torch.Generator().manual_seed(cfg.seed))
         return dataset, loader
 
     def _param_names(self) -> list[str]:

@@ -1,6 +1,7 @@
-"""Training with several processes (gloo DDP on the CPU) and under accelerate's mixed
-precision: the gradients are averaged over the processes, and the network runs under
-accelerate's autocast, for the plain and the degradation-aware objective."""
+"""Training as it runs on GPUs, checked on the CPU, for the plain and the degradation-aware
+objective: with several processes (gloo DDP) the gradients are averaged over them; under
+accelerate's mixed precision the network runs in bfloat16; a training step reads nothing
+back from the device."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_scheduler_api import SyncRecorder
 
 WORKER = Path(__file__).resolve().parent / "training_ddp_worker.py"
 OBJECTIVES = {
@@ -94,3 +97,48 @@ def test_bf16_mixed_precision_runs_the_network_in_bfloat16(tmp_path: Path, objec
         trainer.train_step(*next(iter(trainer.dataloader)))
     assert seen == [torch.bfloat16]
     assert conv_in.weight.dtype == torch.float32
+
+
+class ReadBackCallers(SyncRecorder):
+    """The project's read-back recorder, noting where each read-back was called from."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        before = len(self.calls)
+        out = super().__torch_function__(func, types, args, kwargs)
+        if len(self.calls) > before:
+            caller = sys._getframe(1).f_code.co_filename
+            self.calls[-1] = f"{self.calls[-1]} from {caller}"
+        return out
+
+
+@pytest.mark.parametrize("objective", list(OBJECTIVES))
+def test_a_training_step_reads_nothing_back_from_the_device(tmp_path: Path, objective: str) -> None:
+    """Between two logging steps the loop (data, forward, backward, clip, optimiser, EMA,
+    counters and the decisions about validation and checkpoints) never waits for the device:
+    the losses stay on it until a logging step. torch's AdamW reads its step counter, which
+    it keeps on the CPU whatever the device (no device sync), so its calls are left out."""
+    from tqdm.auto import tqdm
+
+    from diffusers_mrs.training import Trainer, TrainingConfig
+    from diffusers_mrs.training.loop import Clock
+
+    config = TrainingConfig(
+        output_dir=str(tmp_path / "run"), nf=4, depth=2,
+        unet_kwargs={"attention_heads": 1, "attention_head_dim": 4}, patch_size=16,
+        train_batch_size=2, max_train_steps=100, checkpointing_steps=50, validation_steps=50,
+        log_every=50, checkpointing_minutes=60.0, report_to="none", num_threads=1,
+        **OBJECTIVES[objective])
+    trainer = Trainer(config)
+    trainer.setup()
+    trainer._clock, trainer._bar = Clock(time.time(), 0.0, 0), tqdm(disable=True)
+    batches = iter(trainer.dataloader)
+    with torch.backends.mkldnn.flags(enabled=False):
+        trainer._means.add(trainer.train_step(*next(batches)))  # first step: lazy set-up
+        trainer._after_optimizer_step()
+        with ReadBackCallers() as recorder:
+            for _ in range(2):
+                trainer._means.add(trainer.train_step(*next(batches)))
+                assert not trainer._after_optimizer_step()
+    assert trainer.state.step == 3 and trainer._means.count == 3
+    optimizer_dir = str(Path(torch.optim.__file__).parent)
+    assert [c for c in recorder.calls if optimizer_dir not in c] == []
