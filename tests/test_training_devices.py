@@ -79,7 +79,8 @@ def _fresh_accelerator_state():
 @pytest.mark.parametrize("objective", list(OBJECTIVES))
 def test_bf16_mixed_precision_runs_the_network_in_bfloat16(tmp_path: Path, objective: str) -> None:
     """Under ``mixed_precision="bf16"`` the training step goes through accelerate's autocast:
-    the network's first convolution computes in bfloat16 (its weights stay float32)."""
+    the network's first convolution computes in bfloat16 (its weights stay float32);
+    validation computes in float32, as the saved pipeline does."""
     from diffusers_mrs.training import Trainer, TrainingConfig
 
     config = TrainingConfig(
@@ -87,15 +88,25 @@ def test_bf16_mixed_precision_runs_the_network_in_bfloat16(tmp_path: Path, objec
         unet_kwargs={"attention_heads": 1, "attention_head_dim": 4}, patch_size=16,
         train_batch_size=2, max_train_steps=1, checkpointing_steps=None, validation_steps=None,
         use_ema=False, report_to="none", num_threads=1, cpu=True, mixed_precision="bf16",
+        validation_kinds=["noise"], validation_crop=16, validation_num_inference_steps=1,
         **OBJECTIVES[objective])
     trainer = Trainer(config)
     trainer.setup()
     seen: list[torch.dtype] = []
     conv_in = trainer._network().conv_in
     conv_in.register_forward_hook(lambda _m, _args, out: seen.append(out.dtype))
+    batch = next(iter(trainer.dataloader))
     with torch.backends.mkldnn.flags(enabled=False):
-        trainer.train_step(*next(iter(trainer.dataloader)))
-    assert seen == [torch.bfloat16]
+        trainer.train_step(*batch)
+        assert seen == [torch.bfloat16]
+        # validation runs the network as the saved pipeline does: float32, no autocast ...
+        seen.clear()
+        trainer.validate()
+        assert seen and set(seen) == {torch.float32}
+        # ... and training has its autocast back afterwards
+        seen.clear()
+        trainer.train_step(*batch)
+        assert seen == [torch.bfloat16]
     assert conv_in.weight.dtype == torch.float32
 
 
@@ -142,3 +153,23 @@ def test_a_training_step_reads_nothing_back_from_the_device(tmp_path: Path, obje
     assert trainer.state.step == 3 and trainer._means.count == 3
     optimizer_dir = str(Path(torch.optim.__file__).parent)
     assert [c for c in recorder.calls if optimizer_dir not in c] == []
+
+
+def test_tf32_setting_is_explicit() -> None:
+    """``--allow_tf32`` sets torch's float32 precision of matmuls and cuDNN convolutions
+    (whose own defaults differ: convolutions TF32, matmuls IEEE); off means IEEE for both."""
+    from diffusers_mrs.training import parse_args
+    from diffusers_mrs.training.device import set_float32_precision
+
+    assert parse_args([]).allow_tf32 is False and parse_args(["--allow_tf32"]).allow_tf32
+    backends = torch.backends
+    if not hasattr(backends.cudnn, "conv"):
+        pytest.skip("torch < 2.9 has only the legacy allow_tf32 flags")
+    before = (backends.cuda.matmul.fp32_precision, backends.cudnn.conv.fp32_precision)
+    try:
+        for allow, expected in ((True, "tf32"), (False, "ieee")):
+            set_float32_precision(allow)
+            assert backends.cuda.matmul.fp32_precision == expected
+            assert backends.cudnn.conv.fp32_precision == expected
+    finally:
+        backends.cuda.matmul.fp32_precision, backends.cudnn.conv.fp32_precision = before

@@ -40,7 +40,7 @@ class RunningMeans:
 
 class Clock:
     """Wall-clock marks of a run, in the seconds of training it has spent over all resumes
-    (``spent``; with several processes the main process's, see ``Trainer._sync_clock``)."""
+    (``spent``; with several processes the main process's, see ``Trainer._clock_time``)."""
 
     def __init__(self, start: float, seconds_before: float, step: int) -> None:
         self.start, self.seconds_before = start, seconds_before

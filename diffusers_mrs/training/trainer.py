@@ -108,7 +108,8 @@ class Trainer:
         if cfg.num_threads:
             torch.set_num_threads(int(cfg.num_threads))
         self.accelerator = self._make_accelerator()
-        set_float32_precision(cfg.allow_tf32)
+        if self.accelerator.device.type == "cuda":  # TF32 exists on CUDA devices only
+            set_float32_precision(cfg.allow_tf32)
         self.resume_path = self._checkpoint_to_resume()
         set_seed(cfg.seed)  # identical initial weights on every process
         self.unet = self._make_unet()
@@ -460,14 +461,16 @@ class Trainer:
     def _after_optimizer_step(self) -> bool:
         """EMA, counters, logging, validation and checkpoints; True when training ends.
         Every decision here is the same on every process without communication (steps, or
-        the clock :meth:`_sync_clock` shares at logging steps)."""
+        the clock :meth:`_clock_time` shares at logging steps)."""
         cfg, state, clock = self.config, self.state, self._clock
         if self.ema is not None:
             self.ema.step(self.accelerator.unwrap_model(self.unet).parameters())
         state.step += 1
         last = state.step >= cfg.max_train_steps
         logging = state.step % cfg.log_every == 0 or last
-        self._sync_clock(share=logging)
+        now = time.time()
+        state.train_seconds = clock.local_spent(now)
+        clock.spent = self._clock_time(now, share=logging)
         self._update_progress()
         self._advance_bar()
         if logging:
@@ -479,10 +482,10 @@ class Trainer:
                         cfg.checkpointing_minutes)
         if want_val and not last:
             self.validate()
-            clock.last_val = self._sync_clock(share=True)
+            clock.last_val = self._clock_time(time.time(), share=True)
         if want_ckpt or last or out_of_time:
             self.checkpoint()
-            clock.last_ckpt = self._sync_clock(share=True)
+            clock.last_ckpt = self._clock_time(time.time(), share=True)
         if out_of_time and not last:
             self.accelerator.print(f"max_minutes spent at step {state.step}")
         return last or out_of_time
@@ -502,23 +505,22 @@ class Trainer:
         acc.log({**values, "lr": lr, "elapsed_s": self.state.train_seconds,
                  "sec_per_step": sec_per_step}, step=self.state.step)
 
-    def _sync_clock(self, share: bool) -> float:
-        """Update the run's clock; returns ``clock.spent``. ``state.train_seconds`` is this
-        process's time (the main process's is saved). With several processes and
-        time-based options, ``clock.spent`` (what decisions use) is the main process's,
-        broadcast when ``share`` (logging steps, after validation and checkpoints) and
-        unchanged otherwise, so that every process decides alike."""
+    def _clock_time(self, now: float, share: bool) -> float:
+        """Seconds of training the run has spent at ``now``, as every decision uses them:
+        this process's own, except with several processes and time-based options, where
+        they are the main process's, broadcast when ``share`` (logging steps, after
+        validation and checkpoints) and otherwise those of the last broadcast, so that
+        every process decides alike."""
         from accelerate.utils import broadcast
 
         acc, clock = self.accelerator, self._clock
-        local = clock.local_spent(time.time())
-        self.state.train_seconds = local
+        local = clock.local_spent(now)
         if acc.num_processes == 1 or not self._timed:
-            clock.spent = local
-        elif share:
-            t = torch.tensor([local], dtype=torch.float64, device=acc.device)
-            clock.spent = float(broadcast(t, from_process=0).item())
-        return clock.spent
+            return local
+        if not share:
+            return clock.spent
+        t = torch.tensor([local], dtype=torch.float64, device=acc.device)
+        return float(broadcast(t, from_process=0).item())
 
     def _update_progress(self) -> None:
         cfg = self.config
