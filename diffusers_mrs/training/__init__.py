@@ -5,7 +5,12 @@
   and the checks of its options;
 - :mod:`.objective`: training times, targets, x0 estimates and losses;
 - :mod:`.trainer`: :class:`Trainer` (setup, train_step, validate, checkpoint, finish) and
-  :func:`train`;
+  :func:`train`; :mod:`.loop`: its epochs and the work after each optimiser step;
+- :mod:`.checkpoint`: resumable checkpoints, the trainer's state as JSON and safetensors,
+  pickles read with ``weights_only=True``;
+- :mod:`.degradation_aware`: the network and a degradation encoder trained together;
+- :mod:`.device`: TF32 and pinned memory; :mod:`.extras`: the ``[train]`` packages;
+- :mod:`.arguments`: the command line built from a dataclass;
 - :mod:`.validation`: held-out restorations through the pipeline, scored by
   :mod:`diffusers_mrs.metrics`;
 - :mod:`.trackers`: the built-in ``jsonl`` tracker for accelerate.
