@@ -32,8 +32,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch_two_processes(out: Path, options: dict) -> None:
-    """Run the worker as ranks 0 and 1 of a gloo process group on the CPU."""
+def _launch_two_processes(mode: str, out: Path, options: dict) -> None:
+    """Run the worker (``mode``: ``grads`` or ``run``) as ranks 0 and 1 of a gloo process
+    group on the CPU."""
     port = str(_free_port())
     procs = []
     for rank in (0, 1):
@@ -41,7 +42,7 @@ def _launch_two_processes(out: Path, options: dict) -> None:
                "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
                "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
         procs.append(subprocess.Popen(
-            [sys.executable, str(WORKER), str(out), json.dumps(options)], env=env,
+            [sys.executable, str(WORKER), mode, str(out), json.dumps(options)], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     logs = [p.communicate(timeout=600)[0] for p in procs]
     for rank, (proc, log) in enumerate(zip(procs, logs, strict=True)):
@@ -53,7 +54,7 @@ def test_two_processes_see_the_same_averaged_gradients(tmp_path: Path, objective
     """Each rank trains on its own shard of the batch; DDP must average the gradients, so
     the optimiser of every rank sees the same ones (else each rank trains its own copy and
     only rank 0's weights are saved)."""
-    _launch_two_processes(tmp_path, OBJECTIVES[objective])
+    _launch_two_processes("grads", tmp_path, OBJECTIVES[objective])
     grads = [load_file(tmp_path / f"grads_{rank}.safetensors") for rank in (0, 1)]
     assert grads[0].keys() == grads[1].keys()
     steps = {k.split("/")[0] for k in grads[0]}
@@ -63,6 +64,24 @@ def test_two_processes_see_the_same_averaged_gradients(tmp_path: Path, objective
     for name, g0 in grads[0].items():
         assert torch.equal(g0, grads[1][name]), f"{name} differs between the ranks"
     assert any(g.abs().sum() > 0 for g in grads[0].values())
+
+
+def test_two_processes_run_a_timed_degradation_aware_training_to_its_end(tmp_path: Path) -> None:
+    """A whole 2-process run whose validation and checkpoints are due by the clock: the
+    processes share the main process's clock at logging steps only, so both take the same
+    decisions (a mismatch would hang a collective) and the run ends with its pipeline."""
+    _launch_two_processes("run", tmp_path, OBJECTIVES["degradation_aware"])
+    run = tmp_path / "run"
+    assert json.loads((run / "final_metrics.json").read_text())["step"] == 3
+    assert (run / "pipeline" / "degradation_encoder").is_dir()
+    records = [json.loads(line) for line in
+               (run / "logs" / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [2, 3]
+    assert {"denoise", "ce", "accuracy"} <= set(records[0])
+    assert [r["step"] for r in records if "val/psnr_out" in r] == [2, 3]
+    states = [json.loads((c / "trainer_state.json").read_text())["trainer"]["step"]
+              for c in sorted((run / "checkpoints").iterdir())]
+    assert states == [2, 3]
 
 
 @pytest.fixture

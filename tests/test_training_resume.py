@@ -49,7 +49,24 @@ def checkpointed_run(tmp_path_factory) -> Path:
     return out
 
 
-def test_resumed_training_equals_uninterrupted(checkpointed_run: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory) -> Path:
+    """The same run as :func:`checkpointed_run`, 4 steps in one go."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    with onednn_disabled():
+        train(_config(out, 4))
+    return out
+
+
+def _assert_same_pipeline(run: Path, reference: Path) -> None:
+    for name, weight in _pipeline_weights(reference).items():
+        assert torch.equal(weight, _pipeline_weights(run)[name]), name
+    assert json.loads((run / "final_metrics.json").read_text())["step"] == 4
+
+
+def test_resumed_training_equals_uninterrupted(
+    checkpointed_run: Path, straight_run: Path, tmp_path: Path
+) -> None:
     """2 steps, a checkpoint, then 2 more after resuming: the same network (EMA weights)
     and counters as 4 steps in one go; the checkpoint holds no pickle of the trainer's."""
     (ckpt,) = (checkpointed_run / "checkpoints").iterdir()
@@ -61,11 +78,30 @@ def test_resumed_training_equals_uninterrupted(checkpointed_run: Path, tmp_path:
     resumed = tmp_path / "resumed"
     shutil.copytree(checkpointed_run, resumed)
     train(_config(resumed, 4, resume_from_checkpoint="latest"))
-    straight = tmp_path / "straight"
-    train(_config(straight, 4))
-    for name, weight in _pipeline_weights(straight).items():
-        assert torch.equal(weight, _pipeline_weights(resumed)[name]), name
-    assert json.loads((resumed / "final_metrics.json").read_text())["step"] == 4
+    _assert_same_pipeline(resumed, straight_run)
+
+
+def test_a_checkpoint_of_the_earlier_layout_resumes(
+    checkpointed_run: Path, straight_run: Path, tmp_path: Path
+) -> None:
+    """Counters and EMA as accelerate pickled them before (``custom_checkpoint_0.pkl``,
+    ``custom_checkpoint_1.pkl``, plain tensors and numbers) are read with
+    ``weights_only=True`` and resume the run as the new files do."""
+    from diffusers_mrs import MRUNet2DModel
+
+    old = tmp_path / "old"
+    shutil.copytree(checkpointed_run, old)
+    (ckpt,) = (old / "checkpoints").iterdir()
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    ema = load_file(ckpt / "ema.safetensors")
+    network = MRUNet2DModel.from_config(json.loads((old / "network.json").read_text())["config"])
+    shadow = [ema[name] for name, _ in network.named_parameters()]
+    save_pth(state["trainer"], ckpt / "custom_checkpoint_0.pkl")
+    save_pth({**state["ema"], "shadow_params": shadow}, ckpt / "custom_checkpoint_1.pkl")
+    (ckpt / "trainer_state.json").unlink()
+    (ckpt / "ema.safetensors").unlink()
+    train(_config(old, 4, resume_from_checkpoint="latest"))
+    _assert_same_pipeline(old, straight_run)
 
 
 def _pickles(ckpt: Path) -> list[Path]:

@@ -1,6 +1,7 @@
 """One process of a 2-process CPU (gloo) training run, started by
-tests/test_training_distributed.py: builds a tiny Trainer, takes two optimiser steps and
-writes the gradients the optimiser saw to ``OUT/grads_<rank>.safetensors``."""
+tests/test_training_devices.py. ``grads``: builds a tiny Trainer, takes two optimiser steps
+and writes the gradients the optimiser saw to ``OUT/grads_<rank>.safetensors``. ``run``: a
+whole tiny run (``train``) with time-based validation and checkpoints."""
 
 from __future__ import annotations
 
@@ -12,17 +13,29 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from diffusers_mrs.training import Trainer, TrainingConfig
+from diffusers_mrs.training import Trainer, TrainingConfig, train
+
+TINY = {"nf": 4, "depth": 2, "unet_kwargs": {"attention_heads": 1, "attention_head_dim": 4},
+        "patch_size": 16, "train_batch_size": 2, "lr_warmup_steps": 0, "num_threads": 1,
+        "cpu": True, "validation_crop": 16, "validation_kinds": ["noise"],
+        "validation_num_inference_steps": 1}
 
 
-def main(out: Path, options: dict) -> None:
+def run(out: Path, options: dict) -> None:
+    """3 steps, logging every 2: validation and checkpoints by the clock (due whenever the
+    clock is shared), a time budget that does not end the run."""
+    train(TrainingConfig(output_dir=str(out / "run"), max_train_steps=3, log_every=2,
+                         checkpointing_steps=None, checkpointing_minutes=1e-6,
+                         validation_steps=None, validation_minutes=1e-6, max_minutes=600.0,
+                         **TINY, **options))
+
+
+def grads(out: Path, options: dict) -> None:
     rank = int(os.environ["RANK"])
     config = TrainingConfig(
-        output_dir=str(out / "run"), nf=4, depth=2,
-        unet_kwargs={"attention_heads": 1, "attention_head_dim": 4}, patch_size=16,
-        train_batch_size=2, max_train_steps=2, lr_warmup_steps=0, lr_scheduler="constant",
+        output_dir=str(out / "run"), max_train_steps=2, lr_scheduler="constant",
         checkpointing_steps=None, validation_steps=None, use_ema=False, report_to="none",
-        num_threads=1, cpu=True, **options)
+        **TINY, **options)
     trainer = Trainer(config)
     trainer.setup()
     model = trainer.accelerator.unwrap_model(trainer.unet)
@@ -45,4 +58,4 @@ def main(out: Path, options: dict) -> None:
 
 if __name__ == "__main__":
     torch.backends.mkldnn.enabled = False
-    main(Path(sys.argv[1]), json.loads(sys.argv[2]))
+    {"grads": grads, "run": run}[sys.argv[1]](Path(sys.argv[2]), json.loads(sys.argv[3]))
