@@ -86,7 +86,8 @@ def test_a_checkpoint_of_the_earlier_layout_resumes(
 ) -> None:
     """Counters and EMA as accelerate pickled them before (``custom_checkpoint_0.pkl``,
     ``custom_checkpoint_1.pkl``, plain tensors and numbers) are read with
-    ``weights_only=True`` and resume the run as the new files do."""
+    ``weights_only=True``, rewritten in the new layout, and resume the run as the new files
+    do."""
     from diffusers_mrs import MRUNet2DModel
 
     old = tmp_path / "old"
@@ -102,6 +103,9 @@ def test_a_checkpoint_of_the_earlier_layout_resumes(
     (ckpt / "ema.safetensors").unlink()
     train(_config(old, 4, resume_from_checkpoint="latest"))
     _assert_same_pipeline(old, straight_run)
+    assert sorted(p.name for p in ckpt.glob("custom_checkpoint_*")) == [
+        "custom_checkpoint_0.pkl.old", "custom_checkpoint_1.pkl.old"]
+    assert (ckpt / "trainer_state.json").is_file()  # upgraded to the new layout
 
 
 def _pickles(ckpt: Path) -> list[Path]:

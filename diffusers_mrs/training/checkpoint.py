@@ -11,7 +11,9 @@ Before a run resumes, :func:`check_checkpoint` reads every pickle file of the fo
 ``torch.load(weights_only=True)`` and a short allow-list (numpy arrays and their dtypes, for
 the random states): a file that needs any other object is refused with an error naming it,
 before anything is built or loaded. Checkpoints of earlier versions, whose counters and EMA
-accelerate pickled as ``custom_checkpoint_<i>.pkl``, are read the same way.
+accelerate pickled as ``custom_checkpoint_<i>.pkl`` (and would unpickle with
+``weights_only=False``), are read the same way and rewritten in this layout on resuming
+(:func:`upgrade_legacy_checkpoint`).
 """
 
 from __future__ import annotations
@@ -118,11 +120,19 @@ def save_trainer_state(folder: Path, state: TrainState, ema: Any | None,
                        param_names: Sequence[str]) -> None:
     """Write ``trainer_state.json`` and, with an EMA (diffusers' ``EMAModel`` over the
     parameters named ``param_names``), ``ema.safetensors``."""
+    _write_trainer_state(folder, state.state_dict(),
+                         None if ema is None else ema.state_dict(), param_names)
+
+
+def _write_trainer_state(folder: Path, counters: dict[str, Any], ema_state: dict[str, Any] | None,
+                         param_names: Sequence[str]) -> None:
+    """``trainer_state.json`` (counters, EMA settings) and ``ema.safetensors`` from an
+    ``EMAModel.state_dict()``."""
     from safetensors.torch import save_file
 
-    record: dict[str, Any] = {"trainer": state.state_dict()}
-    if ema is not None:
-        ema_state = dict(ema.state_dict())
+    record: dict[str, Any] = {"trainer": counters}
+    if ema_state is not None:
+        ema_state = dict(ema_state)
         shadow = ema_state.pop("shadow_params")
         if len(shadow) != len(param_names):
             raise ValueError(f"the EMA holds {len(shadow)} tensors, the model {len(param_names)}")
@@ -131,6 +141,22 @@ def save_trainer_state(folder: Path, state: TrainState, ema: Any | None,
                                                                            strict=True)},
                   str(folder / EMA_WEIGHTS))
     (folder / TRAINER_STATE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def upgrade_legacy_checkpoint(folder: Path, param_names: Sequence[str]) -> bool:
+    """Rewrite a checkpoint of an earlier version (counters and EMA pickled by accelerate as
+    ``custom_checkpoint_<i>.pkl``, which accelerate's ``load_state`` would unpickle with
+    ``weights_only=False``) in this layout: their contents, read with :func:`load_pickle`,
+    go to ``trainer_state.json``/``ema.safetensors`` and the pickles are renamed
+    ``*.pkl.old``. True when it did."""
+    legacy = sorted(folder.glob("custom_checkpoint_*.pkl"))
+    if not legacy or (folder / TRAINER_STATE).is_file():
+        return False
+    counters, ema_state = _legacy_trainer_state(folder)
+    _write_trainer_state(folder, counters, ema_state, param_names)
+    for path in legacy:
+        path.rename(path.with_name(path.name + ".old"))
+    return True
 
 
 def _legacy_trainer_state(folder: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:

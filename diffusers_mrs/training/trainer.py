@@ -47,6 +47,7 @@ from .checkpoint import (
     read_trainer_state,
     resolve_checkpoint,
     save_trainer_state,
+    upgrade_legacy_checkpoint,
 )
 from .config import TrainingConfig
 from .degradation_aware import (
@@ -297,6 +298,10 @@ class Trainer(TrainingLoop):
             set_seed(self.config.seed + acc.process_index)  # different noise per process
         else:
             acc.print(f"resuming from {path}")
+            if acc.is_main_process and upgrade_legacy_checkpoint(path, self._param_names()):
+                acc.print(f"{path}: the counters and EMA of an earlier version's pickles are "
+                          "now trainer_state.json and ema.safetensors")
+            acc.wait_for_everyone()
             acc.load_state(str(path))
             counters, ema_state = read_trainer_state(path, self._param_names())
             self.state.load_state_dict(counters)
