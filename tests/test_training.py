@@ -64,6 +64,21 @@ def test_alpha_sigma_match_noise_schedule() -> None:
     )
 
 
+def test_alpha_sigma_copies_the_schedule_to_a_device_once(monkeypatch) -> None:
+    """Training asks for alpha and sigma every step: the log-alpha grid goes to the device
+    on the first call only (one host-to-device copy per device, not per step)."""
+    schedule = MRNoiseSchedule.from_config(100, "cosine", max_sigma=MS, eps=0.005)
+    copies = []
+    as_tensor = torch.as_tensor
+    monkeypatch.setattr(torch, "as_tensor", lambda *a, **k: copies.append(1) or as_tensor(*a, **k))
+    t = torch.tensor([3.0, 50.5])
+    first = schedule.alpha_sigma(t)
+    for _ in range(3):
+        again = schedule.alpha_sigma(t)
+    assert len(copies) == 1
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("ptype", ["epsilon", "sample", "v_prediction"])
 @pytest.mark.parametrize("mode", ["discrete", "continuous"])
 def test_targets_convert_back_to_x0(ptype: str, mode: str) -> None:
