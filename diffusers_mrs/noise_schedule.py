@@ -10,7 +10,7 @@ docs/math.md#schedules. On the training grid t = 0, 1, ..., T::
 Between grid points ``log(alpha)`` is interpolated linearly in t and sigma and lambda are
 derived from it, so the three stay consistent at every continuous t. All host-side
 arithmetic is float64 numpy; :meth:`MRNoiseSchedule.alpha_sigma` gives device tensors for
-training (``add_noise``).
+training (``add_noise``) from a copy of the grid kept on each device it was asked for.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ class MRNoiseSchedule:
         # log(alpha) on the grid t = 0..T: -dt * inclusive cumsum(theta).
         self.log_alpha_grid = -self.dt * np.cumsum(thetas)
         self._grid = np.arange(thetas.size, dtype=np.float64)
+        self._device_grids: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     @classmethod
     def from_config(
@@ -157,14 +158,23 @@ class MRNoiseSchedule:
         return self.t_from_lambda(-np.log(np.asarray(nsr, dtype=np.float64)))
 
     # ----------------------------------------------------------------- device side
+    def _device_grid(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """``log_alpha_grid`` on ``device``, copied there once and kept."""
+        key = (device, dtype)
+        if key not in self._device_grids:
+            self._device_grids[key] = torch.as_tensor(self.log_alpha_grid, dtype=dtype,
+                                                      device=device)
+        return self._device_grids[key]
+
     def alpha_sigma(self, timesteps: torch.Tensor, dtype: torch.dtype | None = None):
         """(alpha_t, sigma_t) as tensors on ``timesteps.device`` for continuous ``timesteps``.
 
-        Pure tensor arithmetic (no host sync), used by ``add_noise`` during training.
+        Pure tensor arithmetic on the device (no host sync, no copy after the first call on
+        a device), used by ``add_noise`` during training.
         """
         device = timesteps.device
         work = torch.float32 if device.type == "mps" else torch.float64
-        grid = torch.as_tensor(self.log_alpha_grid, dtype=work, device=device)
+        grid = self._device_grid(device, work)
         t = timesteps.to(work).clamp(0, self.num_train_timesteps)
         lo = t.floor().long().clamp(max=self.num_train_timesteps - 1)
         frac = t - lo.to(work)

@@ -4,6 +4,8 @@ and resume."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,21 @@ def test_alpha_sigma_match_noise_schedule() -> None:
     torch.testing.assert_close(
         sigma.flatten().double(), torch.from_numpy(ref.sigma(t.numpy())), rtol=1e-5, atol=1e-7
     )
+
+
+def test_alpha_sigma_copies_the_schedule_to_a_device_once(monkeypatch) -> None:
+    """Training asks for alpha and sigma every step: the log-alpha grid goes to the device
+    on the first call only (one host-to-device copy per device, not per step)."""
+    schedule = MRNoiseSchedule.from_config(100, "cosine", max_sigma=MS, eps=0.005)
+    copies = []
+    as_tensor = torch.as_tensor
+    monkeypatch.setattr(torch, "as_tensor", lambda *a, **k: copies.append(1) or as_tensor(*a, **k))
+    t = torch.tensor([3.0, 50.5])
+    first = schedule.alpha_sigma(t)
+    for _ in range(3):
+        again = schedule.alpha_sigma(t)
+    assert len(copies) == 1
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("ptype", ["epsilon", "sample", "v_prediction"])
@@ -412,3 +429,49 @@ def test_classifier_refit_keeps_the_networks_type_vectors(tmp_path: Path) -> Non
     result = MRDegradationEncoder.from_pretrained(joined / "degradation_encoder")
     assert torch.equal(result.head[0].weight, refitted.head[0].weight)
     assert torch.equal(result.type_embeddings, encoder.type_embeddings)
+
+
+# ------------------------------------------------------------------ the command line
+_WITHOUT_TRAIN_EXTRA = """
+import runpy, sys
+for name in ("transformers", "skimage", "sklearn"):
+    sys.modules[name] = None  # as if not installed: importing them fails
+sys.argv = ["train_mr_diffusion.py", *sys.argv[1:]]
+runpy.run_path(sys.argv.pop(1), run_name="__main__")
+"""
+
+
+def _example_without_train_extra(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    script = Path(__file__).resolve().parents[1] / "examples" / "train_mr_diffusion.py"
+    return subprocess.run([sys.executable, "-c", _WITHOUT_TRAIN_EXTRA, str(script), *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_example_help_works_on_the_base_install(tmp_path: Path) -> None:
+    """``--help`` needs no package of the ``[train]`` extra (transformers, scikit-image,
+    scikit-learn); training without them stops with one line naming the install command,
+    before it writes anything."""
+    helped = _example_without_train_extra("--help", cwd=tmp_path)
+    assert helped.returncode == 0, helped.stderr
+    assert "--output_dir" in helped.stdout and "--allow_tf32" in helped.stdout
+    out = tmp_path / "run"
+    started = _example_without_train_extra("--output_dir", str(out), cwd=tmp_path)
+    assert started.returncode != 0
+    assert started.stderr.strip().splitlines() == [
+        'error: training needs scikit-image, scikit-learn (the [train] extra): '
+        'pip install -e ".[train]"']
+    assert not out.exists()
+
+
+def test_command_line_flags_follow_the_dataclass_conventions() -> None:
+    """Dashes or underscores, ``--flag`` / ``--flag false`` / ``--no_flag`` for booleans,
+    ``none`` for optional numbers, JSON for dicts, choices checked."""
+    cfg = parse_args(["--output-dir", "y", "--cpu", "--no_use_ema", "--save_pipeline", "no",
+                      "--checkpoints_total_limit", "none", "--type_loss_weights",
+                      '{"noise": 2}', "--max-sigma", "0.1"])
+    assert cfg.output_dir == "y" and cfg.cpu is True and cfg.use_ema is False
+    assert cfg.save_pipeline is False and cfg.checkpoints_total_limit is None
+    assert cfg.type_loss_weights == {"noise": 2} and cfg.max_sigma == 0.1
+    for bad in (["--kinds", "rain"], ["--prediction_type", "x0"], ["--cpu", "maybe"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)

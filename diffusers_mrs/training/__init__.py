@@ -5,7 +5,12 @@
   and the checks of its options;
 - :mod:`.objective`: training times, targets, x0 estimates and losses;
 - :mod:`.trainer`: :class:`Trainer` (setup, train_step, validate, checkpoint, finish) and
-  :func:`train`;
+  :func:`train`; :mod:`.loop`: its epochs and the work after each optimiser step;
+- :mod:`.checkpoint`: resumable checkpoints, the trainer's state as JSON and safetensors,
+  pickles read with ``weights_only=True``;
+- :mod:`.degradation_aware`: the network and a degradation encoder trained together;
+- :mod:`.device`: TF32 and pinned memory; :mod:`.extras`: the ``[train]`` packages;
+- :mod:`.arguments`: the command line built from a dataclass;
 - :mod:`.validation`: held-out restorations through the pipeline, scored by
   :mod:`diffusers_mrs.metrics`;
 - :mod:`.trackers`: the built-in ``jsonl`` tracker for accelerate.
@@ -18,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .config import TrainingConfig, build_parser, parse_args
+from .extras import require_training_packages
 from .objective import (
     LOSS_TYPES,
     LOSS_WEIGHTINGS,
@@ -55,5 +61,12 @@ __all__ = [
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``examples/train_mr_diffusion.py``."""
-    train(parse_args(argv))
+    """Entry point of ``examples/train_mr_diffusion.py``: parse the flags (``--help`` needs
+    only the base install), then train; without the ``[train]`` extra, exits with one line
+    naming ``pip install -e ".[train]"``."""
+    config = parse_args(argv)
+    try:
+        require_training_packages()
+    except ImportError as err:
+        raise SystemExit(f"error: {err}") from None
+    train(config)

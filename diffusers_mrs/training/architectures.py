@@ -104,21 +104,24 @@ def checkpoint_network(run_dir: str | Path, checkpoint: str | Path) -> tuple[Any
     ``train_seconds``, ...).
 
     The network is rebuilt from ``run_dir/network.json``; the counters and the EMA are the
-    objects the :class:`~.trainer.Trainer` registers with accelerate, saved as
-    ``custom_checkpoint_<i>.pkl`` (read with ``weights_only=True``).
+    trainer's ``trainer_state.json`` and ``ema.safetensors`` (:mod:`.checkpoint`; an earlier
+    version's pickles are read with ``weights_only=True``).
     """
     import torch
     from safetensors.torch import load_file
+
+    from .checkpoint import read_trainer_state
 
     record = json.loads((Path(run_dir) / "network.json").read_text())
     names = {name: arch for arch, (_, name) in ARCHITECTURES.items()}
     if record["class"] not in names:
         raise ValueError(f"{run_dir}: unknown network class {record['class']!r}")
     network = network_class(names[record["class"]]).from_config(record["config"])
-    states = [torch.load(p, weights_only=True, map_location="cpu")
-              for p in sorted(Path(checkpoint).glob("custom_checkpoint_*.pkl"))]
-    counters = next(s for s in states if "train_seconds" in s)
-    ema = next((s for s in states if "shadow_params" in s), None)
+    param_names = [name for name, _ in network.named_parameters()]
+    try:
+        counters, ema = read_trainer_state(Path(checkpoint), param_names)
+    except ValueError as err:
+        raise ValueError(f"{err} (a degradation-aware run?)") from None
     if ema is None:
         network.load_state_dict(load_file(Path(checkpoint) / "model.safetensors"))
     else:

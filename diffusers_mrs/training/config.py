@@ -1,20 +1,20 @@
 """The options of a training run, and the command line that fills them.
 
 :class:`TrainingConfig` is the one list of options; :func:`build_parser` turns it into
-``--flags`` with ``transformers.HfArgumentParser`` (types, choices and help come from the
-dataclass fields), so a flag exists exactly when a field does.
+``--flags`` (:mod:`.arguments`: types, choices and help come from the dataclass fields), so a
+flag exists exactly when a field does.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import json
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..data import DEGRADATION_KINDS, TRAINING_KINDS
+from .arguments import dataclass_parser, parse_into
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
@@ -121,6 +121,10 @@ class TrainingConfig:
     seed: int = 0
     cpu: bool = field(default=False, metadata=_help("train on the CPU even if a GPU is there"))
     num_threads: int | None = None
+    allow_tf32: bool = field(default=False, metadata=_help(
+        "let float32 matmuls and convolutions use TF32 on Ampere and later GPUs (faster, 10-bit"
+        " mantissa); off: float32 is IEEE float32 (torch's own default would run cuDNN"
+        " convolutions in TF32); mixed precision is unaffected"))
     save_pipeline: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,39 +133,15 @@ class TrainingConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def _none_or(kind: Any) -> Any:
-    """Argument type of an optional field: ``none`` (any case) or an empty value is None."""
-
-    def convert(text: str) -> Any:
-        return None if text.lower() in ("none", "null", "") else kind(text)
-
-    convert.__name__ = getattr(kind, "__name__", "value")
-    return convert
-
-
-def build_parser() -> Any:
-    """A ``transformers.HfArgumentParser`` with one ``--flag`` per :class:`TrainingConfig`
-    field (``--resume`` is an alias of ``--resume_from_checkpoint``; optional numbers accept
-    ``none``; ``--unet_kwargs`` and ``--type_loss_weights`` take JSON)."""
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(
-        TrainingConfig,
-        description="Train an MR diffusion (IR-SDE) restoration model with accelerate.",
-    )
-    hints = typing.get_type_hints(TrainingConfig)
-    optional = {name for name, hint in hints.items() if type(None) in typing.get_args(hint)}
-    for action in parser._actions:
-        if action.dest in ("unet_kwargs", "type_loss_weights"):
-            action.type = json.loads
-        elif action.dest in optional and action.type in (int, float, str):
-            action.type = _none_or(action.type)
-    return parser
+def build_parser() -> argparse.ArgumentParser:
+    """An ``ArgumentParser`` with one ``--flag`` per :class:`TrainingConfig` field
+    (:func:`.arguments.dataclass_parser`: ``--resume`` is an alias of
+    ``--resume_from_checkpoint``; optional numbers accept ``none``; ``--unet_kwargs`` and
+    ``--type_loss_weights`` take JSON)."""
+    return dataclass_parser(
+        TrainingConfig, "Train an MR diffusion (IR-SDE) restoration model with accelerate.")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainingConfig:
     """Parse command-line flags into a :class:`TrainingConfig`."""
-    (config,) = build_parser().parse_args_into_dataclasses(
-        args=None if argv is None else list(argv), look_for_args_file=False
-    )
-    return config
+    return parse_into(TrainingConfig, build_parser(), argv)

@@ -22,11 +22,43 @@ from .objective import denoising_loss
 
 class DegradationAwareModel(nn.Module):
     """The two trained parts in one module (one optimiser, one EMA): ``unet`` (built with
-    ``use_degra_context``) and ``encoder`` (:class:`MRDegradationEncoder`)."""
+    ``use_degra_context``) and ``encoder`` (:class:`MRDegradationEncoder`).
+
+    Its :meth:`forward` computes the training loss, so that a trainer calls the module
+    accelerate prepared (the DDP wrapper averages the gradients of both parts over the
+    processes; mixed precision applies its autocast), never ``unet``/``encoder`` directly.
+    """
 
     def __init__(self, unet: nn.Module, encoder: MRDegradationEncoder) -> None:
         super().__init__()
         self.unet, self.encoder = unet, encoder
+
+    def forward(
+        self,
+        lq: torch.Tensor,
+        gt: torch.Tensor,
+        labels: torch.Tensor,
+        scheduler: Any,
+        weights: torch.Tensor,
+        classifier_weight: float,
+        **loss_options: Any,
+    ) -> dict[str, torch.Tensor]:
+        """The loss terms of one batch, all tensors on ``lq``'s device (nothing is read back):
+
+        ``loss = sum_i w[type_i] l_i / B + classifier_weight * CE(encoder(lq), type)``
+        (docs/math.md#degradation-context), where ``l_i`` is the denoising loss
+        (:func:`~.objective.denoising_loss`, ``loss_options``) with the network given the
+        true type's context and ``w = weights`` (``[num_types]``, on the device); also its
+        parts ``denoise`` and ``ce`` and the encoder's ``accuracy`` (detached).
+        """
+        context = self.encoder.context_for(labels)
+        denoise = denoising_loss(self.unet, scheduler, lq, gt, sample_weights=weights[labels],
+                                 degradation_context=context, **loss_options)
+        logits = self.encoder(lq).logits
+        ce = nn.functional.cross_entropy(logits.float(), labels)
+        accuracy = (logits.argmax(1) == labels).float().mean()
+        return {"loss": denoise + classifier_weight * ce, "denoise": denoise.detach(),
+                "ce": ce.detach(), "accuracy": accuracy}
 
 
 def with_degradation_context(unet: nn.Module, context_dim: int) -> nn.Module:
@@ -87,30 +119,6 @@ def type_weights(degradations: Sequence[str], weights: Mapping[str, float]) -> t
         raise ValueError(f"loss weights name types {unknown} that are not trained "
                          f"(the types: {list(degradations)})")
     return torch.tensor([float(weights.get(d, 1.0)) for d in degradations])
-
-
-def degradation_aware_loss(
-    model: DegradationAwareModel,
-    scheduler: Any,
-    lq: torch.Tensor,
-    gt: torch.Tensor,
-    labels: torch.Tensor,
-    weights: torch.Tensor,
-    classifier_weight: float,
-    **loss_options: Any,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """``sum_i w[type_i] l_i / B + classifier_weight * CE(encoder(lq), type)``, where ``l_i``
-    is the denoising loss (:func:`~.objective.denoising_loss`, ``loss_options``) with the
-    network given the true type's context; returns the total and its two parts."""
-    context = model.encoder.context_for(labels)
-    denoise = denoising_loss(model.unet, scheduler, lq, gt, sample_weights=weights.to(lq)[labels],
-                             degradation_context=context, **loss_options)
-    logits = model.encoder(lq).logits
-    ce = nn.functional.cross_entropy(logits.float(), labels)
-    accuracy = (logits.argmax(1) == labels).float().mean()
-    parts = {"denoise": denoise.detach().item(), "ce": ce.detach().item(),
-             "accuracy": accuracy.item()}
-    return denoise + classifier_weight * ce, parts
 
 
 def load_pretrained_unet(model_cls: type, path: str) -> nn.Module:

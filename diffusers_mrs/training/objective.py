@@ -39,13 +39,17 @@ def sample_timesteps(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Training times, float32 ``[B]``: uniform integers ``1..T`` or continuous ``U(0, T]``."""
+    """Training times, float32 ``[B]``: uniform integers ``1..T`` or continuous ``U(0, T]``,
+    drawn on ``device`` (default: the ``generator``'s, else the CPU), so training draws them
+    where it computes, without a copy."""
+    if device is None and generator is not None:
+        device = generator.device
     if mode == "discrete":
-        t = torch.randint(1, num_train_timesteps + 1, (batch_size,), generator=generator)
-        return t.to(device=device, dtype=torch.float32)
+        return torch.randint(1, num_train_timesteps + 1, (batch_size,), generator=generator,
+                             device=device, dtype=torch.float32)
     if mode == "continuous":
-        u = torch.rand((batch_size,), generator=generator)
-        return ((1.0 - u) * num_train_timesteps).clamp(min=1e-3).to(device=device)
+        u = torch.rand((batch_size,), generator=generator, device=device)
+        return ((1.0 - u) * num_train_timesteps).clamp(min=1e-3)
     raise ValueError(f"timestep_sampling must be 'discrete' or 'continuous', got {mode!r}")
 
 

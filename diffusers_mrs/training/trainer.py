@@ -9,11 +9,21 @@ held-out crops through the pipeline, :meth:`Trainer.checkpoint` saves a resumabl
 :meth:`Trainer.finish` writes the pipeline folder. accelerate does the rest: mixed precision,
 gradient accumulation, multi-process data sharding, trackers (``report_to``) and checkpoint
 rotation (``ProjectConfiguration(total_limit=...)``, folders ``OUTPUT/checkpoints/
-checkpoint_<n>``).
+checkpoint_<n>``). The trainer's own state in a checkpoint is JSON and safetensors, and
+resuming unpickles nothing but tensors, numbers and numpy arrays (:mod:`.checkpoint`).
+
+The loss is computed by calling the module accelerate prepared (a degradation-aware model's
+``forward`` returns its loss terms), so DDP averages the gradients over the processes and
+mixed precision's autocast applies. Validation runs the network as the saved pipeline does:
+without that autocast, in float32. The per-step loop reads nothing back from the device:
+losses are summed on it and read at logging steps.
 
 Multi-process: on GPUs ``accelerate launch --num_processes N``; on a CPU-only machine
 ``accelerate launch --multi_gpu --num_processes N`` (or ``torchrun``), which selects gloo DDP
-on the CPU. Time-based decisions are taken on the main process and broadcast.
+on the CPU. Time-based decisions (``max_minutes``, ``validation_minutes``,
+``checkpointing_minutes``) follow the main process's clock, broadcast at logging steps (every
+``log_every`` steps) and after validations and checkpoints only, so with several processes
+they take effect at those steps; step-based ones need no communication.
 """
 
 from __future__ import annotations
@@ -21,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -30,75 +39,36 @@ import torch
 
 from ..data import DegradedPatchDataset, PairedFolderDataset
 from .architectures import check_architecture, describe_network, network_class, network_kwargs
+from .checkpoint import (
+    TrainState,
+    check_checkpoint,
+    checkpoint_number,
+    list_checkpoints,
+    read_trainer_state,
+    resolve_checkpoint,
+    save_trainer_state,
+    upgrade_legacy_checkpoint,
+)
 from .config import TrainingConfig
 from .degradation_aware import (
     DegradationAwareModel,
-    degradation_aware_loss,
     load_pretrained_encoder,
     load_pretrained_unet,
     make_model,
     type_weights,
 )
+from .device import pin_host_memory, set_float32_precision
+from .extras import require_training_packages
+from .loop import Clock, RunningMeans, TrainingLoop
 from .objective import PREDICTION_TYPES, check_loss_names, denoising_loss
 from .photo_data import is_photos_spec, training_images, validation_set
 from .trackers import flat_config, make_trackers
-from .validation import evaluate
+from .validation import evaluate, without_autocast
 
-_CKPT_NUMBER = re.compile(r"(\d+)$")
-
-
-class TrainState:
-    """Loop counters saved with each checkpoint (registered with the accelerator)."""
-
-    def __init__(self) -> None:
-        self.step = 0
-        self.epoch = 0
-        self.batch_in_epoch = 0
-        self.train_seconds = 0.0  # wall-clock seconds spent in the loop, over all resumes
-
-    def state_dict(self) -> dict[str, float]:
-        return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                "train_seconds": self.train_seconds}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.step = int(state["step"])
-        self.epoch = int(state.get("epoch", 0))
-        self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
-        self.train_seconds = float(state.get("train_seconds", 0.0))
+__all__ = ["Trainer", "list_checkpoints", "resolve_checkpoint", "train"]
 
 
-def list_checkpoints(ckpt_root: Path) -> list[Path]:
-    """Checkpoint folders of a run, oldest first (by the number that ends their name)."""
-    if not ckpt_root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in ckpt_root.iterdir()
-             if p.is_dir() and (m := _CKPT_NUMBER.search(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-def resolve_checkpoint(resume: str, ckpt_root: Path) -> Path | None:
-    """The folder ``resume`` names: ``"latest"`` (None when the run has none yet), a path,
-    or a folder name inside ``ckpt_root``."""
-    if resume == "latest":
-        ckpts = list_checkpoints(ckpt_root)
-        return ckpts[-1] if ckpts else None
-    path = Path(resume)
-    if not path.is_dir():
-        path = ckpt_root / resume
-    if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint {resume!r} not found (looked in {ckpt_root})")
-    return path
-
-
-def _due(step: int, every_steps: int | None, seconds_since: float,
-         every_minutes: float | None) -> bool:
-    """Whether a periodic task is due: every N steps and/or every M minutes since it ran."""
-    by_steps = bool(every_steps) and step % every_steps == 0
-    by_time = every_minutes is not None and seconds_since >= 60 * every_minutes
-    return by_steps or by_time
-
-
-class Trainer:
+class Trainer(TrainingLoop):
     """Trains (or resumes training) an MR diffusion restoration model; see the module doc.
 
     Args:
@@ -117,6 +87,7 @@ class Trainer:
             raise ValueError(f"max_train_steps must be at least 1, got {config.max_train_steps}")
         check_loss_names(config.loss_type, config.loss_weighting)
         check_architecture(config, model_cls)
+        require_training_packages()
         if model_cls is None:
             model_cls = network_class(config.architecture)
         if scheduler_cls is None:
@@ -125,6 +96,10 @@ class Trainer:
         self.out_dir = Path(config.output_dir)
         self.state = TrainState()
         self.progress = 0.0  # max(step / max_train_steps, time / max_minutes), on all processes
+        self._means = RunningMeans()  # the loss terms since the last log line, on the device
+        # Time-based options make every process follow the main process's clock.
+        self._timed = any(v is not None for v in (
+            config.max_minutes, config.validation_minutes, config.checkpointing_minutes))
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -135,6 +110,8 @@ class Trainer:
         if cfg.num_threads:
             torch.set_num_threads(int(cfg.num_threads))
         self.accelerator = self._make_accelerator()
+        if self.accelerator.device.type == "cuda":  # TF32 exists on CUDA devices only
+            set_float32_precision(cfg.allow_tf32)
         self.resume_path = self._checkpoint_to_resume()
         set_seed(cfg.seed)  # identical initial weights on every process
         self.unet = self._make_unet()
@@ -149,9 +126,6 @@ class Trainer:
         self.dataset, dataloader = self._make_data()
         self.unet, self.optimizer, self.dataloader, self.lr_scheduler = self.accelerator.prepare(
             self.unet, self.optimizer, dataloader, self.lr_scheduler)
-        self.accelerator.register_for_checkpointing(self.state)
-        if self.ema is not None:
-            self.accelerator.register_for_checkpointing(self.ema)
         self._resume()
         if self.ema is not None:
             self.ema.to(self.accelerator.device)
@@ -161,11 +135,12 @@ class Trainer:
 
     def _make_accelerator(self) -> Any:
         from accelerate import Accelerator
-        from accelerate.utils import ProjectConfiguration
+        from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 
         cfg = self.config
         # Several processes but no GPU: accelerate sets up gloo DDP only when told it is on CPU.
         multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self.pin_memory = pin_host_memory(cfg.cpu or multi_cpu)
         project = ProjectConfiguration(
             project_dir=str(self.out_dir), logging_dir=str(self.out_dir / "logs"),
             automatic_checkpoint_naming=True, total_limit=cfg.checkpoints_total_limit)
@@ -173,12 +148,18 @@ class Trainer:
             cpu=cfg.cpu or multi_cpu, mixed_precision=cfg.mixed_precision,
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             project_config=project,
+            dataloader_config=DataLoaderConfiguration(non_blocking=self.pin_memory),
             log_with=make_trackers(cfg.report_to, "train", self.out_dir / "logs") or None)
 
     def _checkpoint_to_resume(self) -> Path | None:
-        """The checkpoint ``resume_from_checkpoint`` names (None: start fresh)."""
+        """The checkpoint ``resume_from_checkpoint`` names (None: start fresh), checked
+        before any work: a pickle in it that needs more than tensors, numbers and numpy
+        arrays is refused with an error naming the file (:func:`.checkpoint.check_checkpoint`)."""
         resume = self.config.resume_from_checkpoint
-        return resolve_checkpoint(resume, self.out_dir / "checkpoints") if resume else None
+        path = resolve_checkpoint(resume, self.out_dir / "checkpoints") if resume else None
+        if path is not None:
+            check_checkpoint(path)
+        return path
 
     def _network(self) -> torch.nn.Module:
         """The restoration network alone (without a degradation encoder)."""
@@ -232,7 +213,8 @@ class Trainer:
             unet = self.model_cls(**network_kwargs(cfg))
         if not cfg.degradation_aware:
             return unet
-        self.type_weights = type_weights(self.degradation_types, cfg.type_loss_weights)
+        self.type_weights = type_weights(self.degradation_types, cfg.type_loss_weights).to(
+            self.accelerator.device)
         encoder = None
         if cfg.init_weights:
             encoder = load_pretrained_encoder(cfg.init_weights, self.degradation_types)
@@ -293,13 +275,24 @@ class Trainer:
         if len(dataset) < micro:
             raise ValueError(
                 f"the dataset has {len(dataset)} items, fewer than one global batch ({micro})")
-        # shuffle=False: items are already random functions of (seed, epoch, index)
+        # shuffle=False: items are already random functions of (seed, epoch, index); the
+        # loader's own generator (for its workers' seeds) keeps each new pass over the data
+        # from drawing from the global RNG, so a resumed run draws the noise an uninterrupted
+        # one does; pinned batches (on CUDA) reach the device by asynchronous copies
         loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train_batch_size,
                                              shuffle=False, drop_last=True,
-                                             num_workers=cfg.dataloader_num_workers)
+                                             num_workers=cfg.dataloader_num_workers,
+                                             pin_memory=self.pin_memory,
+                                             generator=torch.Generator().manual_seed(cfg.seed))
         return dataset, loader
 
+    def _param_names(self) -> list[str]:
+        """Names of the trained parameters, in the order the optimiser and the EMA hold them."""
+        return [name for name, _ in self.accelerator.unwrap_model(self.unet).named_parameters()]
+
     def _resume(self) -> None:
+        """Load the checkpoint (accelerate's files, then the trainer's JSON and safetensors);
+        number new checkpoints after every existing one (accelerate never overwrites)."""
         from accelerate.utils import set_seed
 
         acc, ckpt_root = self.accelerator, self.out_dir / "checkpoints"
@@ -310,44 +303,54 @@ class Trainer:
             set_seed(self.config.seed + acc.process_index)  # different noise per process
         else:
             acc.print(f"resuming from {path}")
+            if acc.is_main_process and upgrade_legacy_checkpoint(path, self._param_names()):
+                acc.print(f"{path}: the counters and EMA of an earlier version's pickles are "
+                          "now trainer_state.json and ema.safetensors")
+            acc.wait_for_everyone()
             acc.load_state(str(path))
-        # New checkpoints are numbered after every existing one (accelerate never overwrites).
+            counters, ema_state = read_trainer_state(path, self._param_names())
+            self.state.load_state_dict(counters)
+            if self.ema is not None:
+                if ema_state is None:
+                    raise ValueError(f"{path} holds no EMA weights (the run kept none): "
+                                     "resume with --use_ema false")
+                self.ema.load_state_dict(ema_state)
         existing = list_checkpoints(ckpt_root)
         if existing:
-            last = int(_CKPT_NUMBER.search(existing[-1].name).group(1))
-            acc.project_configuration.iteration = last + 1
+            acc.project_configuration.iteration = checkpoint_number(existing[-1]) + 1
 
     # ------------------------------------------------------------------ steps
-    def _loss(self, lq: torch.Tensor, gt: torch.Tensor,
-              labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The batch's loss; degradation-aware runs keep their parts in ``self.loss_parts``."""
+    def _loss_terms(self, lq: torch.Tensor, gt: torch.Tensor,
+                    labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The batch's ``loss`` (and, degradation-aware, its parts), through the prepared
+        module: the plain network's calls, or the degradation-aware model's ``forward``."""
         cfg = self.config
         options = {"timestep_sampling": cfg.timestep_sampling, "loss_space": cfg.loss_space,
                    "loss_type": cfg.loss_type, "loss_weighting": cfg.loss_weighting}
         if labels is None:
-            return denoising_loss(self.unet, self.scheduler, lq, gt, **options)
-        model = self.accelerator.unwrap_model(self.unet)
-        loss, self.loss_parts = degradation_aware_loss(
-            model, self.scheduler, lq, gt, labels, self.type_weights,
-            cfg.classifier_loss_weight, **options)
-        return loss
+            return {"loss": denoising_loss(self.unet, self.scheduler, lq, gt, **options)}
+        return self.unet(lq, gt, labels, self.scheduler, self.type_weights,
+                         cfg.classifier_loss_weight, **options)
 
     def train_step(self, lq: torch.Tensor, gt: torch.Tensor,
-                   labels: torch.Tensor | None = None) -> float:
-        """Forward, backward and (when gradients sync) clip, optimiser and LR steps; the loss."""
+                   labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Forward, backward and (when gradients sync) clip, optimiser and LR steps; the loss
+        terms, detached, on the device (reading them is the caller's choice)."""
         cfg, acc = self.config, self.accelerator
         with acc.accumulate(self.unet):
-            loss = self._loss(lq, gt, labels)
-            acc.backward(loss)
+            terms = self._loss_terms(lq, gt, labels)
+            acc.backward(terms["loss"])
             if acc.sync_gradients and cfg.max_grad_norm > 0:
                 acc.clip_grad_norm_(self.unet.parameters(), cfg.max_grad_norm)
             self.optimizer.step()
             self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach().float().item()
+        return {name: value.detach() for name, value in terms.items()}
 
     def validate(self) -> dict[str, float] | None:
-        """Validation PSNRs with the EMA weights (main process; logged to the trackers)."""
+        """Validation PSNRs with the EMA weights (main process; logged to the trackers), the
+        network run as the saved pipeline runs it (float32, without mixed precision's
+        autocast)."""
         cfg, acc = self.config, self.accelerator
         metrics = None
         if acc.is_main_process:
@@ -357,9 +360,10 @@ class Trainer:
                 self.ema.copy_to(model.parameters())
             unet, encoder = ((model.unet, model.encoder)
                              if isinstance(model, DegradationAwareModel) else (model, None))
-            metrics = evaluate(unet, self.scheduler, *self.val_data,
-                               num_inference_steps=cfg.validation_num_inference_steps,
-                               seed=cfg.seed, degradation_encoder=encoder)
+            with without_autocast(unet):
+                metrics = evaluate(unet, self.scheduler, *self.val_data,
+                                   num_inference_steps=cfg.validation_num_inference_steps,
+                                   seed=cfg.seed, degradation_encoder=encoder)
             if self.ema is not None:
                 self.ema.restore(model.parameters())
             acc.print(f"[val step {self.state.step}] PSNR in {metrics['psnr_in']:.2f} dB -> "
@@ -371,11 +375,14 @@ class Trainer:
         return metrics
 
     def checkpoint(self) -> None:
-        """``accelerator.save_state()``: model, optimiser, LR, EMA, counters, RNG; accelerate
-        keeps the newest ``checkpoints_total_limit``."""
+        """``accelerator.save_state()`` (model, optimiser, LR, RNG; accelerate keeps the
+        newest ``checkpoints_total_limit``) and the trainer's counters and EMA
+        (``trainer_state.json``, ``ema.safetensors``)."""
         if self.state.batch_in_epoch >= len(self.dataloader):
             self.state.epoch, self.state.batch_in_epoch = self.state.epoch + 1, 0
-        self.accelerator.save_state()
+        folder = Path(self.accelerator.save_state())
+        if self.accelerator.is_main_process:
+            save_trainer_state(folder, self.state, self.ema, self._param_names())
         self.accelerator.wait_for_everyone()
 
     def finish(self, final: dict[str, float] | None) -> Path:
@@ -419,8 +426,8 @@ class Trainer:
             f"({self.num_parameters / 1e6:.3f} M params, {cfg.prediction_type}) for "
             f"{cfg.max_train_steps} steps, {acc.num_processes} process(es), "
             f"from step {self.state.step}")
-        self._clock = _Clock(time.time(), self.state.train_seconds, self.state.step)
-        self._update_progress(self._clock.start)
+        self._clock = Clock(time.time(), self.state.train_seconds, self.state.step)
+        self._update_progress()
         self._bar = self._progress_bar(tqdm)
         self.unet.train()
         done = self._finished()
@@ -428,127 +435,6 @@ class Trainer:
             done = self._run_epoch()
         self._bar.close()
         return self.finish(self.validate())
-
-    def _progress_bar(self, tqdm: Any) -> Any:
-        """Steps out of ``max_train_steps``; for a time-budgeted run (``max_minutes``), the
-        percentage of the budget spent (steps or minutes, whichever ends the run first)."""
-        cfg, acc = self.config, self.accelerator
-        common = {"desc": "train", "disable": not acc.is_local_main_process, "dynamic_ncols": True}
-        if cfg.max_minutes is None:
-            return tqdm(total=cfg.max_train_steps, initial=self.state.step, unit="step", **common)
-        fmt = "{l_bar}{bar}| {n:.1f}/{total:.0f}% [{elapsed}<{remaining}{postfix}]"
-        return tqdm(total=100.0, initial=100.0 * self.progress, unit="%", bar_format=fmt, **common)
-
-    def _advance_bar(self) -> None:
-        if self.config.max_minutes is None:
-            self._bar.update(1)
-        else:
-            self._bar.update(min(100.0, 100.0 * self.progress) - self._bar.n)
-
-    def _run_epoch(self) -> bool:
-        """One pass over the data (from where a resumed run stopped); True when training ends."""
-        acc, state = self.accelerator, self.state
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(state.epoch)
-        skip = state.batch_in_epoch
-        loader = acc.skip_first_batches(self.dataloader, skip) if skip else self.dataloader
-        for batch_i, batch in enumerate(loader, start=skip):
-            self._clock.add_loss(self.train_step(*batch))
-            state.batch_in_epoch = batch_i + 1
-            if acc.sync_gradients and self._after_optimizer_step():
-                return True
-        if state.batch_in_epoch:  # (a checkpoint at the epoch's end already moved on)
-            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-        return False
-
-    def _after_optimizer_step(self) -> bool:
-        """EMA, counters, logging, validation and checkpoints; True when training ends."""
-        cfg, state, clock = self.config, self.state, self._clock
-        if self.ema is not None:
-            self.ema.step(self.accelerator.unwrap_model(self.unet).parameters())
-        state.step += 1
-        now = time.time()
-        self._update_progress(now)
-        self._advance_bar()
-        if state.step % cfg.log_every == 0 or state.step == cfg.max_train_steps:
-            self._log_training(now)
-        last = state.step >= cfg.max_train_steps
-        out_of_time = cfg.max_minutes is not None and self.progress >= 1.0
-        want_val = self._flag(_due(state.step, cfg.validation_steps, now - clock.last_val,
-                                   cfg.validation_minutes))
-        want_ckpt = self._flag(_due(state.step, cfg.checkpointing_steps, now - clock.last_ckpt,
-                                    cfg.checkpointing_minutes))
-        if want_val and not last:
-            self.validate()
-            clock.last_val = time.time()
-        if want_ckpt or last or out_of_time:
-            self.checkpoint()
-            clock.last_ckpt = time.time()
-        if out_of_time and not last:
-            self.accelerator.print(f"max_minutes spent at step {state.step}")
-        return last or out_of_time
-
-    def _log_training(self, now: float) -> None:
-        acc, clock = self.accelerator, self._clock
-        mean = acc.gather(torch.tensor([clock.take_mean_loss()], device=acc.device)).mean().item()
-        lr = self.lr_scheduler.get_last_lr()[0]
-        sec_per_step = clock.seconds_per_step(now, self.state.step)
-        self._bar.set_postfix(step=self.state.step, loss=f"{mean:.4g}", lr=f"{lr:.2e}",
-                              s_per_step=f"{sec_per_step:.2f}")
-        parts = getattr(self, "loss_parts", {})
-        acc.log({"loss": mean, "lr": lr, "elapsed_s": self.state.train_seconds,
-                 "sec_per_step": sec_per_step, **parts}, step=self.state.step)
-
-    def _update_progress(self, now: float) -> None:
-        cfg = self.config
-        spent = self._clock.seconds_before + (now - self._clock.start)
-        frac = self.state.step / cfg.max_train_steps
-        if cfg.max_minutes:
-            frac = max(frac, spent / (60.0 * cfg.max_minutes))
-        if self.accelerator.num_processes > 1:  # the main process's clock decides
-            from accelerate.utils import broadcast
-
-            t = torch.tensor([frac], device=self.accelerator.device)
-            frac = float(broadcast(t, from_process=0).item())
-        self.state.train_seconds = spent
-        self.progress = frac
-
-    def _finished(self) -> bool:
-        cfg = self.config
-        return self.state.step >= cfg.max_train_steps or (
-            cfg.max_minutes is not None and self.progress >= 1.0)
-
-    def _flag(self, value: bool) -> bool:
-        """The main process's decision, on every process."""
-        if self.accelerator.num_processes == 1:
-            return value
-        from accelerate.utils import broadcast
-
-        t = torch.tensor([1 if value else 0], device=self.accelerator.device)
-        return bool(broadcast(t, from_process=0).item())
-
-
-class _Clock:
-    """Wall-clock marks of a run and the running loss between two log lines."""
-
-    def __init__(self, start: float, seconds_before: float, step: int) -> None:
-        self.start, self.seconds_before = start, seconds_before
-        self.last_val = self.last_ckpt = self.last_log = start
-        self.step_at_last_log = step
-        self.loss_sum, self.loss_n = 0.0, 0
-
-    def add_loss(self, loss: float) -> None:
-        self.loss_sum, self.loss_n = self.loss_sum + loss, self.loss_n + 1
-
-    def take_mean_loss(self) -> float:
-        mean = self.loss_sum / max(self.loss_n, 1)
-        self.loss_sum, self.loss_n = 0.0, 0
-        return mean
-
-    def seconds_per_step(self, now: float, step: int) -> float:
-        sps = (now - self.last_log) / max(step - self.step_at_last_log, 1)
-        self.last_log, self.step_at_last_log = now, step
-        return sps
 
 
 def train(config: TrainingConfig, model_cls: type | None = None,

@@ -2,12 +2,17 @@
 
 The restorations go through ``MRRestorationPipeline``'s own sampling loop, and the scores
 through :mod:`diffusers_mrs.metrics`, so validation numbers and the NFE benchmark's are the
-same measurement.
+same measurement. The network runs as the saved pipeline runs it: in float32, without the
+autocast that accelerate's mixed precision puts on a prepared module's ``forward``
+(:func:`without_autocast`); the noise is drawn on the network's device (a generator there,
+seeded per image: the same numbers on every run on one kind of device, other numbers on a
+CUDA device than on the CPU).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -20,12 +25,34 @@ ONE_STEP_X0 = {"algorithm_type": "ode", "parameterization": "data", "solver_orde
                "final_sigmas_type": "zero"}
 
 
+@contextlib.contextmanager
+def without_autocast(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` with the mixed-precision ``forward`` that ``accelerator.prepare`` installed
+    (autocast, outputs to float32) replaced by its own for the duration, so it computes as
+    the saved pipeline does; a model without one is returned as is.
+
+    (``accelerator.unwrap_model(..., keep_fp32_wrapper=False)`` would remove the wrapper for
+    good, and training would lose its autocast.)
+    """
+    wrapped, original = model.__dict__.get("forward"), model.__dict__.get("_original_forward")
+    if wrapped is None or original is None:
+        yield model
+        return
+    model.forward = original
+    try:
+        yield model
+    finally:
+        model.forward = wrapped
+
+
 def _restore(pipe: Any, lq: torch.Tensor, steps: int, seed: int, batch_size: int) -> torch.Tensor:
-    """``pipe(image=lq)`` in batches; image ``i`` draws its noise from seed ``seed + i``."""
-    outs = []
+    """``pipe(image=lq)`` in batches; image ``i`` draws its noise from seed ``seed + i``, with a
+    generator on the network's device (no host-to-device copy of the noise each step)."""
+    outs, device = [], pipe.unet.device
     for start in range(0, lq.shape[0], batch_size):
-        mu = lq[start : start + batch_size]
-        generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(mu))]
+        mu = lq[start : start + batch_size].to(device)
+        generators = [torch.Generator(device).manual_seed(seed + start + i)
+                      for i in range(len(mu))]
         outs.append(pipe(image=mu, num_inference_steps=steps, generator=generators,
                          output_type="pt").images.float().cpu())
     return torch.cat(outs)
