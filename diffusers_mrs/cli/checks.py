@@ -55,14 +55,13 @@ class UsageError(Exception):
 def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     """An argparse type: a whole number >= ``minimum`` and, if given, <= ``maximum``
     (``2.5`` and ``x`` get a clear message)."""
-    expected = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected a whole number {expected}, got {text!r}"
+                f"expected a whole number >= {minimum}, got {text!r}"
             ) from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
@@ -70,7 +69,8 @@ def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], in
             raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {text}")
         return value
 
-    parse.__name__ = f"whole number {expected}"
+    bounds = f">= {minimum}" + ("" if maximum is None else f" and <= {maximum}")
+    parse.__name__ = f"whole number {bounds}"
     return parse
 
 
