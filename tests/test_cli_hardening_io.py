@@ -30,17 +30,14 @@ from diffusers_mrs.cli import restore as cli
 from diffusers_mrs.cli.limits import MAX_SAMPLES, MAX_SEED, MAX_STEPS
 from diffusers_mrs.cli.planning import MANIFEST_NAME, read_manifest
 
-from helpers import fresh_accelerate_state, save_tiny_pipeline
+from helpers import save_random_image as image
+
+pytestmark = pytest.mark.usefixtures("fresh_accelerate")
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_pipeline(tmp_path_factory.mktemp("model"), biased_output=False)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    yield from fresh_accelerate_state()
+@pytest.fixture
+def model_dir(unbiased_model_dir: Path) -> Path:
+    return unbiased_model_dir
 
 
 @pytest.fixture
@@ -54,13 +51,6 @@ def no_loading(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
     monkeypatch.setattr(cli, "load_pipeline", fake)
     return calls
-
-
-def image(path: Path, h: int = 8, w: int = 8, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
-    return path
 
 
 def all_files(folder: Path) -> list[str]:
