@@ -102,9 +102,13 @@ def output_name(relative: Path) -> Path:
 
 
 def read_manifest(output_dir: Path) -> dict[str, str]:
-    """``{output relative path: source absolute path}`` of earlier runs into ``output_dir``."""
+    """``{output relative path: source absolute path}`` of earlier runs into ``output_dir``
+    (empty unless the manifest is a regular file: a FIFO or device there is never read)."""
+    path = output_dir / MANIFEST_NAME
+    if not path.is_file():
+        return {}
     try:
-        data = json.loads((output_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     outputs = data.get("outputs") if isinstance(data, dict) else None
