@@ -9,6 +9,10 @@ Rules
 -----
 Reading a file (:func:`read_image`) or a PIL image (:func:`decode_pil`):
 
+* Files are opened by :func:`~diffusers_mrs.image_limits.open_within_limits`: only regular
+  files (a FIFO would block), and no more pixels than ``max_pixels`` (default
+  :data:`~diffusers_mrs.image_limits.DEFAULT_MAX_PIXELS`), checked from the header before
+  anything is decoded.
 * EXIF orientation is applied (``PIL.ImageOps.exif_transpose``), for files and for PIL
   images given to the pipeline alike (applying it twice is harmless: the tag is removed).
 * The scale comes from the image **mode** (the file's declared bit depth), never from the
@@ -50,12 +54,15 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
 import torch
 from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
+
+from .image_limits import DEFAULT_MAX_PIXELS, ImageLimitError, open_within_limits
 
 __all__ = [
     "FLOAT_RANGE",
@@ -223,21 +230,26 @@ def _read_png16_color(path: Path, img: PIL.Image.Image) -> DecodedImage:
     return DecodedImage(pixels, alpha, 16)
 
 
-def read_image(path: str | os.PathLike) -> DecodedImage:
-    """Reads an image file by the module's rules.
+def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Reads an image file by the module's rules, within the limits of
+    :func:`~diffusers_mrs.image_limits.open_within_limits` (a regular file, at most
+    ``max_pixels`` pixels by its header).
 
     Raises:
-        ImageInputError: see :func:`decode_pil`.
+        ImageInputError: not a regular file, too many pixels, or see :func:`decode_pil`.
         OSError / PIL.UnidentifiedImageError: the file cannot be read as an image.
     """
     path = Path(path)
-    with PIL.Image.open(path) as img:
-        _check_single_frame(img, str(path))
-        depth, color_type = _png_bit_depth(path)
-        if depth == 16 and color_type != 0:  # 16-bit RGB, RGBA or gray + alpha
-            return _read_png16_color(path, img)
-        img.load()
-        return decode_pil(img, str(path))
+    try:
+        with open_within_limits(path, max_pixels) as img:
+            _check_single_frame(img, str(path))
+            depth, color_type = _png_bit_depth(path)
+            if depth == 16 and color_type != 0:  # 16-bit RGB, RGBA or gray + alpha
+                return _read_png16_color(path, img)
+            img.load()
+            return decode_pil(img, str(path))
+    except ImageLimitError as err:  # raised before anything is decoded
+        raise ImageInputError(str(err)) from None
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -421,18 +433,21 @@ def _quantize(values: np.ndarray, bit_depth: int) -> np.ndarray:
     return (np.clip(values, 0.0, 1.0) * top).round().astype(dtype)
 
 
-def _write_png16(path: Path, arr: np.ndarray) -> None:
+def _write_png16(file: BinaryIO, arr: np.ndarray) -> None:
     """A uint16 ``H x W x C`` array (C = 2, 3 or 4) as a 16-bit PNG through pypng."""
     import png
 
     height, width, planes = arr.shape
     mode = {2: "LA", 3: "RGB", 4: "RGBA"}[planes] + ";16"
-    with open(path, "wb") as f:
-        png.from_array(arr.reshape(height, width * planes), mode).write(f)
+    png.from_array(arr.reshape(height, width * planes), mode).write(file)
 
 
-def write_image(path: str | os.PathLike, restored: np.ndarray, like: DecodedImage) -> None:
-    """Writes a restored float image (``H x W x C`` in [0, 1]) as a PNG in ``like``'s format.
+def write_image(
+    path: str | os.PathLike | BinaryIO, restored: np.ndarray, like: DecodedImage
+) -> None:
+    """Writes a restored float image (``H x W x C`` in [0, 1]) as a PNG in ``like``'s format,
+    to a file name or to an open binary file (e.g. the one of
+    :func:`~diffusers_mrs.atomic_files.write_atomic`).
 
     Gray input -> gray output (ITU-R 601 luma of RGB), the input's bit depth, and the
     input's alpha channel unchanged.
@@ -440,7 +455,6 @@ def write_image(path: str | os.PathLike, restored: np.ndarray, like: DecodedImag
     Raises:
         ValueError: ``restored`` and ``like`` differ in size.
     """
-    path = Path(path)
     if restored.shape[:2] != like.pixels.shape[:2]:
         raise ValueError(
             f"restored image {restored.shape[:2]} and input {like.pixels.shape[:2]} differ in size."
@@ -451,7 +465,11 @@ def write_image(path: str | os.PathLike, restored: np.ndarray, like: DecodedImag
     if like.alpha is not None:
         arr = np.concatenate([arr, like.alpha[..., None].astype(arr.dtype)], axis=2)
     if like.bit_depth == 16 and arr.shape[2] > 1:
-        _write_png16(path, arr)
+        if isinstance(path, (str, os.PathLike)):
+            with open(path, "wb") as file:
+                _write_png16(file, arr)
+        else:
+            _write_png16(path, arr)
         return
     image = PIL.Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
     image.save(path, format="PNG")

@@ -9,3 +9,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 torch.set_num_threads(1)
+
+
+
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from helpers import fresh_accelerate_state, save_tiny_pipeline  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def unbiased_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random pipeline folder whose network output is not biased to mid-grey."""
+    return save_tiny_pipeline(tmp_path_factory.mktemp("model"), biased_output=False)
+
+
+@pytest.fixture
+def fresh_accelerate() -> Iterator[None]:
+    """accelerate's process state reset after the test (the CLI creates one)."""
+    yield from fresh_accelerate_state()

@@ -94,6 +94,17 @@ def save_tiny_pipeline(path: Path, biased_output: bool = True) -> Path:
     return path
 
 
+def save_random_image(path: Path, h: int = 8, w: int = 8, seed: int = 0) -> Path:
+    """A seeded random 8-bit RGB image file at ``path`` (its folder created)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
 @contextlib.contextmanager
 def onednn_disabled() -> Iterator[None]:
     """Tiny convolutions: oneDNN's per-shape kernel set-up costs far more than the maths."""

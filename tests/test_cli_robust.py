@@ -29,6 +29,7 @@ from diffusers_mrs.image_io import ImageInputError
 from diffusers_mrs.restore_settings import MIN_TILE_SIZE
 
 from helpers import fresh_accelerate_state, save_tiny_pipeline, tiny_pipeline
+from helpers import save_random_image as image
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +60,6 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     for name in ("hf_hub_download", "snapshot_download"):
         monkeypatch.setattr(huggingface_hub, name, count("hub"))
     return calls
-
-
-def image(path: Path, h: int = 8, w: int = 8, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
-    return path
 
 
 def usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:

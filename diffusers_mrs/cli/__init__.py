@@ -20,6 +20,7 @@ smallest tile, generator device) are :mod:`diffusers_mrs.restore_settings`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from .checks import UsageError
@@ -28,6 +29,7 @@ from .planning import collect_inputs, plan_jobs, write_manifest
 from .restore import read_image
 
 __all__ = [
+    "EXIT_INTERRUPTED",
     "UsageError",
     "build_parser",
     "collect_inputs",
@@ -38,7 +40,19 @@ __all__ = [
 ]
 
 
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``diffusers-mrs`` console script; returns the exit status."""
+    """Entry point of the ``diffusers-mrs`` console script; returns the exit status.
+
+    Ctrl-C prints one line and returns :data:`EXIT_INTERRUPTED`, without a traceback; files
+    are written atomically (:mod:`diffusers_mrs.atomic_files`), so none is left half-written.
+    """
     args = parse_arguments(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"diffusers-mrs {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -9,6 +9,7 @@ loading, before any image is restored.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -21,6 +22,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "MIN_TILE_SIZE",
+    "PROBE_BYTES",
     "UsageError",
     "check_degradation_choice",
     "check_device",
@@ -50,8 +52,9 @@ class UsageError(Exception):
     status :data:`EXIT_USAGE`)."""
 
 
-def whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number >= ``minimum`` (``2.5`` and ``x`` get a clear message)."""
+def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum`` and, if given, <= ``maximum``
+    (``2.5`` and ``x`` get a clear message)."""
 
     def parse(text: str) -> int:
         try:
@@ -62,9 +65,12 @@ def whole_number(minimum: int) -> Callable[[str], int]:
             ) from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {text}")
         return value
 
-    parse.__name__ = f"whole number >= {minimum}"
+    bounds = f">= {minimum}" + ("" if maximum is None else f" and <= {maximum}")
+    parse.__name__ = f"whole number {bounds}"
     return parse
 
 
@@ -137,8 +143,14 @@ def check_model_location(model: str | None) -> None:
         )
 
 
+#: Bytes the probe file of :func:`prepare_output_dir` writes (and flushes to disk).
+PROBE_BYTES = 64 * 1024
+
+
 def prepare_output_dir(output: Path) -> None:
-    """Creates ``output`` if needed and proves it writable with a probe file."""
+    """Creates ``output`` if needed and proves it writable, with room left, by a probe file
+    of :data:`PROBE_BYTES` written to disk (``fsync``) and removed again: a read-only or
+    full file system is refused before the model loads."""
     if output.exists() and not output.is_dir():
         raise UsageError(f"--output {output}: is a file, not a folder")
     try:
@@ -146,10 +158,13 @@ def prepare_output_dir(output: Path) -> None:
     except OSError as err:
         raise UsageError(f"--output {output}: cannot create the folder ({err.strerror})") from None
     try:
-        with tempfile.NamedTemporaryFile(dir=output, prefix=".diffusers-mrs-probe-"):
-            pass
+        with tempfile.NamedTemporaryFile(dir=output, prefix=".diffusers-mrs-probe-") as probe:
+            probe.write(bytes(PROBE_BYTES))
+            probe.flush()
+            os.fsync(probe.fileno())
     except OSError as err:
-        raise UsageError(f"--output {output}: folder is not writable ({err.strerror})") from None
+        problem = "no space left" if err.errno == errno.ENOSPC else "folder is not writable"
+        raise UsageError(f"--output {output}: {problem} ({err.strerror})") from None
 
 
 def local_scheduler_config(model: str | None) -> dict | None:

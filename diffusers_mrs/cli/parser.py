@@ -14,10 +14,12 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from ..image_limits import DEFAULT_MAX_PIXELS
 from ..restore_settings import MIN_TILE_SIZE, SCHEDULERS
-from .checks import UsageError, check_tile_overlap, non_negative_int, positive_int
+from .checks import UsageError, check_tile_overlap, non_negative_int, positive_int, whole_number
 from .convert import add_convert_parsers
 from .demo import run_demo_command
+from .limits import AUTO_TILE_PIXELS, AUTO_TILE_SIZE, MAX_SAMPLES, MAX_SEED, MAX_STEPS
 from .restore import run_restore
 
 __all__ = ["DTYPES", "build_parser", "parse_arguments"]
@@ -93,7 +95,9 @@ def _add_sampling_args(restore: argparse.ArgumentParser) -> None:
         help="pipeline folder or Hub repo id (default: the model shipped with the package)",
     )
     restore.add_argument(
-        "--steps", type=positive_int, default=10, help="sampler steps (default: 10)"
+        "--steps", type=whole_number(1, MAX_STEPS), default=10,
+        help=f"sampler steps, 1..{MAX_STEPS} (default: 10; the posterior and Euler samplers"
+        " take at most the model's num_train_timesteps)",
     )
     restore.add_argument(
         "--scheduler",
@@ -113,7 +117,10 @@ def _add_sampling_args(restore: argparse.ArgumentParser) -> None:
         " Sampler, 2 draws faithful posterior samples at 10 steps: use it with --samples for"
         " an uncertainty map that matches the error",
     )
-    restore.add_argument("--seed", type=int, default=None, help="seed of every image's noise")
+    restore.add_argument(
+        "--seed", type=whole_number(0, MAX_SEED), default=None,
+        help="seed of every image's noise, 0..2**64-1 (default: random)",
+    )
     restore.add_argument(
         "--degradation",
         default="auto",
@@ -130,11 +137,12 @@ def _add_sampling_args(restore: argparse.ArgumentParser) -> None:
     )
     restore.add_argument(
         "--samples",
-        type=positive_int,
+        type=whole_number(1, MAX_SAMPLES),
         default=1,
         metavar="K",
-        help="posterior ensemble: restore each image K times in one batch, write their mean as"
-        " NAME.png and their per-pixel std as a colour map with its scale, NAME.std.png",
+        help=f"posterior ensemble: restore each image K times (1..{MAX_SAMPLES}) in one"
+        " batch, write their mean as NAME.png and their per-pixel std as a colour map with"
+        " its scale, NAME.std.png",
     )
 
 
@@ -146,7 +154,9 @@ def _add_tiling_args(restore: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SIZE",
         help="run the network on SIZE x SIZE tiles (large images, bounded memory);"
-        f" at least {MIN_TILE_SIZE} (smaller tiles leave seams)",
+        f" at least {MIN_TILE_SIZE} (smaller tiles leave seams). Default: untiled, but"
+        f" {AUTO_TILE_SIZE} px tiles (said in the output) where pixels x K exceed"
+        f" {AUTO_TILE_PIXELS:,}; a SIZE of at least the image's larger side runs untiled",
     )
     restore.add_argument(
         "--tile-overlap",
@@ -199,10 +209,17 @@ def _add_file_handling_args(restore: argparse.ArgumentParser) -> None:
     restore.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
     overwrite = restore.add_mutually_exclusive_group()
     overwrite.add_argument(
-        "--overwrite", action="store_true", help="replace this input's own earlier output"
+        "--overwrite", action="store_true",
+        help="replace this input's own earlier output; without --samples, its NAME.std.png of"
+        " an earlier --samples run is removed (it would not describe the new NAME.png)",
     )
     overwrite.add_argument(
         "--skip-existing", action="store_true", help="skip inputs whose output file exists"
+    )
+    restore.add_argument(
+        "--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+        help="refuse an input whose header declares more than N pixels, before decoding it"
+        f" (default: {DEFAULT_MAX_PIXELS:,})",
     )
     restore.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 

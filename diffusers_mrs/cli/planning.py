@@ -7,6 +7,8 @@ never silently replaced: ``OUTPUT/.diffusers-mrs-outputs.json`` (:data:`MANIFEST
 records which input each output belongs to, and :func:`plan_jobs` lets ``--overwrite``
 replace, and ``--skip-existing`` keep, only an input's *own* earlier output; any other
 existing file stops the run, so no run ever writes two inputs to one path, across runs too.
+A run without ``--samples`` treats the input's own ``NAME.std.png`` of an earlier
+``--samples`` run as an existing output: ``--overwrite`` removes it, with its manifest entry.
 """
 
 from __future__ import annotations
@@ -14,19 +16,22 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..atomic_files import write_atomic
 from ..image_io import IMAGE_EXTENSIONS
 from .checks import UsageError
 
 __all__ = [
     "MANIFEST_NAME",
     "Job",
+    "check_manifest_path",
     "collect_inputs",
     "output_name",
     "plan_jobs",
     "read_manifest",
+    "remove_stale_std_maps",
     "std_map_path",
     "write_manifest",
 ]
@@ -42,6 +47,9 @@ class Job:
     source: Path
     target: Path
     std_target: Path | None = None  # the uncertainty map of ``--samples K``
+    #: This input's own ``NAME.std.png`` of an earlier ``--samples`` run, which a run
+    #: without ``--samples`` removes (it would not describe the new ``NAME.png``).
+    stale_std: Path | None = None
 
     @property
     def targets(self) -> tuple[Path, ...]:
@@ -61,7 +69,7 @@ def collect_inputs(
     extension replaced by ``.png`` (``frame.0001.tif`` -> ``frame.0001.png``).
 
     Raises:
-        UsageError: a path does not exist.
+        UsageError: a path does not exist, or is neither a regular file nor a folder.
     """
     found: list[tuple[Path, Path]] = []
     for raw in paths:
@@ -78,6 +86,9 @@ def collect_inputs(
             found.extend((p, p.relative_to(path)) for p in files)
         elif path.is_file():
             found.append((path, Path(path.name)))
+        elif path.exists():  # a FIFO, socket or device: reading it would block or never end
+            raise UsageError(f"input {raw} is not a regular file (a FIFO, socket or device);"
+                             " pass image files or folders")
         else:
             raise UsageError(f"input not found: {raw}")
     return found
@@ -91,24 +102,55 @@ def output_name(relative: Path) -> Path:
 
 
 def read_manifest(output_dir: Path) -> dict[str, str]:
-    """``{output relative path: source absolute path}`` of earlier runs into ``output_dir``."""
+    """``{output relative path: source absolute path}`` of earlier runs into ``output_dir``
+    (empty unless the manifest is a regular file: a FIFO or device there is never read)."""
+    path = output_dir / MANIFEST_NAME
+    if not path.is_file():
+        return {}
     try:
-        data = json.loads((output_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     outputs = data.get("outputs") if isinstance(data, dict) else None
     return {str(k): str(v) for k, v in outputs.items()} if isinstance(outputs, dict) else {}
 
 
+def check_manifest_path(output_dir: Path) -> None:
+    """The manifest's path in ``output_dir`` must be free or a regular file (it is replaced
+    by a new file on every run).
+
+    Raises:
+        UsageError: a folder (or anything else but a regular file) has the manifest's name.
+    """
+    path = output_dir / MANIFEST_NAME
+    if path.is_symlink() or not path.exists() or path.is_file():
+        return  # a symlink is replaced by the new manifest, never followed
+    raise UsageError(
+        f"{path} is not a file: the outputs manifest of {output_dir} has this name; remove it"
+        " or choose another --output"
+    )
+
+
 def write_manifest(output_dir: Path, jobs: Sequence[Job]) -> None:
-    """Records which input each planned output belongs to (atomically, merged with earlier runs)."""
+    """Records which input each planned output belongs to (merged with earlier runs, written
+    by :func:`~diffusers_mrs.atomic_files.write_atomic`); the entries of the stale uncertainty
+    maps :func:`remove_stale_std_maps` removes are dropped."""
     entries = read_manifest(output_dir)
     for job in jobs:
+        if job.stale_std is not None:
+            entries.pop(job.stale_std.relative_to(output_dir).as_posix(), None)
         for target in job.targets:
             entries[target.relative_to(output_dir).as_posix()] = str(job.source.resolve())
-    tmp = output_dir / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"version": 1, "outputs": entries}, indent=1), encoding="utf-8")
-    os.replace(tmp, output_dir / MANIFEST_NAME)
+    text = json.dumps({"version": 1, "outputs": entries}, indent=1)
+    write_atomic(output_dir / MANIFEST_NAME, lambda file: file.write(text.encode("utf-8")))
+
+
+def remove_stale_std_maps(jobs: Sequence[Job]) -> None:
+    """Removes the uncertainty maps of earlier ``--samples`` runs that the new outputs of
+    ``jobs`` would leave stale (:attr:`Job.stale_std`)."""
+    for job in jobs:
+        if job.stale_std is not None:
+            job.stale_std.unlink(missing_ok=True)
 
 
 def _check_unique_targets(jobs: Sequence[Job]) -> None:
@@ -142,6 +184,19 @@ def _check_owners(jobs: Sequence[Job], output_dir: Path) -> list[Job]:
     return list(dict.fromkeys(job for job, _ in existing))
 
 
+def _with_stale_std_maps(jobs: Sequence[Job], output_dir: Path) -> list[Job]:
+    """``jobs`` with :attr:`Job.stale_std` set where a job writes no uncertainty map but the
+    manifest says its input's ``NAME.std.png`` of an earlier run exists."""
+    present = [(job, std_map_path(job.target)) for job in jobs if job.std_target is None]
+    present = [(job, path) for job, path in present if path.exists() or path.is_symlink()]
+    owners = read_manifest(output_dir) if present else {}
+    stale = {
+        job: path for job, path in present
+        if owners.get(path.relative_to(output_dir).as_posix()) == str(job.source.resolve())
+    }
+    return [replace(job, stale_std=stale[job]) if job in stale else job for job in jobs]
+
+
 def plan_jobs(
     inputs: Sequence[tuple[Path, Path]],
     output_dir: Path,
@@ -154,7 +209,10 @@ def plan_jobs(
     With ``std_maps`` (``--samples K``) each job also writes ``<name>.std.png``. An existing
     output is this input's own only if the manifest of earlier runs (:data:`MANIFEST_NAME`
     in ``output_dir``) says so; ``overwrite`` replaces and ``skip_existing`` keeps only such
-    files. Any other existing file is never touched.
+    files. Any other existing file is never touched. Without ``std_maps``, the input's own
+    ``<name>.std.png`` of an earlier run counts as an existing output too: ``overwrite``
+    removes it (:attr:`Job.stale_std`, :func:`remove_stale_std_maps`), as it would not
+    describe the new ``<name>.png``.
 
     Raises:
         UsageError: no inputs, two inputs with the same output, an output that is an input
@@ -168,9 +226,12 @@ def plan_jobs(
         target = output_dir / output_name(rel)
         jobs.append(Job(src, target, std_map_path(target) if std_maps else None))
     _check_unique_targets(jobs)
+    jobs = _with_stale_std_maps(jobs, output_dir)
     existing = _check_owners(jobs, output_dir)
+    existing += [j for j in jobs if j.stale_std is not None and j not in existing]
     if existing and not (overwrite or skip_existing):
-        shown = ", ".join(str(j.target) for j in existing[:5])
+        shown = ", ".join(str(j.target if j.target.exists() else j.stale_std)
+                          for j in existing[:5])
         more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
         raise UsageError(
             f"{len(existing)} output file(s) already exist ({shown}{more}); pass --overwrite to"

@@ -14,7 +14,8 @@ Behaviour, in order:
    that does not exist, no image at all, two inputs that would write the same output file,
    an output that would overwrite an input), existing outputs (below), ``--model`` (an
    existing pipeline folder or an ``owner/name`` repo id), the output folder (created if
-   missing, then proven writable with a probe file), ``--steps`` against the chosen
+   missing, then proven writable, with room left, by a probe file written to disk), the
+   manifest's path (not a folder), ``--steps`` against the chosen
    scheduler's config and ``--degradation`` against the model's degradation types (for a
    Hub repo id both right after loading, still before any image). ``--tile-overlap``
    against ``--tile`` is an argument error of the parser (:mod:`~diffusers_mrs.cli.parser`).
@@ -23,7 +24,8 @@ Behaviour, in order:
    ``--overwrite`` replaces, and ``--skip-existing`` keeps, only an input's *own* earlier
    output; an existing file that belongs to another input, or that the manifest does not
    know, stops the run (status 2) even with ``--overwrite``: no run ever writes two inputs
-   to one path, across runs too.
+   to one path, across runs too. ``--overwrite`` without ``--samples`` also removes the
+   input's own ``NAME.std.png`` of an earlier ``--samples`` run (and its manifest entry).
 3. Under ``accelerate launch --num_processes N`` the work list is split between the
    processes with ``PartialState().split_between_processes`` (contiguous chunks, no
    padding): every input is restored by exactly one process, which writes its output.
@@ -36,10 +38,17 @@ Behaviour, in order:
    both off).
 4. Files are read and written by :mod:`diffusers_mrs.image_io` (EXIF orientation, 8/16 bit
    by the file's mode; output PNGs keep the bit depth, grayscale and alpha of the input;
-   multi-frame files are refused). A file that cannot be read or restored is reported on
-   stderr and skipped; the others are still restored, and the exit status is 1 at the end
-   (0 if everything worked). Outputs are written to a temporary name and renamed, so an
-   interrupted run leaves no truncated PNG behind.
+   multi-frame files are refused; so is a file whose header declares more than
+   ``--max-pixels`` pixels, before it is decoded). A file that cannot be read or restored
+   is reported on stderr and skipped; the others are still restored, and the exit status
+   is 1 at the end (0 if everything worked). Without ``--tile``, an image of more than
+   :data:`~diffusers_mrs.cli.limits.AUTO_TILE_PIXELS` pixels x samples is restored with
+   the network on tiles, and a line on stdout says so (:mod:`~diffusers_mrs.cli.limits`).
+   Every file (outputs, uncertainty maps, the manifest) is written by
+   :func:`~diffusers_mrs.atomic_files.write_atomic`: a new temporary file with a short
+   random name, renamed onto the target, so an interrupted run (Ctrl-C: one line, exit
+   status 130) leaves no truncated PNG behind and a planted symlink is never written
+   through.
 
 With ``--seed`` every image gets its own generator seeded with that value, so the result of
 an image does not depend on how the inputs are split between processes.
@@ -61,6 +70,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..atomic_files import write_atomic
+from ..image_limits import DEFAULT_MAX_PIXELS, allow_pixels
 from ..restore_settings import (
     degradation_types,
     forced_degradation,
@@ -84,7 +95,16 @@ from .checks import (
     prepare_output_dir,
     scheduler_class_named,
 )
-from .planning import Job, collect_inputs, plan_jobs, std_map_path, write_manifest
+from .limits import automatic_tile, automatic_tile_note
+from .planning import (
+    Job,
+    check_manifest_path,
+    collect_inputs,
+    plan_jobs,
+    remove_stale_std_maps,
+    std_map_path,
+    write_manifest,
+)
 
 if TYPE_CHECKING:
     from ..image_io import DecodedImage
@@ -117,30 +137,38 @@ def load_pipeline(model: str | None, scheduler: str | None, device: Any, dtype_n
     return pipe
 
 
-def read_image(path: Path) -> DecodedImage:
-    """Reads an input file by the rules of :mod:`diffusers_mrs.image_io`."""
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Reads an input file by the rules of :mod:`diffusers_mrs.image_io` (at most
+    ``max_pixels`` pixels by its header)."""
     from ..image_io import read_image as read
 
-    return read(path)
+    return read(path, max_pixels=max_pixels)
 
 
 def restore_one(
-    pipe: Any, job: Job, args: argparse.Namespace, device: Any
+    pipe: Any, job: Job, args: argparse.Namespace, device: Any,
+    note: Callable[[str], None] = print,
 ) -> tuple[str, float] | None:
-    """Restores one file and writes its PNG in the input's format (temporary file + rename).
+    """Restores one file and writes its PNG in the input's format
+    (:func:`~diffusers_mrs.atomic_files.write_atomic`); ``note`` gets the line that says
+    the image is tiled automatically (:func:`~diffusers_mrs.cli.limits.automatic_tile`).
 
     Returns the degradation type used and the encoder's probability of it (``None`` for a
     model without a degradation encoder)."""
     from ..image_io import write_image
 
-    decoded = read_image(job.source)
+    decoded = read_image(job.source, getattr(args, "max_pixels", DEFAULT_MAX_PIXELS))
+    height, width = decoded.pixels.shape[:2]
+    tile = automatic_tile(height, width, args.samples, args.tile)
+    if tile is not None and args.tile is None:
+        note(f"{job.source}: {automatic_tile_note(height, width, args.samples)}")
     generator = None if args.seed is None else seeded_generator(device, args.seed)
     result = pipe(
         image=decoded.pixels,
         num_inference_steps=args.steps,
         generator=generator,
         output_type="np",
-        tile_size=args.tile,
+        tile_size=tile,
         tile_overlap=args.tile_overlap,
         tile_batch_size=args.tile_batch_size,
         num_samples=args.samples,
@@ -148,31 +176,16 @@ def restore_one(
         keep_clean=not getattr(args, "sample_clean", False),
     )
     job.target.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(job.target, lambda tmp: write_image(tmp, result.images[0], decoded))
+    write_atomic(job.target, lambda file: write_image(file, result.images[0], decoded))
     if result.uncertainty is not None:
         from ..uncertainty_map import uncertainty_map
 
         std_map = uncertainty_map(result.uncertainty[0])
         write_atomic(job.std_target or std_map_path(job.target),
-                     lambda tmp: std_map.save(tmp, format="PNG"))
+                     lambda file: std_map.save(file, format="PNG"))
     if result.degradation is None:
         return None
     return result.degradation[0], result.degradation_probability[0]
-
-
-
-
-def write_atomic(target: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` then rename to ``target`` (never a truncated file; errors name target)."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except OSError as err:
-        raise OSError(f"cannot write {target}: {err.strerror or err}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _use_cpu(device: str | None) -> bool:
@@ -213,9 +226,10 @@ def check_before_loading(args: argparse.Namespace) -> tuple[list[Job], list[Job]
 
     Usage errors (:class:`UsageError`): tile size, inputs and output names, the ``--model``
     location, ``--degradation`` against the model's types, the output folder (created and
-    probed), the step count against the scheduler's config (local models; repo ids right
-    after loading). ``--device`` is checked before, by :func:`run_restore` (before
-    accelerate parses it), and ``--tile-overlap`` by the parser.
+    probed: writable, not full), the manifest's path (not a folder), the step count against
+    the scheduler's config (local models; repo ids right after loading). ``--device`` is
+    checked before, by :func:`run_restore` (before accelerate parses it), and
+    ``--tile-overlap``, ``--steps``, ``--samples`` and ``--seed`` by the parser.
     """
     check_tile_size(args.tile)
     inputs = collect_inputs(args.inputs, recursive=args.recursive)
@@ -230,6 +244,8 @@ def check_before_loading(args: argparse.Namespace) -> tuple[list[Job], list[Job]
     if folder is not None:
         check_degradation_choice(local_degradation_types(folder), args.degradation)
     prepare_output_dir(output)
+    check_manifest_path(output)
+    allow_pixels(args.max_pixels)  # Pillow's own limit must not refuse what --max-pixels allows
     config = local_scheduler_config(args.model)
     if config is not None:
         cls = scheduler_class(args.scheduler) if args.scheduler is not None else None
@@ -298,7 +314,8 @@ def _restore_all(pipe: Any, jobs: list[Job], args: argparse.Namespace, device: A
                    disable=args.quiet or not state.is_main_process)
         for job in bar:
             try:
-                degradation = restore_one(pipe, job, args, device)
+                degradation = restore_one(pipe, job, args, device, note=lambda line: tqdm.write(
+                    prefix + line, file=sys.stdout))
                 done += 1
             except Exception as err:  # report, continue with the other files
                 message = _one_line(f"{type(err).__name__}: {err}")
@@ -349,7 +366,26 @@ def run_restore(args: argparse.Namespace) -> int:
     pipe = _load_everywhere(state, args, device, prefix)
     if pipe is None:
         return EXIT_USAGE
-    if state.is_main_process:
-        write_manifest(Path(args.output), jobs)
-    state.wait_for_everyone()
+    if not _record_outputs(state, jobs, Path(args.output)):
+        return EXIT_FAILURES
     return _restore_all(pipe, jobs, args, device, state, prefix)
+
+
+def _record_outputs(state: Any, jobs: list[Job], output: Path) -> bool:
+    """The main process removes stale uncertainty maps and writes the manifest; False on every
+    process if that failed (e.g. the disk filled up since the checks; one line on stderr)."""
+    failed = False
+    if state.is_main_process:
+        try:
+            remove_stale_std_maps(jobs)
+            write_manifest(output, jobs)
+        except OSError as err:
+            print(f"diffusers-mrs restore: error: {_one_line(err)}", file=sys.stderr)
+            failed = True
+    if state.num_processes > 1:  # the others must not restore without the manifest
+        import torch
+        from accelerate.utils import broadcast
+
+        failed = bool(broadcast(torch.tensor([int(failed)], device=state.device)).item())
+    state.wait_for_everyone()
+    return not failed
