@@ -66,6 +66,7 @@ from ..restore_settings import (
     forced_degradation,
     scheduler_class,
     seeded_generator,
+    set_tf32,
 )
 from .checks import (
     EXIT_FAILURES,
@@ -134,7 +135,8 @@ def restore_one(
     from ..image_io import write_image
 
     decoded = read_image(job.source)
-    generator = None if args.seed is None else seeded_generator(device, args.seed)
+    cpu_noise = bool(getattr(args, "cpu_noise", False))
+    generator = None if args.seed is None else seeded_generator(device, args.seed, cpu_noise)
     result = pipe(
         image=decoded.pixels,
         num_inference_steps=args.steps,
@@ -146,6 +148,7 @@ def restore_one(
         num_samples=args.samples,
         degradation=forced_degradation(args.degradation),
         keep_clean=not getattr(args, "sample_clean", False),
+        cpu_noise=cpu_noise,
     )
     job.target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(job.target, lambda tmp: write_image(tmp, result.images[0], decoded))
@@ -346,6 +349,7 @@ def run_restore(args: argparse.Namespace) -> int:
     state.wait_for_everyone()
 
     device = args.device if args.device is not None else state.device
+    set_tf32(bool(getattr(args, "tf32", False)))  # explicit: float32 is IEEE unless asked
     pipe = _load_everywhere(state, args, device, prefix)
     if pipe is None:
         return EXIT_USAGE

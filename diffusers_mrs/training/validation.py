@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..metrics import mean_per_group, psnr
+from ..restore_settings import seeded_generator
 
 #: Scheduler settings whose single step from t = T returns the network's x0 estimate there
 #: (its posterior-mean restoration, docs/math.md#exponential-integrator).
@@ -21,11 +22,13 @@ ONE_STEP_X0 = {"algorithm_type": "ode", "parameterization": "data", "solver_orde
 
 
 def _restore(pipe: Any, lq: torch.Tensor, steps: int, seed: int, batch_size: int) -> torch.Tensor:
-    """``pipe(image=lq)`` in batches; image ``i`` draws its noise from seed ``seed + i``."""
+    """``pipe(image=lq)`` in batches; image ``i`` draws its noise from seed ``seed + i``, on
+    the pipeline's device (a CUDA run's noise differs from a CPU run's)."""
     outs = []
     for start in range(0, lq.shape[0], batch_size):
         mu = lq[start : start + batch_size]
-        generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(mu))]
+        generators = [seeded_generator(pipe._execution_device, seed + start + i)
+                      for i in range(len(mu))]  # noise drawn where the pipeline samples
         outs.append(pipe(image=mu, num_inference_steps=steps, generator=generators,
                          output_type="pt").images.float().cpu())
     return torch.cat(outs)
