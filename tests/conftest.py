@@ -9,3 +9,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 torch.set_num_threads(1)
+
+import pytest  # noqa: E402
+
+#: The device of device-parametrised tests (``device`` fixture): ``MRS_TEST_DEVICE``
+#: (e.g. ``cuda``), the CPU by default; benchmarks/gpu_check.py runs the suite on CUDA.
+TEST_DEVICE = os.environ.get("MRS_TEST_DEVICE", "cpu")
+
+
+@pytest.fixture
+def device() -> torch.device:
+    """``MRS_TEST_DEVICE`` as a ``torch.device``; the test is skipped where it is absent."""
+    chosen = torch.device(TEST_DEVICE)
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip(f"MRS_TEST_DEVICE={TEST_DEVICE} but CUDA is not available")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        pytest.skip(f"MRS_TEST_DEVICE={TEST_DEVICE} but MPS is not available")
+    return chosen
