@@ -21,11 +21,20 @@ matching ``degradation_context`` in every call, and reports the type and its pro
 in the output (:mod:`diffusers_mrs.pipelines.degradation`; the claimed types are
 :attr:`MRRestorationPipeline.supported_degradations`).
 
+Noise: drawn where the generator lives. A generator on the sampling device draws every
+step's noise there; a CPU generator on another device, or ``cpu_noise=True``, draws all of
+it on the CPU once per batch before the first step and copies it asynchronously
+(:mod:`diffusers_mrs.pipelines.noise`), so a seed gives a CPU run's images on any device. A
+CUDA generator draws other numbers than a CPU generator with the same seed (docs: user
+guide, reproducibility). The sampling loop reads nothing back to the host.
+
 Large images: ``tile_size`` runs the network on overlapping tiles at every step and blends
 the outputs with a raised-cosine window (see :mod:`diffusers_mrs.pipelines.tiling`); the
-scheduler step, and with it the noise, stays global. Each tile still gives the network less
-context: tiles under 48 px fall below ~45 dB PSNR against the untiled result on the default
-model (README "Large images"; the CLI refuses them).
+scheduler step, and with it the noise, stays global. Everything fixed per image (padded
+``mu``, tile grid, ``mu`` tiles, blend windows) is planned once per image; with a compiled
+network the last tile batch is padded to the full batch (one graph). Each tile still gives
+the network less context: tiles under 48 px fall below ~45 dB PSNR against the untiled
+result on the default model (README "Large images"; the CLI refuses them).
 
 This module only samples. The pipeline's other jobs are mixins, each in its own module:
 loading (default model, local folder, Hub snapshot) and the ``model_index.json`` library

@@ -1,0 +1,63 @@
+"""``diffusers-mrs restore --cpu-noise / --tf32``: the noise's device and TensorFloat-32
+are set explicitly; on the CPU, CPU noise drawn up front gives the per-step images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffusers_mrs.cli import main
+from diffusers_mrs.pipelines import pipeline_mr_restoration as pipeline_module
+
+from helpers import fresh_accelerate_state, save_tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_pipeline(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    yield from fresh_accelerate_state()
+
+
+@pytest.fixture
+def saved_tf32():
+    flags = (torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn)
+    saved = [flag.fp32_precision for flag in flags]
+    yield
+    for flag, value in zip(flags, saved, strict=True):
+        flag.fp32_precision = value
+
+
+def test_cpu_noise_and_tf32_flags(model_dir: Path, tmp_path: Path, saved_tf32: None,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "in.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (20, 18, 3), dtype=np.uint8)).save(source)
+    seen: list[dict[str, Any]] = []
+    call = pipeline_module.MRRestorationPipeline.__call__
+
+    def spy(self, *args: Any, **kwargs: Any) -> Any:
+        generator = kwargs.get("generator")
+        seen.append({"cpu_noise": kwargs.get("cpu_noise"), "generator": generator.device.type})
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module.MRRestorationPipeline, "__call__", spy)
+    common = ["--model", str(model_dir), "--steps", "3", "--seed", "4", "--quiet",
+              "--device", "cpu"]
+    assert main(["restore", str(source), "--output", str(tmp_path / "a"), *common]) == 0
+    assert torch.backends.cuda.matmul.fp32_precision == "ieee"  # float32 stays IEEE
+    assert main(["restore", str(source), "--output", str(tmp_path / "b"), "--cpu-noise",
+                 "--tf32", *common]) == 0
+    assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+    assert seen == [{"cpu_noise": False, "generator": "cpu"},
+                    {"cpu_noise": True, "generator": "cpu"}]
+    assert (tmp_path / "a" / "in.png").read_bytes() == (tmp_path / "b" / "in.png").read_bytes()
