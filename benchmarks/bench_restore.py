@@ -45,7 +45,6 @@ import re
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +62,7 @@ from diffusers_mrs import (
     MRUNet2DModel,
 )
 from diffusers_mrs.convert import PAPER_SCHEDULER
+from diffusers_mrs.host_sync import HostSyncRecorder
 from diffusers_mrs.models import convert_to_irsde_state_dict
 from diffusers_mrs.pipelines.degradation import Contexts as _Contexts
 from diffusers_mrs.pipelines.degradation import estimate_degradation
@@ -496,15 +496,10 @@ def count_syncs(run: Runner, mu: torch.Tensor, seed: int) -> int | None:
     """Host-device synchronisations in one restoration (CUDA only, else None)."""
     if mu.device.type != "cuda":
         return None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            run(mu, seed)
-            torch.cuda.synchronize(mu.device)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
+    with HostSyncRecorder(cuda=True, read_backs=False) as rec:
+        run(mu, seed)
+        torch.cuda.synchronize(mu.device)
+    return sum(call.startswith("cuda:") for call in rec.calls)
 
 
 def measure_group(

@@ -111,7 +111,7 @@ SYNC_CASES: dict[str, dict[str, Any]] = {
 def _sync_case(pipe: Any, case: dict[str, Any], device: torch.device, sizes: Sizes) -> dict:
     """Syncs of one restoration of two images: the whole call and its sampling loop."""
     from diffusers_mrs import MRPosteriorScheduler
-    from diffusers_mrs.host_sync import HostSyncRecorder
+    from diffusers_mrs.host_sync import HostSyncRecorder, recorded_calls
     from diffusers_mrs.restore_settings import seeded_generator
 
     scheduler = pipe.scheduler
@@ -121,25 +121,16 @@ def _sync_case(pipe: Any, case: dict[str, Any], device: torch.device, sizes: Siz
     generator = {"device": seeded_generator(device, 0), "cpu": torch.Generator().manual_seed(0),
                  "per image": [seeded_generator(device, i) for i in range(2)]}[kind]
     images = torch.rand(2, 3, sizes.image, sizes.image, generator=torch.Generator().manual_seed(1))
-    loops: list[list[str]] = []
-    denoise = pipe.denoise
-
-    def recorded(*a: Any, **k: Any) -> torch.Tensor:
-        with HostSyncRecorder(cuda=device.type == "cuda") as rec:
-            out = denoise(*a, **k)
-        loops.append(rec.calls)
-        return out
-
-    pipe.denoise = recorded
+    cuda = device.type == "cuda"
     try:
-        with HostSyncRecorder(cuda=device.type == "cuda") as whole:
+        with recorded_calls(pipe, "denoise", cuda) as loops, HostSyncRecorder(cuda) as whole:
             pipe(list(images), num_inference_steps=sizes.steps, generator=generator,
                  output_type="pt", num_samples=case.get("num_samples", 1), keep_clean=False,
                  tile_size=sizes.image // 2 if case.get("tile") else None)
     finally:
-        del pipe.denoise
         pipe.scheduler = scheduler
-    return {"whole_call": len(whole.calls), "sampling_loop": sum(map(len, loops)),
+    cuda_in_loops = sum(c.startswith("cuda:") for loop in loops for c in loop)
+    return {"whole_call": len(whole.calls) + cuda_in_loops, "sampling_loop": sum(map(len, loops)),
             "loop_calls": sorted({c for loop in loops for c in loop})[:10]}
 
 

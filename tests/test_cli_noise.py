@@ -13,13 +13,9 @@ from PIL import Image
 
 from diffusers_mrs.cli import main
 from diffusers_mrs.pipelines import pipeline_mr_restoration as pipeline_module
+from diffusers_mrs.restore_settings import tf32_mode
 
 from helpers import fresh_accelerate_state, save_tiny_pipeline
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_pipeline(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(autouse=True)
@@ -27,17 +23,8 @@ def _fresh_accelerate_state():
     yield from fresh_accelerate_state()
 
 
-@pytest.fixture
-def saved_tf32():
-    flags = (torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn)
-    saved = [flag.fp32_precision for flag in flags]
-    yield
-    for flag, value in zip(flags, saved, strict=True):
-        flag.fp32_precision = value
-
-
-def test_cpu_noise_and_tf32_flags(model_dir: Path, tmp_path: Path, saved_tf32: None,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cpu_noise_and_tf32_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model_dir = save_tiny_pipeline(tmp_path / "model")
     source = tmp_path / "in.png"
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (20, 18, 3), dtype=np.uint8)).save(source)
@@ -52,12 +39,13 @@ def test_cpu_noise_and_tf32_flags(model_dir: Path, tmp_path: Path, saved_tf32: N
     monkeypatch.setattr(pipeline_module.MRRestorationPipeline, "__call__", spy)
     common = ["--model", str(model_dir), "--steps", "3", "--seed", "4", "--quiet",
               "--device", "cpu"]
-    assert main(["restore", str(source), "--output", str(tmp_path / "a"), *common]) == 0
-    assert torch.backends.cuda.matmul.fp32_precision == "ieee"  # float32 stays IEEE
-    assert main(["restore", str(source), "--output", str(tmp_path / "b"), "--cpu-noise",
-                 "--tf32", *common]) == 0
-    assert torch.backends.cuda.matmul.fp32_precision == "tf32"
-    assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+    with tf32_mode(True):  # torch's flags come back after the block
+        assert main(["restore", str(source), "--output", str(tmp_path / "a"), *common]) == 0
+        assert torch.backends.cuda.matmul.fp32_precision == "ieee"  # float32 stays IEEE
+        assert main(["restore", str(source), "--output", str(tmp_path / "b"), "--cpu-noise",
+                     "--tf32", *common]) == 0
+        assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+        assert torch.backends.cudnn.conv.fp32_precision == "tf32"
     assert seen == [{"cpu_noise": False, "generator": "cpu"},
                     {"cpu_noise": True, "generator": "cpu"}]
     assert (tmp_path / "a" / "in.png").read_bytes() == (tmp_path / "b" / "in.png").read_bytes()

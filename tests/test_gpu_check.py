@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,10 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    saved = os.environ.get("TQDM_DISABLE")
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # bench_restore sets TQDM_DISABLE: undone
+        patch.setenv("TQDM_DISABLE", "1")
         with benchmark_module(SCRIPT, ("bench_restore", "original_code", "_common")) as module:
             yield module
-    finally:
-        if saved is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = saved
 
 
 def test_cpu_smoke_runs_every_part(gpu_check, tmp_path: Path) -> None:

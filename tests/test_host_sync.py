@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffusers_mrs import MRPosteriorScheduler, MRRestorationPipeline, MRSamplerScheduler
-from diffusers_mrs.host_sync import HostSyncRecorder
+from diffusers_mrs import MRPosteriorScheduler, MRSamplerScheduler
+from diffusers_mrs.host_sync import HostSyncRecorder, recorded_calls
 from diffusers_mrs.restore_settings import seeded_generator
 
 from helpers import tiny_degradation_aware_pipeline, tiny_pipeline
@@ -26,22 +26,6 @@ CASES: dict[str, dict[str, Any]] = {
                                     "num_samples": 2},
     "no generator": {},
 }
-
-
-def recorded_loops(pipe: MRRestorationPipeline, device: torch.device) -> list[list[str]]:
-    """Wraps ``pipe.denoise`` so every sampling loop runs under a :class:`HostSyncRecorder`;
-    returns the list its recordings are appended to."""
-    loops: list[list[str]] = []
-    denoise = pipe.denoise
-
-    def recorded(*args: Any, **kwargs: Any) -> torch.Tensor:
-        with HostSyncRecorder(cuda=device.type == "cuda") as rec:
-            out = denoise(*args, **kwargs)
-        loops.append(rec.calls)
-        return out
-
-    pipe.denoise = recorded
-    return loops
 
 
 def generator_for(kind: str | None, device: torch.device, n: int) -> Any:
@@ -66,17 +50,17 @@ def test_sampling_loop_reads_nothing_back(case: str, scheduler: str, device: tor
     pipe = tiny_pipeline().to(device)
     if scheduler == "posterior":
         pipe.scheduler = MRPosteriorScheduler.from_config(pipe.scheduler.config)
-    loops = recorded_loops(pipe, device)
     generator = generator_for(settings.pop("generator", None), device, 2)
-    pipe(images(2), num_inference_steps=4, generator=generator, output_type="pt", **settings)
+    with recorded_calls(pipe, "denoise", cuda=device.type == "cuda") as loops:
+        pipe(images(2), num_inference_steps=4, generator=generator, output_type="pt", **settings)
     assert loops == [[]]
 
 
 def test_degradation_aware_loop_reads_nothing_back(device: torch.device) -> None:
     pipe = tiny_degradation_aware_pipeline().to(device)
-    loops = recorded_loops(pipe, device)
-    pipe(images(2, 32, 32), num_inference_steps=3, generator=seeded_generator(device, 0),
-         output_type="pt", keep_clean=False, tile_size=16)
+    with recorded_calls(pipe, "denoise", cuda=device.type == "cuda") as loops:
+        pipe(images(2, 32, 32), num_inference_steps=3, generator=seeded_generator(device, 0),
+             output_type="pt", keep_clean=False, tile_size=16)
     assert loops == [[]]
 
 
