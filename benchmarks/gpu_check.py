@@ -46,7 +46,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 #: What the recorded commands show in place of a checkout's path.
 PLACEHOLDER = "/path/to/checkout"
 #: The tests that take the ``device`` fixture (tests/conftest.py).
-DEVICE_TESTS = ("tests/test_host_sync.py", "tests/test_sampling_noise.py")
+DEVICE_TESTS = ("tests/test_host_sync.py", "tests/test_sampling_noise.py",
+                "tests/test_tile_plan.py")
 SMOKE_TESTS = ("tests/test_host_sync.py", "-k", "recorder")
 
 

@@ -459,7 +459,8 @@ class MRRestorationPipeline(
             callback_on_step_end: ``callback(pipe, i, t, callback_kwargs)`` after each step,
                 may replace the tensors named in ``callback_on_step_end_tensor_inputs``.
             tile_size, tile_overlap, tile_batch_size: blended network tiles (int or ``(h, w)``),
-                their overlap (default a quarter tile) and tiles per network call.
+                their overlap (default a quarter tile) and tiles per network call (a compiled
+                network's last call of a step is padded to it: one graph).
             num_samples: K samples per image, one batch; K > 1: ``images`` is their mean,
                 ``uncertainty`` their std (faithful: MRS solver_order=2, docs/math.md#ensembles).
             latents: initial x_T, ``[len(images) * K, C, H, W]`` (one image size; default ``mu +

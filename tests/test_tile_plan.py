@@ -11,14 +11,15 @@ import torch
 import diffusers_mrs.pipelines.pipeline_mr_restoration as pipeline_module
 from diffusers_mrs import MRRestorationPipeline
 from diffusers_mrs.pipelines.tiling import plan_tiles, tiled_model_output
+from diffusers_mrs.restore_settings import tf32_mode
 
 from helpers import tiny_pipeline
 
 
-def conv_fn(seed: int = 0):
+def conv_fn(seed: int = 0, device: torch.device | str = "cpu"):
     """A nonlinear function of ``(x, mu)`` with a 3x3 receptive field: tiles disagree
     near their borders, so the blend matters."""
-    weight = torch.randn(3, 6, 3, 3, generator=torch.Generator().manual_seed(seed))
+    weight = torch.randn(3, 6, 3, 3, generator=torch.Generator().manual_seed(seed)).to(device)
 
     def fn(x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         return torch.tanh(torch.nn.functional.conv2d(torch.cat([x, mu], 1), weight, padding=1))
@@ -27,14 +28,17 @@ def conv_fn(seed: int = 0):
 
 
 @pytest.mark.parametrize("multiple", [1, 4])
-def test_a_plan_applied_per_step_equals_tiling_from_scratch(multiple: int) -> None:
+def test_a_plan_applied_per_step_equals_tiling_from_scratch(
+    multiple: int, device: torch.device
+) -> None:
     """One plan (padded mu, mu tiles, windows, weight sum) applied to several states gives
     exactly what planning afresh for every state gives."""
-    mu = torch.rand(2, 3, 45, 38, generator=torch.Generator().manual_seed(1))
+    mu = torch.rand(2, 3, 45, 38, generator=torch.Generator().manual_seed(1)).to(device)
     plan = plan_tiles(mu, (16, 16), (4, 4), 3, multiple, "reflect")
-    fn = conv_fn()
+    fn = conv_fn(device=device)
     for step in range(3):
         x = torch.randn(2, 3, 45, 38, generator=torch.Generator().manual_seed(10 + step))
+        x = x.to(device)
         fresh = tiled_model_output(fn, x, mu, (16, 16), (4, 4), 3, multiple, "reflect")
         assert torch.equal(plan.apply(fn, x), fresh)
 
@@ -90,3 +94,18 @@ def test_compiled_pipeline_pads_the_last_tile_batch(monkeypatch: pytest.MonkeyPa
     handle.remove()
     assert shapes == {(5, 3, 12, 12)}  # 12 tiles: calls of 5, 5 and 2 padded to 5
     torch.testing.assert_close(padded, eager, atol=1e-6, rtol=0)
+
+
+def test_tiled_restoration_on_the_device_matches_the_cpu(device: torch.device) -> None:
+    """Tiles, a padded network multiple and an ensemble on the test device (CUDA under
+    gpu_check.py, TF32 off) against the CPU, with the CPU's noise."""
+    pipe = tiny_pipeline()
+    image = np.random.default_rng(2).random((30, 26, 3), dtype=np.float32)
+    kwargs = {"num_inference_steps": 3, "tile_size": 12, "tile_batch_size": 5,
+              "num_samples": 2, "output_type": "pt"}
+    on_cpu = pipe(image, generator=torch.Generator().manual_seed(0), **kwargs).images
+    pipe.to(device)
+    with tf32_mode(False):
+        moved = pipe(image, generator=torch.Generator().manual_seed(0), cpu_noise=True,
+                     **kwargs).images
+    torch.testing.assert_close(moved.cpu(), on_cpu, atol=1e-4, rtol=0)
