@@ -452,15 +452,13 @@ class MRRestorationPipeline(
                 list, read by :mod:`diffusers_mrs.image_io` (EXIF, 8/16-bit scale, channels).
             num_inference_steps: number of network evaluations (sampler steps).
             timesteps, generator: custom descending timesteps (train-time units; override the
-                steps); one ``torch.Generator``, or one per image: on the sampling device
-                (noise drawn there, no copies), or on the CPU (the noise of a CPU run).
+                steps); one ``torch.Generator`` or one per image, on the sampling device or CPU.
             output_type: ``"pil"``, ``"np"`` (BHWC) or ``"pt"`` (BCHW), float32 in [0, 1].
             return_dict: return an ``ImagePipelineOutput`` (else a tuple ``(images,)``).
             callback_on_step_end: ``callback(pipe, i, t, callback_kwargs)`` after each step,
                 may replace the tensors named in ``callback_on_step_end_tensor_inputs``.
             tile_size, tile_overlap, tile_batch_size: blended network tiles (int or ``(h, w)``),
-                their overlap (default a quarter tile) and tiles per network call (a compiled
-                network's last call of a step is padded to it: one graph).
+                their overlap (default a quarter tile) and tiles per call (compiled: every call).
             num_samples: K samples per image, one batch; K > 1: ``images`` is their mean,
                 ``uncertainty`` their std (faithful: MRS solver_order=2, docs/math.md#ensembles).
             latents: initial x_T, ``[len(images) * K, C, H, W]`` (one image size; default ``mu +
@@ -469,9 +467,8 @@ class MRRestorationPipeline(
                 each image's type, a name forces it, a list gives one per image
                 (:mod:`diffusers_mrs.pipelines.degradation`).
             keep_clean: such models return a ``"clean"`` image unchanged, without sampling.
-            cpu_noise: draw all noise on the CPU, once per image before the first step, and
-                copy it asynchronously (implied by a CPU generator on another device): the
-                images of a CPU run, on any device (:mod:`~diffusers_mrs.pipelines.noise`).
+            cpu_noise: all noise drawn on the CPU up front, copied asynchronously (so with a CPU
+                generator on another device): a CPU run's images (:mod:`~.noise`).
 
         Returns:
             ``MRRestorationPipelineOutput`` (``images``; ``uncertainty`` for K > 1; the
