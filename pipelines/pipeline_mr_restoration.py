@@ -468,7 +468,7 @@ class MRRestorationPipeline(
                 (:mod:`diffusers_mrs.pipelines.degradation`).
             keep_clean: such models return a ``"clean"`` image unchanged, without sampling.
             cpu_noise: all noise drawn on the CPU up front, copied asynchronously (so with a CPU
-                generator on another device): a CPU run's images (:mod:`~.noise`).
+                generator on another device): a CPU run's images (docs: reproducibility).
 
         Returns:
             ``MRRestorationPipelineOutput`` (``images``; ``uncertainty`` for K > 1; the
