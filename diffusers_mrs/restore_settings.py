@@ -94,16 +94,14 @@ def seeded_generator(device: Any, seed: int, cpu_noise: bool = False) -> Any:
 
 
 def set_tf32(enabled: bool) -> None:
-    """TensorFloat-32 for float32 matrix products and convolutions on CUDA (Ampere and
+    """TensorFloat-32 for float32 matrix products and cuDNN convolutions on CUDA (Ampere and
     later): on (``True``, ~10 significant bits, faster) or off (``False``, IEEE float32).
-    Sets torch's ``fp32_precision`` of ``torch.backends.cuda.matmul`` and of cuDNN's
-    convolutions and RNNs; no effect on the CPU."""
+    Sets ``torch.backends.cuda.matmul.allow_tf32`` and ``torch.backends.cudnn.allow_tf32``
+    (the flags other libraries read too); no effect on the CPU."""
     import torch
 
-    precision = "tf32" if enabled else "ieee"
-    torch.backends.cuda.matmul.fp32_precision = precision
-    torch.backends.cudnn.conv.fp32_precision = precision
-    torch.backends.cudnn.rnn.fp32_precision = precision
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
 
 
 def tf32_enabled() -> bool:
@@ -111,7 +109,7 @@ def tf32_enabled() -> bool:
     through cuDNN; matrix products: no)."""
     import torch
 
-    return torch.backends.cudnn.conv.fp32_precision in ("tf32", "none")
+    return bool(torch.backends.cudnn.allow_tf32)
 
 
 @contextmanager
@@ -119,11 +117,9 @@ def tf32_mode(enabled: bool) -> Iterator[None]:
     """:func:`set_tf32` for the ``with`` block; torch's earlier settings come back after."""
     import torch
 
-    flags = (torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn)
-    saved = [flag.fp32_precision for flag in flags]
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     set_tf32(enabled)
     try:
         yield
     finally:
-        for flag, value in zip(flags, saved, strict=True):
-            flag.fp32_precision = value
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

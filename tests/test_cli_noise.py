@@ -41,11 +41,11 @@ def test_cpu_noise_and_tf32_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
               "--device", "cpu"]
     with tf32_mode(True):  # torch's flags come back after the block
         assert main(["restore", str(source), "--output", str(tmp_path / "a"), *common]) == 0
-        assert torch.backends.cuda.matmul.fp32_precision == "ieee"  # float32 stays IEEE
+        assert not torch.backends.cuda.matmul.allow_tf32  # float32 stays IEEE
+        assert not torch.backends.cudnn.allow_tf32
         assert main(["restore", str(source), "--output", str(tmp_path / "b"), "--cpu-noise",
                      "--tf32", *common]) == 0
-        assert torch.backends.cuda.matmul.fp32_precision == "tf32"
-        assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     assert seen == [{"cpu_noise": False, "generator": "cpu"},
                     {"cpu_noise": True, "generator": "cpu"}]
     assert (tmp_path / "a" / "in.png").read_bytes() == (tmp_path / "b" / "in.png").read_bytes()

@@ -141,16 +141,12 @@ def test_cpu_noise_on_the_test_device_gives_the_cpu_images(device: torch.device)
 
 
 def test_tf32_is_set_explicitly_and_restored() -> None:
-    before = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     with tf32_mode(True):
-        assert tf32_enabled() and torch.backends.cuda.matmul.fp32_precision == "tf32"
+        assert tf32_enabled() and torch.backends.cuda.matmul.allow_tf32
         with tf32_mode(False):
-            assert not tf32_enabled() and torch.backends.cuda.matmul.fp32_precision == "ieee"
+            assert not tf32_enabled() and not torch.backends.cuda.matmul.allow_tf32
         assert tf32_enabled()
-    after = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
-    assert after == before
-    set_tf32(False)
-    try:
-        assert torch.backends.cudnn.conv.fp32_precision == "ieee"
-    finally:
-        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = before
+        set_tf32(False)
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == flags
