@@ -45,8 +45,8 @@ class CompileMixin(NetworkMixin):
         the full batch (by repeating a tile whose output is dropped), so every call has one
         shape: one graph, also under ``mode="reduce-overhead"`` (CUDA graphs). Compiling
         takes tens of seconds to minutes on a CPU, so it pays off for many images or steps;
-        the README gives measured costs. Calling it again
-        does not compile again (a ``pad_to_multiple`` given again replaces the earlier).
+        docs/guide/pipeline.md gives measured costs. Calling it again does not compile
+        again (a ``pad_to_multiple`` given again replaces the earlier).
         ``compile_kwargs`` go to ``torch.compile`` (``mode``, ``dynamic``...).
 
         Args:

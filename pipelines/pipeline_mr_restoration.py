@@ -34,7 +34,7 @@ scheduler step, and with it the noise, stays global. Everything fixed per image 
 ``mu``, tile grid, ``mu`` tiles, blend windows) is planned once per image; with a compiled
 network the last tile batch is padded to the full batch (one graph). Each tile still gives
 the network less context: tiles under 48 px fall below ~45 dB PSNR against the untiled
-result on the default model (README "Large images"; the CLI refuses them).
+result on the default model (docs/guide/tiling.md; the CLI refuses them).
 
 This module only samples. The pipeline's other jobs are mixins, each in its own module:
 loading (default model, local folder, Hub snapshot) and the ``model_index.json`` library
