@@ -20,9 +20,11 @@ per image, the median of the per-round ratio to the original loop at the same NF
 memory of one restoration (CPU: peak resident set size above the level before the call,
 Linux only; CUDA: peak allocated), and the largest difference between our output and the
 original's for the same seed (float32; both draw their noise from one seeded CPU generator
-in the same order). Compile time is reported separately (first call minus a normal call).
-On CUDA the host-device synchronisations of a whole restoration are counted with
-``torch.cuda.set_sync_debug_mode``.
+in the same order: a seeded generator on the device, so CUDA timings hold no copies of
+CPU-drawn noise). Float32 runs with TensorFloat-32 off unless ``--tf32`` is given (the
+float32 rows are references). Compile time is reported separately (first call minus a
+normal call). On CUDA the host-device synchronisations of a whole restoration are counted
+with ``torch.cuda.set_sync_debug_mode``.
 
     python benchmarks/bench_restore.py --original-repo /path/to/mr-sampler \
         --original-repo /path/to/image-restoration-sde --original-repo /path/to/daclip-uir
@@ -43,7 +45,6 @@ import re
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,9 +62,11 @@ from diffusers_mrs import (
     MRUNet2DModel,
 )
 from diffusers_mrs.convert import PAPER_SCHEDULER
+from diffusers_mrs.host_sync import HostSyncRecorder
 from diffusers_mrs.models import convert_to_irsde_state_dict
 from diffusers_mrs.pipelines.degradation import Contexts as _Contexts
 from diffusers_mrs.pipelines.degradation import estimate_degradation
+from diffusers_mrs.restore_settings import seeded_generator, set_tf32, tf32_enabled
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "diffusers_mrs" / "default_model"
@@ -308,7 +311,7 @@ def ours_runner(net: Network, method: str, nfe: int, variant: str) -> Runner:
     extra = {"keep_clean": False} if net.degradation_encoder is not None else {}
 
     def run(mu: torch.Tensor, seed: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(seed)
+        generator = seeded_generator(mu.device, seed)  # the noise is drawn on mu's device
         out = pipe(
             image=mu, num_inference_steps=nfe, generator=generator, output_type="pt", **extra
         )
@@ -493,15 +496,10 @@ def count_syncs(run: Runner, mu: torch.Tensor, seed: int) -> int | None:
     """Host-device synchronisations in one restoration (CUDA only, else None)."""
     if mu.device.type != "cuda":
         return None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            run(mu, seed)
-            torch.cuda.synchronize(mu.device)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
+    with HostSyncRecorder(cuda=True, read_backs=False) as rec:
+        run(mu, seed)
+        torch.cuda.synchronize(mu.device)
+    return sum(call.startswith("cuda:") for call in rec.calls)
 
 
 def measure_group(
@@ -569,9 +567,9 @@ def summarise(net: Network, stats: dict[tuple, dict[str, Any]]) -> list[dict[str
         if original is not None and variant != "original":
             pairs = zip(s["seconds"], original["seconds"], strict=True)
             row["ratio_vs_original"] = statistics.median(a / b for a, b in pairs)
-            # Same noise only from the same CPU generator; the original's posterior loop
-            # reads the network output as noise.
-            same_noise = _device(net).type == "cpu"
+            # Same noise from one seeded generator of the device (the original seeds the
+            # device's default one); the original's posterior loop reads the output as noise.
+            same_noise = _device(net).type in ("cpu", "cuda")
             same_target = method == "mrs" or net.scheduler_config["prediction_type"] == "epsilon"
             if variant == "fp32" and same_target and same_noise:
                 row["max_abs_diff_vs_original"] = (
@@ -714,6 +712,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variant-nfe", type=int, default=10)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--tf32", action="store_true",
+                   help="let float32 use TensorFloat-32 on CUDA (default: IEEE float32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default="restore", help="stem of the output files")
@@ -730,6 +730,7 @@ def environment(args: argparse.Namespace, code: OriginalCode) -> dict[str, Any]:
         "device": str(args.device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "tf32": tf32_enabled(),
         "cpu_count": os.cpu_count(),
         "load_average_at_start": load,
         "platform": platform.platform(),
@@ -787,6 +788,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
+    set_tf32(args.tf32)  # explicit: the float32 rows are references
     code = load_original_code(args.original_repo)
     if not args.original_repo:
         print("[skip] original loops: no --original-repo given")

@@ -25,6 +25,7 @@ from nfe_plan import (
 )
 
 from diffusers_mrs.metrics import mean_per_group, psnr_and_ssim
+from diffusers_mrs.restore_settings import seeded_generator
 
 #: (method key, NFE) pairs shown in the image grid, with their column titles.
 GRID_COLUMNS: tuple[tuple[str, int, str], ...] = (
@@ -83,12 +84,15 @@ def restore(
 ) -> tuple[torch.Tensor, float]:
     """Restores the batch ``lq`` with ``scheduler`` at ``nfe`` steps; returns (images, seconds).
 
-    Image ``i`` gets its own generator seeded ``seed + i``, so the initial noise is the same for
-    every method. ``samples = K > 1``: each output is the mean of K posterior samples
-    (``num_samples=K``, all drawn from that generator).
+    Image ``i`` gets its own generator seeded ``seed + i`` on the pipeline's device (noise drawn
+    where it samples: CUDA timings hold no noise copies; a CUDA run's noise differs from a
+    CPU run's), so the initial noise is the same for every method. ``samples = K > 1``: each
+    output is the mean of K posterior samples (``num_samples=K``, all drawn from that
+    generator).
     """
     pipe.scheduler = scheduler
-    generators = [torch.Generator().manual_seed(seed + i) for i in range(lq.shape[0])]
+    device = pipe._execution_device
+    generators = [seeded_generator(device, seed + i) for i in range(lq.shape[0])]
     start = time.perf_counter()
     out = pipe(image=lq, num_inference_steps=nfe, generator=generators, output_type="pt",
                num_samples=samples).images

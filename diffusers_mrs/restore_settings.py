@@ -5,7 +5,9 @@
 - the degradation choice of degradation-aware models: ``auto`` (detect it) or one of the
   encoder's types (:func:`degradation_types`, :func:`forced_degradation`);
 - the smallest useful tile (:data:`MIN_TILE_SIZE`);
-- the device of a seeded generator (:func:`seeded_generator`).
+- the device of a seeded generator (:func:`seeded_generator`): the sampling device, or the
+  CPU for CPU-reproducible noise;
+- TensorFloat-32 for float32 on CUDA, set explicitly (:func:`set_tf32`, :func:`tf32_mode`).
 
 Imports torch and the schedulers only when a function runs, so the command line's
 ``--help`` stays fast.
@@ -13,6 +15,8 @@ Imports torch and the schedulers only when a function runs, so the command line'
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 __all__ = [
@@ -24,6 +28,9 @@ __all__ = [
     "scheduler_class",
     "scheduler_from_config",
     "seeded_generator",
+    "set_tf32",
+    "tf32_enabled",
+    "tf32_mode",
 ]
 
 #: Sampler names -> the scheduler class of :mod:`diffusers_mrs` they stand for.
@@ -69,10 +76,52 @@ def forced_degradation(choice: str | None) -> str | None:
     return None if choice in (None, "", AUTO_DEGRADATION) else choice
 
 
-def seeded_generator(device: Any, seed: int) -> Any:
-    """A ``torch.Generator`` seeded with ``seed``: on ``device`` if it is a CUDA device, on
-    the CPU otherwise."""
+def seeded_generator(device: Any, seed: int, cpu_noise: bool = False) -> Any:
+    """A ``torch.Generator`` seeded with ``seed`` on the sampling ``device``, so the pipeline
+    draws every step's noise there without a copy; on the CPU with ``cpu_noise`` (the
+    pipeline then draws all noise up front on the CPU: a CPU run's images on any device) or
+    where the device has no generator of its own.
+
+    One seed gives one set of images per generator device: a CUDA generator draws other
+    numbers than the CPU's (docs: reproducibility)."""
     import torch
 
-    generator_device = device if torch.device(device).type == "cuda" else "cpu"
-    return torch.Generator(generator_device).manual_seed(seed)
+    device = torch.device(device)
+    if cpu_noise or device.type == "cpu":
+        return torch.Generator("cpu").manual_seed(seed)
+    try:
+        return torch.Generator(device).manual_seed(seed)
+    except RuntimeError:  # a device type without generators: CPU noise
+        return torch.Generator("cpu").manual_seed(seed)
+
+
+def set_tf32(enabled: bool) -> None:
+    """TensorFloat-32 for float32 matrix products and cuDNN convolutions on CUDA (Ampere and
+    later): on (``True``, ~10 significant bits, faster) or off (``False``, IEEE float32).
+    Sets ``torch.backends.cuda.matmul.allow_tf32`` and ``torch.backends.cudnn.allow_tf32``
+    (the flags other libraries read too); no effect on the CPU."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
+
+
+def tf32_enabled() -> bool:
+    """Whether CUDA convolutions in float32 may use TensorFloat-32 (torch's default: yes,
+    through cuDNN; matrix products: no)."""
+    import torch
+
+    return bool(torch.backends.cudnn.allow_tf32)
+
+
+@contextmanager
+def tf32_mode(enabled: bool) -> Iterator[None]:
+    """:func:`set_tf32` for the ``with`` block; torch's earlier settings come back after."""
+    import torch
+
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    set_tf32(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

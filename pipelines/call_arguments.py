@@ -24,6 +24,7 @@ from diffusers_mrs.image_io import check_finite_in
 from .degradation import MIN_ENCODER_SIZE, check_degradation, per_image_degradations
 from .ensemble import check_num_samples
 from .network import NetworkMixin
+from .noise import noise_on_cpu
 from .tiling import normalize_tile_args
 
 __all__ = ["OUTPUT_TYPES", "CallArgumentsMixin", "SamplingSettings", "StepCallback", "TileSettings"]
@@ -58,6 +59,9 @@ class SamplingSettings:
     degradation: str | Sequence[str | None] | None = None
     #: return images of type ``"clean"`` as they are, without sampling
     keep_clean: bool = True
+    #: draw all noise on the CPU up front (:mod:`~diffusers_mrs.pipelines.noise`); resolved
+    #: from ``cpu_noise=`` and the generator's device once the images are read
+    cpu_noise: bool = False
 
 
 class CallArgumentsMixin(NetworkMixin):
@@ -192,16 +196,19 @@ class CallArgumentsMixin(NetworkMixin):
         images: Sequence[torch.Tensor],
         generator: torch.Generator | list[torch.Generator] | None,
         latents: torch.Tensor | None,
+        cpu_noise: bool = False,
     ) -> SamplingSettings:
         """Checks the generators, initial latents and degradation types against the (read)
-        images; returns the settings with the checked latents and, for a degradation-aware
+        images; returns the settings with the checked latents, where the noise is drawn
+        (:func:`~diffusers_mrs.pipelines.noise.noise_on_cpu`) and, for a degradation-aware
         model, one degradation entry per image."""
         self.check_generators(generator, len(images))
+        cpu_noise = noise_on_cpu(cpu_noise, generator, self._execution_device)
         checked = self.check_latents(latents, images, sampling.num_samples)
         degradation = sampling.degradation
         if getattr(self, "degradation_encoder", None) is not None:
             degradation = per_image_degradations(degradation, len(images))
-        return replace(sampling, latents=checked, degradation=degradation)
+        return replace(sampling, latents=checked, degradation=degradation, cpu_noise=cpu_noise)
 
     def _run_callback(
         self,

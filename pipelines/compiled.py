@@ -40,10 +40,13 @@ class CompileMixin(NetworkMixin):
 
         The compiled graph is built on the first call and then reused for every step and
         every image of that size; a second image size triggers one more compilation with
-        dynamic shapes, which then serves all sizes (tiled restoration always feeds the
-        same tile shape). Compiling takes tens of seconds to minutes on a CPU, so it pays
-        off for many images or steps; docs/guide/pipeline.md gives measured costs. Calling it again
-        does not compile again (a ``pad_to_multiple`` given again replaces the earlier).
+        dynamic shapes, which then serves all sizes. Tiled restoration feeds one tile
+        shape, and with a compiled network the last tile batch of each step is padded to
+        the full batch (by repeating a tile whose output is dropped), so every call has one
+        shape: one graph, also under ``mode="reduce-overhead"`` (CUDA graphs). Compiling
+        takes tens of seconds to minutes on a CPU, so it pays off for many images or steps;
+        docs/guide/pipeline.md gives measured costs. Calling it again does not compile
+        again (a ``pad_to_multiple`` given again replaces the earlier).
         ``compile_kwargs`` go to ``torch.compile`` (``mode``, ``dynamic``...).
 
         Args:
@@ -65,9 +68,13 @@ class CompileMixin(NetworkMixin):
             if pad_to_multiple < 1:
                 raise ValueError(f"pad_to_multiple must be >= 1, got {pad_to_multiple}.")
             self._compile_pad_multiple = math.lcm(pad_to_multiple, self._unet_pad_multiple())
-        unet = unwrap_module(self.unet)
-        if getattr(unet, "_compiled_call_impl", None) is None:
-            unet.compile(**compile_kwargs)
+        if not self.is_compiled:
+            unwrap_module(self.unet).compile(**compile_kwargs)
+
+    @property
+    def is_compiled(self) -> bool:
+        """Whether the network was compiled (:meth:`enable_compile`, or ``unet.compile()``)."""
+        return getattr(unwrap_module(self.unet), "_compiled_call_impl", None) is not None
 
     @property
     def compile_pad_multiple(self) -> int:

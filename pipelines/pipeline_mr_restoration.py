@@ -21,11 +21,20 @@ matching ``degradation_context`` in every call, and reports the type and its pro
 in the output (:mod:`diffusers_mrs.pipelines.degradation`; the claimed types are
 :attr:`MRRestorationPipeline.supported_degradations`).
 
+Noise: drawn where the generator lives. A generator on the sampling device draws every
+step's noise there; a CPU generator on another device, or ``cpu_noise=True``, draws all of
+it on the CPU once per batch before the first step and copies it asynchronously
+(:mod:`diffusers_mrs.pipelines.noise`), so a seed gives a CPU run's images on any device. A
+CUDA generator draws other numbers than a CPU generator with the same seed (docs: user
+guide, reproducibility). The sampling loop reads nothing back to the host.
+
 Large images: ``tile_size`` runs the network on overlapping tiles at every step and blends
 the outputs with a raised-cosine window (see :mod:`diffusers_mrs.pipelines.tiling`); the
-scheduler step, and with it the noise, stays global. Each tile still gives the network less
-context: tiles under 48 px fall below ~45 dB PSNR against the untiled result on the default
-model (docs/guide/tiling.md; the CLI refuses them).
+scheduler step, and with it the noise, stays global. Everything fixed per image (padded
+``mu``, tile grid, ``mu`` tiles, blend windows) is planned once per image; with a compiled
+network the last tile batch is padded to the full batch (one graph). Each tile still gives
+the network less context: tiles under 48 px fall below ~45 dB PSNR against the untiled
+result on the default model (docs/guide/tiling.md; the CLI refuses them).
 
 This module only samples. The pipeline's other jobs are mixins, each in its own module:
 loading (default model, local folder, Hub snapshot) and the ``model_index.json`` library
@@ -63,8 +72,9 @@ from .degradation import (
     per_image_degradations,
 )
 from .ensemble import ensemble_statistics, repeat_for_samples
+from .noise import CpuNoise, draw_cpu_noise, noisy_steps
 from .output import MRRestorationPipelineOutput, format_images, pipeline_output
-from .tiling import tiled_model_output
+from .tiling import TilePlan, plan_tiles
 
 logger = logging.get_logger(__name__)
 
@@ -77,8 +87,8 @@ EXAMPLE_DOC_STRING = """
 
         >>> pipe = MRRestorationPipeline.from_pretrained()  # the model shipped with the package
         >>> degraded = Image.open("degraded.png")
-        >>> restored = pipe(image=degraded, num_inference_steps=10,
-        ...                 generator=torch.Generator().manual_seed(0)).images[0]
+        >>> generator = torch.Generator(pipe.device).manual_seed(0)  # noise drawn where it samples
+        >>> restored = pipe(image=degraded, num_inference_steps=10, generator=generator).images[0]
         >>> restored.save("restored.png")
         ```
 """
@@ -225,19 +235,44 @@ class MRRestorationPipeline(
         return self.scheduler.timesteps
 
     def prepare_latents(
-        self, mu: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None
+        self,
+        mu: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The start of sampling: ``x_T = mu + init_noise_sigma * noise``."""
-        noise = randn_tensor(tuple(mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+        """The start of sampling: ``x_T = mu + init_noise_sigma * noise`` (``noise`` drawn
+        from ``generator`` on ``mu``'s device unless given)."""
+        if noise is None:
+            noise = randn_tensor(tuple(mu.shape), generator=generator, device=mu.device,
+                                 dtype=mu.dtype)
         return mu + self.scheduler.init_noise_sigma * noise
 
-    def _step_kwargs(self, generator: Any) -> tuple[dict[str, Any], bool]:
-        """The ``generator`` argument if this scheduler's ``step`` takes one, and whether it
-        takes ``mu`` (passed per step: a callback may replace it)."""
+    def _step_kwargs(self, generator: Any, noise: CpuNoise | None) -> tuple[dict[str, Any], bool]:
+        """The ``generator`` argument if this scheduler's ``step`` takes one (none with
+        noise drawn up front: that goes in as ``variance_noise``), and whether it takes
+        ``mu`` (passed per step: a callback may replace it)."""
         names = set(inspect.signature(self.scheduler.step).parameters)
         if "mu" not in names:
             logger.info(f"{type(self.scheduler).__name__}.step takes no `mu`; it is not passed.")
+        if noise is not None:
+            if "variance_noise" not in names:
+                raise ValueError(
+                    f"{type(self.scheduler).__name__}.step takes no `variance_noise`, so the"
+                    " noise cannot be drawn on the CPU up front (cpu_noise / a CPU generator"
+                    " on another device); pass a generator on the sampling device."
+                )
+            return {}, "mu" in names
         return {"generator": generator} if "generator" in names else {}, "mu" in names
+
+    def _tile_plan(self, mu_net: torch.Tensor, tiling: TileSettings | None) -> TilePlan | None:
+        """The tiling fixed for one image (:func:`~.tiling.plan_tiles`), ``None`` untiled.
+        With a compiled network the last tile batch is padded to the full batch, so every
+        network call has one shape (one graph, also under ``mode="reduce-overhead"``)."""
+        if tiling is None:
+            return None
+        return plan_tiles(mu_net, tiling.size, tiling.overlap, tiling.batch_size,
+                          self._unet_pad_multiple(), self._unet_pad_mode(),
+                          pad_last_batch=self.is_compiled)
 
     def _network(
         self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor, contexts: Contexts | None
@@ -261,22 +296,15 @@ class MRRestorationPipeline(
         latents: torch.Tensor,
         mu: torch.Tensor,
         t: torch.Tensor,
-        tiling: TileSettings | None,
+        plan: TilePlan | None,
         contexts: Contexts | None = None,
     ) -> torch.Tensor:
-        """The network's prediction at ``t``, on the whole image or tile by tile."""
-        if tiling is None:
+        """The network's prediction at ``t``, on the whole image or tile by tile (``plan``:
+        the image's tiling, :meth:`_tile_plan`)."""
+        if plan is None:
             return self._network(latents, mu, t, contexts)
-        return tiled_model_output(
-            lambda x_tiles, mu_tiles: self._network(x_tiles, mu_tiles, t, contexts),
-            latents,
-            mu,
-            tiling.size,
-            tiling.overlap,
-            tiling.batch_size,
-            self._unet_pad_multiple(),
-            self._unet_pad_mode(),
-        )
+        return plan.apply(
+            lambda x_tiles, mu_tiles: self._network(x_tiles, mu_tiles, t, contexts), latents)
 
     def denoise(
         self,
@@ -286,19 +314,25 @@ class MRRestorationPipeline(
         generator: torch.Generator | list[torch.Generator] | None,
         sampling: SamplingSettings,
         contexts: Contexts | None = None,
+        noise: CpuNoise | None = None,
     ) -> torch.Tensor:
         """The sampling loop: one network evaluation and one scheduler step per timestep
-        (``contexts``, computed once per image, go to every evaluation)."""
-        step_kwargs, takes_mu = self._step_kwargs(generator)
+        (``contexts``, computed once per image, go to every evaluation; ``noise``: every
+        step's noise drawn up front on the CPU, else ``generator`` draws it in ``step``).
+        Nothing in it reads a value back to the host (tests/test_host_sync.py)."""
+        step_kwargs, takes_mu = self._step_kwargs(generator, noise)
         network_dtype = self._unet_dtype()
         mu_net = mu.to(network_dtype)  # once per image, not per step
+        plan = self._tile_plan(mu_net, sampling.tiling)
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
-                model_output = self._model_output(latents, mu_net, t, sampling.tiling, contexts)
+                model_output = self._model_output(latents, mu_net, t, plan, contexts)
                 if takes_mu:
                     step_kwargs["mu"] = mu
+                if noise is not None:
+                    step_kwargs["variance_noise"] = noise.step_noise(i)
                 latents = self.scheduler.step(
                     model_output, t, latents, return_dict=False, **step_kwargs
                 )[0].to(mu.dtype)
@@ -306,6 +340,7 @@ class MRRestorationPipeline(
                     latents, new_mu = self._run_callback(sampling, i, t, latents, mu)
                     if new_mu is not mu:
                         mu, mu_net = new_mu, new_mu.to(network_dtype)
+                        plan = self._tile_plan(mu_net, sampling.tiling)
                 progress_bar.update()
         self._forget_padded_mu()
         return latents
@@ -337,11 +372,18 @@ class MRRestorationPipeline(
             sampling.num_inference_steps, sampling.timesteps, mu.device
         )
         self._num_timesteps = len(timesteps)
+        noise = None
+        if sampling.cpu_noise:  # once per image, in a CPU run's order (pipelines/noise.py)
+            noise = draw_cpu_noise(
+                tuple(mu.shape), generator, mu.device, mu.dtype,
+                torch.promote_types(mu.dtype, torch.float32),
+                noisy_steps(self.scheduler, len(timesteps)), with_start=latents is None)
         if latents is None:
-            latents = self.prepare_latents(mu, generator)
+            latents = self.prepare_latents(
+                mu, generator, None if noise is None else noise.start_noise())
         else:
             latents = latents.to(device=mu.device, dtype=mu.dtype)
-        latents = self.denoise(latents, mu, timesteps, generator, sampling, contexts)
+        latents = self.denoise(latents, mu, timesteps, generator, sampling, contexts, noise)
         if clean is not None and any(clean):
             rows = torch.tensor(clean, device=mu.device).repeat_interleave(sampling.num_samples)
             latents[rows] = mu[rows].to(latents.dtype)
@@ -401,6 +443,7 @@ class MRRestorationPipeline(
         latents: torch.Tensor | None = None,
         degradation: str | Sequence[str | None] | None = None,
         keep_clean: bool = True,
+        cpu_noise: bool = False,
     ) -> MRRestorationPipelineOutput | tuple:
         r"""Restores degraded images.
 
@@ -409,13 +452,13 @@ class MRRestorationPipeline(
                 list, read by :mod:`diffusers_mrs.image_io` (EXIF, 8/16-bit scale, channels).
             num_inference_steps: number of network evaluations (sampler steps).
             timesteps, generator: custom descending timesteps (train-time units; override the
-                steps); one ``torch.Generator``, or one per image.
+                steps); one ``torch.Generator`` or one per image, on the sampling device or CPU.
             output_type: ``"pil"``, ``"np"`` (BHWC) or ``"pt"`` (BCHW), float32 in [0, 1].
             return_dict: return an ``ImagePipelineOutput`` (else a tuple ``(images,)``).
             callback_on_step_end: ``callback(pipe, i, t, callback_kwargs)`` after each step,
                 may replace the tensors named in ``callback_on_step_end_tensor_inputs``.
             tile_size, tile_overlap, tile_batch_size: blended network tiles (int or ``(h, w)``),
-                their overlap (default a quarter tile) and tiles per network call.
+                their overlap (default a quarter tile) and tiles per call (compiled: every call).
             num_samples: K samples per image, one batch; K > 1: ``images`` is their mean,
                 ``uncertainty`` their std (faithful: MRS solver_order=2, docs/math.md#ensembles).
             latents: initial x_T, ``[len(images) * K, C, H, W]`` (one image size; default ``mu +
@@ -424,6 +467,8 @@ class MRRestorationPipeline(
                 each image's type, a name forces it, a list gives one per image
                 (:mod:`diffusers_mrs.pipelines.degradation`).
             keep_clean: such models return a ``"clean"`` image unchanged, without sampling.
+            cpu_noise: all noise drawn on the CPU up front, copied asynchronously (so with a CPU
+                generator on another device): a CPU run's images (docs: reproducibility).
 
         Returns:
             ``MRRestorationPipelineOutput`` (``images``; ``uncertainty`` for K > 1; the
@@ -439,7 +484,7 @@ class MRRestorationPipeline(
             tile_batch_size, callback_on_step_end, callback_on_step_end_tensor_inputs, degradation,
             keep_clean)
         images = prepare_images(image, **self._image_requirements())  # read and checked, once
-        sampling = self._settings_for_images(sampling, images, generator, latents)
+        sampling = self._settings_for_images(sampling, images, generator, latents, cpu_noise)
         restored, spread, reports = self._restore_images(images, generator, sampling)
         self.maybe_free_model_hooks()
         out = pipeline_output(restored, spread, output_type, num_samples, reports)

@@ -8,23 +8,32 @@ into one full-size model output with a raised-cosine (Hann) window normalised by
 of the weights. The pipeline then takes one scheduler step on the whole image, so the
 noise and the solver history stay global and only the network sees tiles.
 
+Per image, everything fixed is computed once (:func:`plan_tiles`): the padded ``mu``, the
+tile grid, the ``mu`` tiles, the blend windows and the reciprocal of their sum; every step
+then only crops the state, runs the network and blends (:meth:`TilePlan.apply`).
+
 Memory: besides the full-size state, the blend needs one full-size accumulator of the
-output and one single-channel weight map; the network only ever sees ``tile_batch_size``
-tiles at a time.
+output and one single-channel weight map, and the plan keeps the ``mu`` tiles (about
+``mu`` times the overlap's coverage); the network only ever sees ``tile_batch_size`` tiles
+at a time.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from diffusers_mrs.models.padding import pad_to_multiple
 
 __all__ = [
+    "TileBatch",
+    "TilePlan",
     "blend_window",
     "normalize_tile_args",
+    "plan_tiles",
     "tile_starts",
     "tiled_model_output",
 ]
@@ -145,6 +154,140 @@ def _tile_grid(
     return (th, tw), (oh, ow), [(y, x0) for y in ys for x0 in xs]
 
 
+@dataclass(frozen=True)
+class TileBatch:
+    """One network call of a :class:`TilePlan`: its tile starts and everything about them
+    that is fixed per image (the ``mu`` crops and the blend windows)."""
+
+    #: ``(y, x)`` start of every tile in the call, the padding repeats included
+    starts: tuple[tuple[int, int], ...]
+    #: how many of ``starts`` are real tiles (the rest pad the call to the full batch)
+    real: int
+    #: the ``mu`` crops, ``[len(starts) * B, C, h, w]`` (tile-major)
+    mu_tiles: torch.Tensor
+    #: the blend windows of the real tiles, ``[real, 1, 1, h, w]`` (float32)
+    windows: torch.Tensor
+
+
+class TilePlan:
+    """Everything of a tiled network evaluation that is fixed for one image: the padded
+    ``mu``, the tile grid, the calls (``tile_batch_size`` tiles each), their ``mu`` crops,
+    the blend windows and their sum. Built once per image by
+    :func:`plan_tiles`; :meth:`apply` then only crops the state at every step.
+
+    The blend is ``out = (sum_k w_k * fn(x_k, mu_k)) / (sum_k w_k)`` over the tiles ``k``
+    (``w_k`` the raised-cosine window, zero outside tile ``k``).
+    """
+
+    def __init__(
+        self,
+        mu: torch.Tensor,
+        tile_size: tuple[int, int],
+        tile_overlap: tuple[int, int],
+        tile_batch_size: int,
+        pad_multiple: int,
+        pad_mode: str,
+        pad_last_batch: bool,
+    ) -> None:
+        self.image_hw = tuple(mu.shape[-2:])
+        self.pad_multiple, self.pad_mode = pad_multiple, pad_mode
+        mu = self._pad(mu)
+        self.batch, _, height, width = mu.shape
+        (th, tw), overlap, positions = _tile_grid((height, width), tile_size, tile_overlap,
+                                                  pad_multiple)
+        self.tile_hw = (th, tw)
+        per_call = min(max(1, tile_batch_size // max(self.batch, 1)), len(positions))
+        windows = {}
+        weight_sum = torch.zeros((1, 1, height, width), dtype=torch.float32, device=mu.device)
+        self.batches: list[TileBatch] = []
+        for first in range(0, len(positions), per_call):
+            real = list(positions[first : first + per_call])
+            starts = real + [real[-1]] * (per_call - len(real) if pad_last_batch else 0)
+            tile_windows = []
+            for y, x0 in real:
+                borders = (y == 0, y + th >= height, x0 == 0, x0 + tw >= width)
+                if borders not in windows:
+                    windows[borders] = blend_window((th, tw), overlap, borders, mu.device)
+                tile_windows.append(windows[borders])
+                weight_sum[:, :, y : y + th, x0 : x0 + tw] += windows[borders]
+            self.batches.append(TileBatch(
+                tuple(starts), len(real), self._crop(mu, starts), torch.stack(tile_windows)))
+        self.weight_sum = weight_sum
+
+    def _pad(self, image: torch.Tensor) -> torch.Tensor:
+        if self.pad_multiple > 1:
+            return pad_to_multiple(image, self.pad_multiple, self.pad_mode)
+        return image
+
+    def _crop(self, image: torch.Tensor, starts: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """The tiles of ``image`` at ``starts``, tile-major: ``[len(starts) * B, C, h, w]``."""
+        th, tw = self.tile_hw
+        return torch.cat([image[:, :, y : y + th, x0 : x0 + tw] for y, x0 in starts], dim=0)
+
+    @property
+    def calls_per_step(self) -> int:
+        """Network calls per evaluation (every one ``len(starts) * B`` tiles)."""
+        return len(self.batches)
+
+    def apply(
+        self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor
+    ) -> torch.Tensor:
+        """``fn`` on the tiles of the state ``x`` (``[B, C, H, W]``, the size of the
+        planned ``mu``) and the planned ``mu`` tiles, blended: ``[B, C_out, H, W]`` in the
+        dtype of ``x`` (accumulated in float32)."""
+        if tuple(x.shape[-2:]) != self.image_hw or x.shape[0] != self.batch:
+            raise ValueError(
+                f"the tile plan is for {self.batch} images of {self.image_hw}, got a state of "
+                f"shape {tuple(x.shape)}."
+            )
+        height0, width0 = self.image_hw
+        x_padded = self._pad(x)
+        th, tw = self.tile_hw
+        out: torch.Tensor | None = None
+        for call in self.batches:
+            pred = fn(self._crop(x_padded, call.starts), call.mu_tiles)
+            if out is None:
+                out = pred.new_zeros((self.batch, pred.shape[1], *x_padded.shape[-2:]),
+                                     dtype=torch.float32)
+            for k, (y, x0) in enumerate(call.starts[: call.real]):
+                tile = pred[k * self.batch : (k + 1) * self.batch].float()
+                out[:, :, y : y + th, x0 : x0 + tw] += call.windows[k] * tile
+            del pred
+        assert out is not None
+        return out.div_(self.weight_sum)[..., :height0, :width0].to(x.dtype)
+
+
+def plan_tiles(
+    mu: torch.Tensor,
+    tile_size: tuple[int, int],
+    tile_overlap: tuple[int, int],
+    tile_batch_size: int = 4,
+    pad_multiple: int = 1,
+    pad_mode: str = "reflect",
+    pad_last_batch: bool = False,
+) -> TilePlan:
+    """The :class:`TilePlan` of the condition ``mu`` (``[B, C, H, W]``): built once per
+    image, applied at every step.
+
+    Args:
+        mu: condition (the degraded image).
+        tile_size: ``(h, w)`` of a tile (shrunk to the image where the image is smaller).
+        tile_overlap: ``(h, w)`` overlap between neighbouring tiles, also the width of the
+            blending ramps.
+        tile_batch_size: how many tile crops (counting every image of the batch) go
+            through ``fn`` at once; at least one tile position is always processed.
+        pad_multiple, pad_mode: how the network pads its input (its ``pad_multiple`` and
+            ``pad_mode``: ``"reflect"`` or ``"constant"`` zeros). The full image is padded
+            so first and tile sizes are rounded up to the multiple, so border tiles see
+            the untiled network's context and no tile is padded again.
+        pad_last_batch: repeat the last call's final tile until it holds as many tiles as
+            the others (their outputs are dropped), so every network call has one shape:
+            one compiled graph, also under ``mode="reduce-overhead"`` (CUDA graphs).
+    """
+    return TilePlan(mu, tile_size, tile_overlap, tile_batch_size, pad_multiple, pad_mode,
+                    pad_last_batch)
+
+
 def tiled_model_output(
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -155,52 +298,15 @@ def tiled_model_output(
     pad_multiple: int = 1,
     pad_mode: str = "reflect",
 ) -> torch.Tensor:
-    """Evaluates ``fn`` on overlapping tiles of ``x`` and ``mu`` and blends the results.
-
-    Args:
-        fn: maps ``(x_tiles, mu_tiles)`` of shape ``[n, C, h, w]`` to an output of shape
-            ``[n, C_out, h, w]`` (the network at the current timestep).
-        x: current sample, ``[B, C, H, W]``.
-        mu: condition (the degraded image), same shape as ``x``.
-        tile_size: ``(h, w)`` of a tile (shrunk to the image where the image is smaller).
-        tile_overlap: ``(h, w)`` overlap between neighbouring tiles, also the width of the
-            blending ramps.
-        tile_batch_size: how many tile crops (counting every image of the batch) go
-            through ``fn`` at once; at least one tile position is always processed.
-        pad_multiple, pad_mode: how the network pads its input (its ``pad_multiple`` and
-            ``pad_mode``: ``"reflect"`` or ``"constant"`` zeros). The full image is padded
-            so first and tile sizes are rounded up to the multiple, so border tiles see
-            the untiled network's context and no tile is padded again.
+    """Evaluates ``fn`` on overlapping tiles of ``x`` and ``mu`` and blends the results: a
+    one-off :func:`plan_tiles` (same arguments) applied to ``x``; ``fn`` maps
+    ``(x_tiles, mu_tiles)`` of shape ``[n, C, h, w]`` to ``[n, C_out, h, w]``. A sampler
+    plans once per image and applies the plan at every step instead.
 
     Returns:
         The blended output, ``[B, C_out, H, W]``, in the dtype of ``x`` (accumulated in float32).
     """
-    H0, W0 = x.shape[-2:]
-    if pad_multiple > 1:
-        x = pad_to_multiple(x, pad_multiple, pad_mode)
-        mu = pad_to_multiple(mu, pad_multiple, pad_mode)
-    B, _, H, W = x.shape
-    (th, tw), (oh, ow), positions = _tile_grid((H, W), tile_size, tile_overlap, pad_multiple)
-    per_call = max(1, tile_batch_size // max(B, 1))
-
-    out: torch.Tensor | None = None
-    weight_sum = torch.zeros((1, 1, H, W), dtype=torch.float32, device=x.device)
-    windows: dict[tuple[bool, bool, bool, bool], torch.Tensor] = {}
-    for start in range(0, len(positions), per_call):
-        chunk = positions[start : start + per_call]
-        x_tiles = torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0 in chunk], dim=0)
-        mu_tiles = torch.cat([mu[:, :, y : y + th, x0 : x0 + tw] for y, x0 in chunk], dim=0)
-        pred = fn(x_tiles, mu_tiles)
-        if out is None:
-            out = torch.zeros((B, pred.shape[1], H, W), dtype=torch.float32, device=x.device)
-        for k, (y, x0) in enumerate(chunk):
-            borders = (y == 0, y + th >= H, x0 == 0, x0 + tw >= W)
-            if borders not in windows:
-                windows[borders] = blend_window((th, tw), (oh, ow), borders, x.device)
-            w = windows[borders]
-            out[:, :, y : y + th, x0 : x0 + tw] += w * pred[k * B : (k + 1) * B].float()
-            weight_sum[:, :, y : y + th, x0 : x0 + tw] += w
-        del pred, x_tiles, mu_tiles
-
-    assert out is not None
-    return out.div_(weight_sum)[..., :H0, :W0].to(x.dtype)
+    if x.shape != mu.shape:
+        raise ValueError(f"x {tuple(x.shape)} and mu {tuple(mu.shape)} must have one shape.")
+    plan = plan_tiles(mu, tile_size, tile_overlap, tile_batch_size, pad_multiple, pad_mode)
+    return plan.apply(fn, x)

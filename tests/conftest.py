@@ -19,6 +19,21 @@ import pytest  # noqa: E402
 
 from helpers import fresh_accelerate_state, save_tiny_pipeline  # noqa: E402
 
+#: The device of device-parametrised tests (``device`` fixture): ``MRS_TEST_DEVICE``
+#: (e.g. ``cuda``), the CPU by default; benchmarks/gpu_check.py runs the suite on CUDA.
+TEST_DEVICE = os.environ.get("MRS_TEST_DEVICE", "cpu")
+
+
+@pytest.fixture
+def device() -> torch.device:
+    """``MRS_TEST_DEVICE`` as a ``torch.device``; the test is skipped where it is absent."""
+    chosen = torch.device(TEST_DEVICE)
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip(f"MRS_TEST_DEVICE={TEST_DEVICE} but CUDA is not available")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        pytest.skip(f"MRS_TEST_DEVICE={TEST_DEVICE} but MPS is not available")
+    return chosen
+
 
 @pytest.fixture(scope="module")
 def unbiased_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

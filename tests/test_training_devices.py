@@ -176,19 +176,15 @@ def test_a_training_step_reads_nothing_back_from_the_device(tmp_path: Path, obje
 
 def test_tf32_setting_is_explicit() -> None:
     """``--allow_tf32`` sets torch's float32 precision of matmuls and cuDNN convolutions
-    (whose own defaults differ: convolutions TF32, matmuls IEEE); off means IEEE for both."""
+    (whose own defaults differ: convolutions TF32, matmuls IEEE) through the same switch as
+    sampling; off means IEEE for both."""
+    from diffusers_mrs.restore_settings import set_tf32, tf32_mode
     from diffusers_mrs.training import parse_args
-    from diffusers_mrs.training.device import set_float32_precision
 
     assert parse_args([]).allow_tf32 is False and parse_args(["--allow_tf32"]).allow_tf32
     backends = torch.backends
-    if not hasattr(backends.cudnn, "conv"):
-        pytest.skip("torch < 2.9 has only the legacy allow_tf32 flags")
-    before = (backends.cuda.matmul.fp32_precision, backends.cudnn.conv.fp32_precision)
-    try:
-        for allow, expected in ((True, "tf32"), (False, "ieee")):
-            set_float32_precision(allow)
-            assert backends.cuda.matmul.fp32_precision == expected
-            assert backends.cudnn.conv.fp32_precision == expected
-    finally:
-        backends.cuda.matmul.fp32_precision, backends.cudnn.conv.fp32_precision = before
+    with tf32_mode(False):  # restores torch's settings afterwards
+        for allow in (True, False):
+            set_tf32(allow)
+            assert backends.cuda.matmul.allow_tf32 is allow
+            assert backends.cudnn.allow_tf32 is allow

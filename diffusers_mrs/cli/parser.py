@@ -175,7 +175,7 @@ def _add_tiling_args(restore: argparse.ArgumentParser) -> None:
 
 
 def _add_device_args(restore: argparse.ArgumentParser) -> None:
-    """``restore``: device, network dtype and torch.compile."""
+    """``restore``: device, network dtype, TF32, where the noise is drawn, torch.compile."""
     restore.add_argument(
         "--device",
         default=None,
@@ -187,6 +187,18 @@ def _add_device_args(restore: argparse.ArgumentParser) -> None:
         default="float32",
         help="network dtype (the sampler stays float32); see docs/guide/pipeline.md for"
         " speed and accuracy",
+    )
+    restore.add_argument(
+        "--tf32",
+        action="store_true",
+        help="float32 on CUDA may use TensorFloat-32 (faster, ~3 significant digits; default: "
+        "IEEE float32)",
+    )
+    restore.add_argument(
+        "--cpu-noise",
+        action="store_true",
+        help="draw the noise on the CPU (up front, copied without waiting): a --seed gives "
+        "the CPU's images on any device (default: drawn on the sampling device)",
     )
     restore.add_argument(
         "--compile",

@@ -77,6 +77,7 @@ from ..restore_settings import (
     forced_degradation,
     scheduler_class,
     seeded_generator,
+    set_tf32,
 )
 from .checks import (
     EXIT_FAILURES,
@@ -162,7 +163,8 @@ def restore_one(
     tile = automatic_tile(height, width, args.samples, args.tile)
     if tile is not None and args.tile is None:
         note(f"{job.source}: {automatic_tile_note(height, width, args.samples)}")
-    generator = None if args.seed is None else seeded_generator(device, args.seed)
+    cpu_noise = bool(getattr(args, "cpu_noise", False))
+    generator = None if args.seed is None else seeded_generator(device, args.seed, cpu_noise)
     result = pipe(
         image=decoded.pixels,
         num_inference_steps=args.steps,
@@ -174,6 +176,7 @@ def restore_one(
         num_samples=args.samples,
         degradation=forced_degradation(args.degradation),
         keep_clean=not getattr(args, "sample_clean", False),
+        cpu_noise=cpu_noise,
     )
     job.target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(job.target, lambda file: write_image(file, result.images[0], decoded))
@@ -363,6 +366,7 @@ def run_restore(args: argparse.Namespace) -> int:
     state.wait_for_everyone()
 
     device = args.device if args.device is not None else state.device
+    set_tf32(bool(getattr(args, "tf32", False)))  # explicit: float32 is IEEE unless asked
     pipe = _load_everywhere(state, args, device, prefix)
     if pipe is None:
         return EXIT_USAGE

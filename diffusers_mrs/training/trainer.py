@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from ..data import DegradedPatchDataset, PairedFolderDataset
+from ..restore_settings import set_tf32
 from .architectures import check_architecture, describe_network, network_class, network_kwargs
 from .checkpoint import (
     TrainState,
@@ -57,7 +58,7 @@ from .degradation_aware import (
     make_model,
     type_weights,
 )
-from .device import pin_host_memory, set_float32_precision
+from .device import pin_host_memory
 from .extras import require_training_packages
 from .loop import Clock, RunningMeans, TrainingLoop
 from .objective import PREDICTION_TYPES, check_loss_names, denoising_loss
@@ -111,7 +112,7 @@ class Trainer(TrainingLoop):
             torch.set_num_threads(int(cfg.num_threads))
         self.accelerator = self._make_accelerator()
         if self.accelerator.device.type == "cuda":  # TF32 exists on CUDA devices only
-            set_float32_precision(cfg.allow_tf32)
+            set_tf32(cfg.allow_tf32)
         self.resume_path = self._checkpoint_to_resume()
         set_seed(cfg.seed)  # identical initial weights on every process
         self.unet = self._make_unet()

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..metrics import mean_per_group, psnr
+from ..restore_settings import seeded_generator
 
 #: Scheduler settings whose single step from t = T returns the network's x0 estimate there
 #: (its posterior-mean restoration, docs/math.md#exponential-integrator).
@@ -46,13 +47,13 @@ def without_autocast(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 
 def _restore(pipe: Any, lq: torch.Tensor, steps: int, seed: int, batch_size: int) -> torch.Tensor:
-    """``pipe(image=lq)`` in batches; image ``i`` draws its noise from seed ``seed + i``, with a
-    generator on the network's device (no host-to-device copy of the noise each step)."""
-    outs, device = [], pipe.unet.device
+    """``pipe(image=lq)`` in batches; image ``i`` draws its noise from seed ``seed + i``, on
+    the pipeline's device (a CUDA run's noise differs from a CPU run's)."""
+    outs = []
     for start in range(0, lq.shape[0], batch_size):
-        mu = lq[start : start + batch_size].to(device)
-        generators = [torch.Generator(device).manual_seed(seed + start + i)
-                      for i in range(len(mu))]
+        mu = lq[start : start + batch_size]
+        generators = [seeded_generator(pipe._execution_device, seed + start + i)
+                      for i in range(len(mu))]  # noise drawn where the pipeline samples
         outs.append(pipe(image=mu, num_inference_steps=steps, generator=generators,
                          output_type="pt").images.float().cpu())
     return torch.cat(outs)
