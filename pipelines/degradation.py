@@ -31,6 +31,7 @@ __all__ = [
     "ImageDegradation",
     "check_degradation",
     "check_encoder_image_sizes",
+    "daclip_degradation_estimate",
     "estimate_degradation",
     "per_image_degradations",
 ]
@@ -165,3 +166,17 @@ def estimate_degradation(
     names = [name if name is not None else types[k] for name, k in zip(forced, detected,
                                                                        strict=True)]
     return DegradationEstimate(types, names, probabilities, context.to(mu.device))
+
+
+def daclip_degradation_estimate(encoder: Any, out: Any) -> DegradationEstimate | None:
+    """DA-CLIP's degradation names of a batch, from the image encoder's output ``out``:
+    the most probable of ``encoder.config.degradation_names`` per image (DA-CLIP's
+    ``softmax(100 d @ T^T)``, :mod:`diffusers_mrs.models.daclip_text`); ``None`` for an
+    encoder that stores no names."""
+    probabilities = getattr(out, "degradation_probabilities", None)
+    names = getattr(getattr(encoder, "config", None), "degradation_names", None)
+    if probabilities is None or not names:
+        return None
+    probabilities = probabilities.detach().float().cpu()
+    detected = [names[k] for k in probabilities.argmax(dim=1).tolist()]
+    return DegradationEstimate(list(names), detected, probabilities, out.degradation_embeds)

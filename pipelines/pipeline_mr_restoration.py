@@ -65,6 +65,7 @@ from .degradation import (
     ImageDegradation,
     check_degradation,
     check_encoder_image_sizes,
+    daclip_degradation_estimate,
     estimate_degradation,
     per_image_degradations,
 )
@@ -177,6 +178,8 @@ class _Contexts:
 
     image: torch.Tensor | None
     degradation: torch.Tensor
+    #: DA-CLIP's degradation names (an encoder that stores them), for the output
+    estimate: DegradationEstimate | None = None
 
     def repeat_interleave(self, repeats: int) -> _Contexts:
         """The contexts of a batch whose items are each repeated ``repeats`` times."""
@@ -658,11 +661,10 @@ class MRRestorationPipeline(DiffusionPipeline):
         pil = [PIL.Image.fromarray(img.permute(1, 2, 0).cpu().numpy()) for img in pixels]
         pixel_values = self.feature_extractor(images=pil, return_tensors="pt").pixel_values
         encoder_dtype = getattr(self.image_encoder, "dtype", torch.float32)
-        out = self.image_encoder(
-            pixel_values.to(device=mu.device, dtype=encoder_dtype), return_dict=False
-        )
+        out = self.image_encoder(pixel_values.to(device=mu.device, dtype=encoder_dtype))
         dtype = self._unet_dtype()  # the contexts only feed the network
-        return _Contexts(out[0].to(dtype), out[1].to(dtype))
+        estimate = daclip_degradation_estimate(self.image_encoder, out)
+        return _Contexts(out[0].to(dtype), out[1].to(dtype), estimate)
 
     def _network(
         self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor, contexts: _Contexts | None
@@ -779,6 +781,8 @@ class MRRestorationPipeline(DiffusionPipeline):
             return mu.float().clamp(0.0, 1.0).repeat_interleave(sampling.num_samples, 0), estimate
         contexts = self.encode_image(mu) if estimate is None else self._degradation_contexts(
             estimate)
+        if estimate is None and contexts is not None:  # DA-CLIP's names, where stored
+            estimate = contexts.estimate
         mu, generator = repeat_for_samples(mu, generator, sampling.num_samples)
         if contexts is not None:
             contexts = contexts.repeat_interleave(sampling.num_samples)
@@ -941,3 +945,14 @@ class MRRestorationPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         output = self._pipeline_output(restored, spread, output_type, num_samples, reports)
         return output if return_dict else output.to_tuple()
+
+    @classmethod
+    def from_original(
+        cls, source: str | os.PathLike, model: str | None = None, **kwargs: Any
+    ) -> MRRestorationPipeline:
+        """The pipeline of original DA-CLIP / IR-SDE / Refusion checkpoints (a Hub repo id,
+        a folder or a single network file), converted once and cached; ``model`` names
+        the DA-CLIP pair. See :func:`diffusers_mrs.original_checkpoints.load_original_pipeline`."""
+        from diffusers_mrs.original_checkpoints import load_original_pipeline
+
+        return load_original_pipeline(source, model, pipeline_class=cls, **kwargs)
