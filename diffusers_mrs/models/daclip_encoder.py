@@ -213,7 +213,7 @@ class DACLIPImageEncoder(ModelMixin, ConfigMixin):
     def degradation_probabilities(self, degradation_embeds: torch.Tensor) -> torch.Tensor | None:
         """``softmax(100 * normalize(d) @ T^T)`` over ``config.degradation_names`` (float32),
         ``T`` the stored unit-length text embeddings, as DA-CLIP's README names a
-        degradation (docs/math.md, "DA-CLIP's degradation names"); ``None`` without names."""
+        degradation (its "DA-CLIP Usage"); ``None`` without names."""
         if self.degradation_text_embeds is None:
             return None
         from .daclip_text import DEGRADATION_LOGIT_SCALE

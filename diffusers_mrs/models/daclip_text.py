@@ -3,7 +3,7 @@
 DA-CLIP's README names an image's degradation with its CLIP text tower:
 ``p = softmax(100 * d @ T^T)``, where ``d`` is the image's degradation embedding and the
 rows of ``T`` are the text embeddings of the 10 names of :data:`DEGRADATION_NAMES`, both
-normalised to unit length (docs/math.md, "DA-CLIP's degradation names").
+normalised to unit length (DA-CLIP README, "DA-CLIP Usage").
 
 The text embeddings depend only on the checkpoint, so they are computed once, at
 conversion (:func:`degradation_text_embeddings`), and stored with the image encoder
