@@ -43,6 +43,7 @@ __all__ = [
     "OriginalPair",
     "converted_cache_dir",
     "load_original_pipeline",
+    "original_model_spec",
     "resolve_original_files",
 ]
 
@@ -119,6 +120,17 @@ def converted_cache_dir() -> Path:
 
     env = os.environ.get("DIFFUSERS_MRS_CACHE")
     return Path(env) if env else Path(constants.HF_HOME) / "diffusers_mrs" / "converted"
+
+
+def original_model_spec(text: str) -> tuple[str, str] | None:
+    """``(source, pair)`` of a ``--model`` value naming a DA-CLIP pair, ``SOURCE:PAIR``
+    (``weblzw/daclip-uir-ViT-B-32-irsde:wild-ir``, ``./downloads:universal-ir``) or a bare
+    pair name (``wild-ir``: from :data:`HUB_REPO`); ``None`` for anything else (a pipeline
+    folder or repo). A Hub repo id cannot contain ``:``, so the suffix is unambiguous."""
+    if text in PAIRS:
+        return HUB_REPO, text
+    source, sep, pair = text.rpartition(":")
+    return (source, pair) if sep and source and pair in PAIRS else None
 
 
 def _pair(model: str | None) -> OriginalPair:

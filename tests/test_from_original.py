@@ -181,3 +181,11 @@ def test_single_network_file(tmp_path, conversions):
     torch.testing.assert_close(pred, tensors["out2"], atol=1e-5, rtol=0)
     with pytest.raises(ConversionError, match="single network file"):
         oc.load_original_pipeline(tmp_path / "latest_G.pth", "wild-ir")
+
+
+def test_model_spec_names_a_pair():
+    assert oc.original_model_spec("wild-ir") == (REPO, "wild-ir")
+    assert oc.original_model_spec(f"{REPO}:universal-ir-mix") == (REPO, "universal-ir-mix")
+    assert oc.original_model_spec("./downloads:universal-ir") == ("./downloads", "universal-ir")
+    for text in (REPO, "./pipe", "user/repo:other", ":wild-ir", "C:/models/pipe"):
+        assert oc.original_model_spec(text) is None

@@ -93,3 +93,20 @@ def test_wild_ir_names_round_trip():
         assert key in names
     with pytest.raises(ValueError, match="inner_scale"):
         MRUNet2DModel(nf=8, depth=2, inner_scale=0.25)
+
+
+def test_wild_ir_option_file_settings(tmp_path):
+    from diffusers_mrs.convert import read_options
+
+    options = tmp_path / "test.yml"
+    options.write_text(
+        "sde:\n  max_sigma: 50\n  T: 100\n  schedule: cosine\n  eps: 0.005\n"
+        "  sampling_mode: posterior\nnetwork_G:\n  which_model_G: ConditionalUNet\n"
+        "  setting:\n    in_nc: 3\n    out_nc: 3\n    nf: 64\n    ch_mult: [1, 2, 4, 8]\n"
+        "    context_dim: 768\n    use_degra_context: false\n    use_image_context: true\n"
+        "    scale: 0.5\n"
+    )
+    scheduler, network = read_options(options, "daclip")
+    assert network["inner_scale"] == 0.5 and network["context_dim"] == 768
+    assert not network["use_degra_context"] and network["ch_mult"] == [1, 2, 4, 8]
+    assert scheduler["num_train_timesteps"] == 100
