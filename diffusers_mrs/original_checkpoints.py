@@ -276,11 +276,14 @@ def _converted_folder(files: OriginalFiles, cache: Path) -> Path:
 
 
 def _convert_once(files: OriginalFiles, cache: Path) -> Path:
-    """The converted folder of ``files``, converting only when it is not there yet
-    (``convert_checkpoint`` checks the pair, memory-mapped, before converting)."""
+    """The converted folder of ``files``, converting only when it is not there yet."""
     folder = _converted_folder(files, cache)
     if (folder / "model_index.json").is_file():
         return folder
+    if files.encoder is not None:
+        from diffusers_mrs.convert import check_daclip_pair
+
+        check_daclip_pair(files.encoder, files.network)
     cache.mkdir(parents=True, exist_ok=True)
     try:
         convert_checkpoint(files.family, files.network, folder, daclip=files.encoder,
