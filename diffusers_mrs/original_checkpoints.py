@@ -280,7 +280,7 @@ def _convert_once(files: OriginalFiles, cache: Path) -> Path:
     folder = _converted_folder(files, cache)
     if (folder / "model_index.json").is_file():
         return folder
-    if files.encoder is not None:
+    if files.encoder is not None:  # before the cache folder is created (memory-mapped)
         from diffusers_mrs.convert import check_daclip_pair
 
         check_daclip_pair(files.encoder, files.network)
