@@ -42,6 +42,7 @@ __all__ = [
     "OriginalFilesNotCachedError",
     "OriginalPair",
     "converted_cache_dir",
+    "load_model_argument",
     "load_original_pipeline",
     "original_model_spec",
     "resolve_original_files",
@@ -338,3 +339,18 @@ def load_original_pipeline(
     if pipeline_class is None:
         from diffusers_mrs import MRRestorationPipeline as pipeline_class
     return pipeline_class.from_pretrained(folder, **kwargs)
+
+
+def load_model_argument(model: str | None, **kwargs: Any) -> Any:
+    """The pipeline a ``--model`` value names (the CLI's and the demo's): a DA-CLIP pair
+    (:func:`original_model_spec`) or a single original network file through
+    :func:`load_original_pipeline`, anything else (``None``: the default model, a pipeline
+    folder or repo) through ``MRRestorationPipeline.from_pretrained``."""
+    from diffusers_mrs import MRRestorationPipeline
+
+    spec = original_model_spec(model) if model is not None else None
+    if spec is not None:
+        return load_original_pipeline(*spec, **kwargs)
+    if model is not None and os.path.isfile(os.path.expanduser(model)):
+        return load_original_pipeline(model, **kwargs)
+    return MRRestorationPipeline.from_pretrained(model, **kwargs)

@@ -183,6 +183,15 @@ def test_single_network_file(tmp_path, conversions):
         oc.load_original_pipeline(tmp_path / "latest_G.pth", "wild-ir")
 
 
+def test_model_argument_loads_pairs_files_and_folders(hub_cache, converted_dir, tmp_path):
+    pipe = oc.load_model_argument(f"{REPO}:wild-ir", cache_dir=hub_cache,
+                                  converted_dir=converted_dir)  # fmt: skip
+    assert pipe.unet.config.inner_scale == 0.5
+    (folder,) = [p for p in converted_dir.iterdir() if p.name.startswith("wild-ir-")]
+    same = oc.load_model_argument(str(folder))  # a pipeline folder: from_pretrained
+    assert torch.equal(same.unet.conv_in.weight, pipe.unet.conv_in.weight)
+
+
 def test_model_spec_names_a_pair():
     assert oc.original_model_spec("wild-ir") == (REPO, "wild-ir")
     assert oc.original_model_spec(f"{REPO}:universal-ir-mix") == (REPO, "universal-ir-mix")
