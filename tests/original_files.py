@@ -61,25 +61,29 @@ def write_pair(run: dict, pair: str, folder: Path) -> tuple[Path, Path]:
     return encoder_file, network_file
 
 
-def write_hub_cache(run: dict, cache: Path, pairs=tuple(FILES), repo: str = REPO) -> Path:
-    """The pairs' files in a ``huggingface_hub`` cache (``models--owner--name/blobs`` named
-    by SHA-256, ``snapshots/<commit>`` links, ``refs/main``); returns the snapshot folder."""
+def cache_file(cache: Path, repo: str, file: Path) -> Path:
+    """Moves ``file`` into a ``huggingface_hub`` cache as ``repo``'s file of that name (the
+    blob named by its SHA-256, the snapshot link, ``refs/main``); returns the link."""
     root = cache / ("models--" + repo.replace("/", "--"))
     snapshot = root / "snapshots" / COMMIT
-    (root / "blobs").mkdir(parents=True, exist_ok=True)
-    snapshot.mkdir(parents=True, exist_ok=True)
-    (root / "refs").mkdir(exist_ok=True)
+    for folder in (root / "blobs", snapshot, root / "refs"):
+        folder.mkdir(parents=True, exist_ok=True)
     (root / "refs" / "main").write_text(COMMIT)
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    file.replace(root / "blobs" / digest)
+    link = snapshot / file.name
+    link.unlink(missing_ok=True)
+    link.symlink_to(Path("..") / ".." / "blobs" / digest)
+    return link
+
+
+def write_hub_cache(run: dict, cache: Path, pairs=tuple(FILES), repo: str = REPO) -> None:
+    """The pairs' files in a ``huggingface_hub`` cache, under ``repo``."""
     staging = cache / "staging"
     for pair in pairs:
         for file in write_pair(run, pair, staging):
-            digest = hashlib.sha256(file.read_bytes()).hexdigest()
-            file.replace(root / "blobs" / digest)
-            link = snapshot / file.name
-            link.unlink(missing_ok=True)
-            link.symlink_to(Path("..") / ".." / "blobs" / digest)
+            cache_file(cache, repo, file)
     staging.rmdir()
-    return snapshot
 
 
 def lq_image(run: dict, pair: str) -> torch.Tensor:

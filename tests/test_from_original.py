@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from original_files import FILES, REPO, load_run, lq_image, write_hub_cache, write_pair
+from original_files import (
+    FILES,
+    REPO,
+    cache_file,
+    load_run,
+    lq_image,
+    write_hub_cache,
+    write_pair,
+)
 
 from diffusers_mrs import MRRestorationPipeline, MRSamplerScheduler
 from diffusers_mrs import original_checkpoints as oc
@@ -181,6 +189,14 @@ def test_single_network_file(tmp_path, conversions):
     torch.testing.assert_close(pred, tensors["out2"], atol=1e-5, rtol=0)
     with pytest.raises(ConversionError, match="single network file"):
         oc.load_original_pipeline(tmp_path / "latest_G.pth", "wild-ir")
+    # the same file in a Hub repo (cached), as owner/name/path and as a URL
+    cache_file(tmp_path / "hf", "someone/irsde", tmp_path / "latest_G.pth")
+    for source in ("someone/irsde/latest_G.pth",
+                   "https://huggingface.co/someone/irsde/resolve/main/latest_G.pth"):
+        hub = oc.load_original_pipeline(source, cache_dir=tmp_path / "hf",
+                                        converted_dir=tmp_path / "c")  # fmt: skip
+        assert torch.equal(hub.unet.conv_in.weight, pipe.unet.conv_in.weight)
+    assert conversions == ["irsde"]  # the same SHA-256: converted once
 
 
 def test_model_argument_loads_pairs_files_and_folders(hub_cache, converted_dir, tmp_path):
