@@ -25,6 +25,7 @@ __all__ = [
     "FAMILIES",
     "PAPER_SCHEDULER",
     "ConversionError",
+    "check_daclip_pair",
     "convert_checkpoint",
     "read_options",
 ]
@@ -99,7 +100,7 @@ _SETTING_NAMES = {
     "nf": "nf", "depth": "depth", "ch_mult": "ch_mult", "context_dim": "context_dim",
     "use_degra_context": "use_degra_context", "use_image_context": "use_image_context",
     "width": "width", "enc_blk_nums": "enc_blk_nums", "middle_blk_num": "middle_blk_num",
-    "dec_blk_nums": "dec_blk_nums",
+    "dec_blk_nums": "dec_blk_nums", "scale": "inner_scale",
 }  # fmt: skip
 
 
@@ -220,6 +221,8 @@ def convert_checkpoint(
     checkpoint, output = Path(checkpoint), Path(output)
     daclip = Path(daclip) if daclip is not None else None
     _check_inputs(family, checkpoint, daclip, output)
+    if daclip is not None:
+        check_daclip_pair(daclip, checkpoint)
     scheduler = MRSamplerScheduler(**{**PAPER_SCHEDULER, **(scheduler_config or {})})
     network = _load_network(family, checkpoint, dict(network_config or {}))
     components: dict[str, Any] = {"unet": network, "scheduler": scheduler}
@@ -228,6 +231,29 @@ def convert_checkpoint(
     pipe = MRRestorationPipeline(**components)
     sources = {"network": checkpoint} | ({"image encoder": daclip} if daclip else {})
     return _save_pipeline_folder(pipe, family, sources, output, model_name or output.name)
+
+
+def check_daclip_pair(daclip: Path, checkpoint: Path) -> None:
+    """The encoder's embeddings are as wide as the network's contexts, read off the shapes
+    of both files (memory-mapped: no tensor is loaded), before any conversion.
+
+    Raises:
+        ConversionError: the two files are not a pair (e.g. a ViT-B-32 encoder, 512-dim,
+            with Wild-IR's network, 768).
+        IRSDECheckpointError, DACLIPCheckpointError: a file is unreadable or truncated.
+    """
+    from diffusers_mrs.models.checkpoint_io import read_checkpoint
+    from diffusers_mrs.models.daclip_encoder_checkpoint import infer_daclip_encoder_config
+    from diffusers_mrs.models.irsde_checkpoint import infer_irsde_config
+
+    width = infer_daclip_encoder_config(read_checkpoint(daclip, mmap=True))["projection_dim"]
+    context = infer_irsde_config(read_checkpoint(checkpoint, mmap=True)).get("context_dim")
+    if context is not None and context != width:
+        raise ConversionError(
+            f"{daclip.name} gives {width}-dim embeddings but {checkpoint.name} expects "
+            f"context_dim={context}: the encoder and the network are not a pair (DA-CLIP "
+            "ViT-B-32 encoders give 512, the ViT-L-14 one of wild-ir 768)"
+        )
 
 
 def _daclip_components(daclip: Path, network: Any) -> dict[str, Any]:

@@ -40,6 +40,7 @@ import torch
 
 import diffusers_mrs
 from diffusers_mrs.image_io import ImageInputError, decode_pil
+from diffusers_mrs.original_checkpoints import load_model_argument
 from diffusers_mrs.restore_settings import (
     AUTO_DEGRADATION,
     MIN_TILE_SIZE,
@@ -405,7 +406,7 @@ def example_images() -> list[Path]:
 
 def load_session(model: str | None, device: str | None, workdir: Path) -> DemoSession:
     """Loads the pipeline on ``device`` (default: CUDA if available, else CPU)."""
-    pipe = diffusers_mrs.MRRestorationPipeline.from_pretrained(model)
+    pipe = load_model_argument(model)
     pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     pipe.set_progress_bar_config(disable=True)
     return DemoSession(pipe=pipe, workdir=workdir, examples=example_images())

@@ -141,6 +141,17 @@ class PipelineFolderMixin:
                 self.register_to_config(**{name: entry})  # type: ignore[attr-defined]
 
     @classmethod
+    def from_original(cls, source: str | os.PathLike, model: str | None = None,
+                      **kwargs: Any) -> Any:
+        """The pipeline of original DA-CLIP / IR-SDE / Refusion checkpoints (a Hub repo id,
+        a folder or a single network file), converted once and cached; ``model`` names the
+        DA-CLIP pair (``universal-ir``, ``universal-ir-mix``, ``wild-ir``). See
+        :func:`diffusers_mrs.original_checkpoints.load_original_pipeline`."""
+        from diffusers_mrs.original_checkpoints import load_original_pipeline
+
+        return load_original_pipeline(source, model, pipeline_class=cls, **kwargs)
+
+    @classmethod
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike | None = None, **kwargs: Any
     ) -> Any:

@@ -38,6 +38,7 @@ __all__ = [
     "DegradationEstimate",
     "ImageDegradation",
     "check_degradation",
+    "daclip_degradation_estimate",
     "estimate_degradation",
     "per_image_degradations",
 ]
@@ -176,6 +177,20 @@ def estimate_degradation(
     return DegradationEstimate(types, names, probabilities, context.to(mu.device))
 
 
+def daclip_degradation_estimate(encoder: Any, out: Any) -> DegradationEstimate | None:
+    """DA-CLIP's degradation names of a batch, from the image encoder's output ``out``:
+    the most probable of ``encoder.config.degradation_names`` per image (DA-CLIP's
+    ``softmax(100 d @ T^T)``, :mod:`diffusers_mrs.models.daclip_text`); ``None`` for an
+    encoder that stores no names."""
+    probabilities = getattr(out, "degradation_probabilities", None)
+    names = getattr(getattr(encoder, "config", None), "degradation_names", None)
+    if probabilities is None or not names:
+        return None
+    probabilities = probabilities.detach().float().cpu()
+    detected = [names[k] for k in probabilities.argmax(dim=1).tolist()]
+    return DegradationEstimate(list(names), detected, probabilities, out.degradation_embeds)
+
+
 @dataclass(frozen=True)
 class Contexts:
     """Per-image conditioning vectors of the network, ``[B, D]`` each (DA-CLIP's two, or
@@ -183,6 +198,8 @@ class Contexts:
 
     image: torch.Tensor | None
     degradation: torch.Tensor
+    #: DA-CLIP's degradation names (an encoder that stores them), for the output
+    estimate: DegradationEstimate | None = None
 
     def repeat_interleave(self, repeats: int) -> Contexts:
         """The contexts of a batch whose items are each repeated ``repeats`` times."""
@@ -261,8 +278,7 @@ class ConditioningMixin(NetworkMixin):
         pil = [PIL.Image.fromarray(img.permute(1, 2, 0).cpu().numpy()) for img in pixels]
         pixel_values = self.feature_extractor(images=pil, return_tensors="pt").pixel_values
         encoder_dtype = getattr(self.image_encoder, "dtype", torch.float32)
-        out = self.image_encoder(
-            pixel_values.to(device=mu.device, dtype=encoder_dtype), return_dict=False
-        )
+        out = self.image_encoder(pixel_values.to(device=mu.device, dtype=encoder_dtype))
         dtype = self._unet_dtype()  # the contexts only feed the network
-        return Contexts(out[0].to(dtype), out[1].to(dtype))
+        estimate = daclip_degradation_estimate(self.image_encoder, out)
+        return Contexts(out[0].to(dtype), out[1].to(dtype), estimate)

@@ -365,6 +365,8 @@ class MRRestorationPipeline(
             return mu.float().clamp(0.0, 1.0).repeat_interleave(sampling.num_samples, 0), estimate
         contexts = self.encode_image(mu) if estimate is None else self._degradation_contexts(
             estimate)
+        if estimate is None and contexts is not None:  # DA-CLIP's names, where stored
+            estimate = contexts.estimate
         mu, generator = repeat_for_samples(mu, generator, sampling.num_samples)
         if contexts is not None:
             contexts = contexts.repeat_interleave(sampling.num_samples)

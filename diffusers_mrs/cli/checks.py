@@ -125,16 +125,24 @@ def check_tile_overlap(tile: int | None, overlap: int | None) -> None:
 
 
 def check_model_location(model: str | None) -> None:
-    """``--model``: an existing pipeline folder, or something shaped like a Hub repo id."""
-    if model is None:
+    """``--model``: an existing pipeline folder, something shaped like a Hub repo id, a
+    DA-CLIP pair of original checkpoints (``SOURCE:PAIR`` or a bare pair name) or a single
+    original IR-SDE / Refusion network file (``.pth``)."""
+    from diffusers_mrs.original_checkpoints import original_model_spec
+
+    if model is None or original_model_spec(model) is not None:
         return
     path = Path(os.path.expanduser(model))
+    if path.is_file() and path.suffix in (".pth", ".pt"):
+        return
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise UsageError(f"--model {model}: not a pipeline folder (no model_index.json in it)")
         return
     if path.exists():
-        raise UsageError(f"--model {model}: is a file; pass the pipeline folder")
+        raise UsageError(
+            f"--model {model}: is a file; pass a pipeline folder or an original .pth checkpoint"
+        )
     parts = model.split("/")
     if len(parts) != 2 or not all(parts) or model.startswith((".", "~")) or "\\" in model:
         raise UsageError(

@@ -27,6 +27,15 @@ __all__ = ["DTYPES", "build_parser", "parse_arguments"]
 #: ``--dtype`` choices: the network's dtype (the sampler stays float32).
 DTYPES = ("float32", "float16", "bfloat16")
 
+#: ``--model`` of ``restore`` and ``demo`` (read by
+#: :func:`diffusers_mrs.original_checkpoints.load_model_argument`).
+MODEL_HELP = (
+    "a pipeline folder or Hub repo id; original DA-CLIP checkpoints as SOURCE:PAIR or a bare"
+    " PAIR (universal-ir, universal-ir-mix, wild-ir; SOURCE a Hub repo id or a folder,"
+    " default weblzw/daclip-uir-ViT-B-32-irsde), converted once and cached; or a single"
+    " original IR-SDE / Refusion .pth (default: the model shipped with the package)"
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``diffusers-mrs``."""
@@ -91,8 +100,8 @@ def _add_sampling_args(restore: argparse.ArgumentParser) -> None:
     restore.add_argument(
         "--model",
         default=None,
-        metavar="PATH_OR_REPO",
-        help="pipeline folder or Hub repo id (default: the model shipped with the package)",
+        metavar="MODEL",
+        help=MODEL_HELP,
     )
     restore.add_argument(
         "--steps", type=whole_number(1, MAX_STEPS), default=10,
@@ -239,8 +248,7 @@ def _add_file_handling_args(restore: argparse.ArgumentParser) -> None:
 def add_demo_parser(sub: Any) -> None:
     """The ``demo`` sub-command: the Gradio web app of :mod:`diffusers_mrs.demo`."""
     demo = sub.add_parser("demo", help="start the web demo (needs the [demo] extra)")
-    demo.add_argument("--model", default=None, metavar="DIR_OR_REPO",
-                      help="pipeline folder or Hub repo id (default: the shipped model)")
+    demo.add_argument("--model", default=None, metavar="MODEL", help=MODEL_HELP)
     demo.add_argument("--host", default="127.0.0.1",
                       help="address to listen on (default: 127.0.0.1, this machine only)")
     demo.add_argument("--port", type=positive_int, default=None,

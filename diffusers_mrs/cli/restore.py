@@ -119,10 +119,10 @@ def load_pipeline(model: str | None, scheduler: str | None, device: Any, dtype_n
     the MR Sampler's ``solver_order``, if given)."""
     import torch
 
-    import diffusers_mrs
+    from diffusers_mrs.original_checkpoints import load_model_argument
 
     dtype = getattr(torch, dtype_name)
-    pipe = diffusers_mrs.MRRestorationPipeline.from_pretrained(model)
+    pipe = load_model_argument(model)
     if scheduler is not None:
         cls = scheduler_class(scheduler)
         if type(pipe.scheduler) is not cls:

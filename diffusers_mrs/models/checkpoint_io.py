@@ -104,13 +104,15 @@ def extract_state_dict(obj: Any, key: str | None = None) -> dict[str, torch.Tens
 
 
 def read_checkpoint(
-    path: str | os.PathLike[str], state_dict_key: str | None = None
+    path: str | os.PathLike[str], state_dict_key: str | None = None, mmap: bool = False
 ) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into a flat state dict with wrapper prefixes removed.
 
     ``.safetensors`` files are read with safetensors, anything else with
     ``torch.load(map_location="cpu", weights_only=True)``: a file that needs to run code
-    to unpickle is refused, never executed.
+    to unpickle is refused, never executed. With ``mmap``, the tensors of a ``torch.save``
+    zip file map the file instead of being read (for checks of names and shapes before
+    any loading; older non-zip files are read whole).
 
     Raises:
         IRSDECheckpointError: naming the file, when it is missing, empty, truncated,
@@ -127,7 +129,7 @@ def read_checkpoint(
 
             obj: Any = load_file(file)
         else:
-            obj = torch.load(file, map_location="cpu", weights_only=True)
+            obj = _torch_load(file, mmap)
     except pickle.UnpicklingError as err:
         raise IRSDECheckpointError(
             f"{file}: refused to load: unpickling it would run code or build objects other "
@@ -146,6 +148,17 @@ def read_checkpoint(
     if len(stripped) != len(state_dict):
         raise IRSDECheckpointError(f"{file}: names collide once 'module.' prefixes are removed")
     return stripped
+
+
+def _torch_load(file: Path, mmap: bool) -> Any:
+    """``torch.load(weights_only=True)``, memory-mapped when asked and the format allows."""
+    if mmap:
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+    return torch.load(file, map_location="cpu", weights_only=True)
 
 
 def preview_names(

@@ -59,10 +59,14 @@ class DACLIPEncoderOutput(BaseOutput):
         image_embeds: content embedding of the main tower, ``[batch, projection_dim]``.
         degradation_embeds: degradation embedding of the controller tower,
             ``[batch, projection_dim]``. Neither is normalised.
+        degradation_probabilities: ``[batch, len(degradation_names)]``, the probability of
+            each of the encoder's degradation names (float32), for an encoder that stores
+            the names' text embeddings; ``None`` otherwise.
     """
 
     image_embeds: torch.Tensor
     degradation_embeds: torch.Tensor
+    degradation_probabilities: torch.Tensor | None = None
 
 
 class CLIPVisionTower(nn.Module):
@@ -109,6 +113,10 @@ class DACLIPImageEncoder(ModelMixin, ConfigMixin):
         projection_dim: size of both embeddings (512).
         layer_norm_eps: epsilon of every layer norm (1e-5).
         hidden_act: MLP activation; ``"gelu"`` (exact) for DA-CLIP.
+        degradation_names: names whose unit-length text embeddings (from the checkpoint's
+            text tower, :mod:`~diffusers_mrs.models.daclip_text`) are stored in the buffer
+            ``degradation_text_embeds``; the outputs then carry
+            ``degradation_probabilities``. ``None``: no names.
     """
 
     @register_to_config
@@ -124,6 +132,7 @@ class DACLIPImageEncoder(ModelMixin, ConfigMixin):
         projection_dim: int = 512,
         layer_norm_eps: float = 1e-5,
         hidden_act: str = "gelu",
+        degradation_names: list[str] | None = None,
     ) -> None:
         super().__init__()
         if image_size % patch_size:
@@ -153,6 +162,12 @@ class DACLIPImageEncoder(ModelMixin, ConfigMixin):
         for layer in self.controller_outputs:  # zero at initialisation, as in DA-CLIP
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        self.degradation_text_embeds: torch.Tensor | None
+        if degradation_names:
+            embeds = torch.zeros(len(degradation_names), projection_dim)
+            self.register_buffer("degradation_text_embeds", embeds)
+        else:
+            self.degradation_text_embeds = None
 
     def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
         c, size = self.config.num_channels, self.config.image_size
@@ -189,23 +204,47 @@ class DACLIPImageEncoder(ModelMixin, ConfigMixin):
         image_embeds = self.visual_projection(self.vision_model.pool(hidden))
         if not return_dict:
             return image_embeds, degradation_embeds
-        return DACLIPEncoderOutput(image_embeds=image_embeds, degradation_embeds=degradation_embeds)
+        return DACLIPEncoderOutput(
+            image_embeds=image_embeds,
+            degradation_embeds=degradation_embeds,
+            degradation_probabilities=self.degradation_probabilities(degradation_embeds),
+        )
+
+    def degradation_probabilities(self, degradation_embeds: torch.Tensor) -> torch.Tensor | None:
+        """``softmax(100 * normalize(d) @ T^T)`` over ``config.degradation_names`` (float32),
+        ``T`` the stored unit-length text embeddings, as DA-CLIP's README names a
+        degradation (its "DA-CLIP Usage"); ``None`` without names."""
+        if self.degradation_text_embeds is None:
+            return None
+        from .daclip_text import DEGRADATION_LOGIT_SCALE
+
+        degradation = torch.nn.functional.normalize(degradation_embeds.float(), dim=-1)
+        logits = DEGRADATION_LOGIT_SCALE * degradation @ self.degradation_text_embeds.float().T
+        return logits.softmax(dim=-1)
 
     @classmethod
     def from_daclip_checkpoint(
-        cls, path: str | os.PathLike[str], **config: Any
+        cls,
+        path: str | os.PathLike[str],
+        degradation_names: bool | None = None,
+        **config: Any,
     ) -> DACLIPImageEncoder:
-        """Load DA-CLIP's ``daclip_ViT-B-32.pt`` (open_clip ``DaCLIP`` state dict).
+        """Load a DA-CLIP checkpoint (open_clip ``DaCLIP`` state dict: ``daclip_ViT-B-32.pt``,
+        ``daclip_ViT-B-32_mix.pt``, ``wild-daclip_ViT-L-14.pt``).
 
         The file is read with ``torch.load(..., weights_only=True)`` (no pickled code
-        runs). The text tower and ``logit_scale`` entries are ignored; the architecture is
-        inferred from the shapes (``num_attention_heads = hidden_size // 64`` as in
-        open_clip unless given) and every key and shape is checked before the model is
-        allocated.
+        runs). The architecture is inferred from the shapes (``num_attention_heads =
+        hidden_size // 64`` as in open_clip unless given) and every key and shape is
+        checked before the model is allocated. The text tower only serves the degradation
+        names: their text embeddings are computed once here and stored in the encoder
+        (:mod:`~diffusers_mrs.models.daclip_text`); the tower itself is not kept.
 
         Args:
             path: checkpoint file; a plain state dict, or one nested under
                 ``"state_dict"``, with or without a ``module.`` prefix.
+            degradation_names: store DA-CLIP's degradation names: ``None`` (default) where
+                the checkpoint has a text tower with CLIP's vocabulary, ``True`` always
+                (an error without one), ``False`` never.
             **config: constructor arguments overriding the inferred ones.
 
         Returns:
@@ -227,9 +266,28 @@ class DACLIPImageEncoder(ModelMixin, ConfigMixin):
         with torch.device("meta"):  # shapes only, nothing allocated
             expected = {k: v.shape for k, v in cls(**full_config).state_dict().items()}
         check_daclip_state_dict(converted, expected, full_config)
+        text_embeds = _degradation_text_embeds(original, degradation_names)
+        if text_embeds is not None:
+            from .daclip_text import DEGRADATION_NAMES
+
+            full_config["degradation_names"] = list(DEGRADATION_NAMES)
+            converted["degradation_text_embeds"] = text_embeds
         model = cls(**full_config)
         model.load_state_dict({k: v.float() for k, v in converted.items()}, strict=True)
         return model.eval()
+
+
+def _degradation_text_embeds(
+    state_dict: dict[str, torch.Tensor], wanted: bool | None
+) -> torch.Tensor | None:
+    """The names' text embeddings, or ``None`` where not ``wanted`` (``None``: where the
+    checkpoint has a text tower with CLIP's vocabulary)."""
+    from .daclip_text import END_OF_TEXT, TEXT_PREFIX, degradation_text_embeddings
+
+    if wanted is None:
+        tokens = state_dict.get(TEXT_PREFIX + "token_embedding.weight")
+        wanted = tokens is not None and tokens.shape[0] > END_OF_TEXT
+    return degradation_text_embeddings(state_dict) if wanted else None
 
 
 def daclip_feature_extractor(image_size: int = 224) -> CLIPImageProcessorPil:

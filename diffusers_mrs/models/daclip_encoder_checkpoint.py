@@ -45,6 +45,7 @@ __all__ = [
     "DACLIPCheckpointError",
     "check_daclip_state_dict",
     "convert_daclip_state_dict",
+    "convert_vit_blocks",
     "infer_daclip_encoder_config",
     "read_checkpoint",
 ]
@@ -116,30 +117,44 @@ def _main_tower(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return clip_visual or visual
 
 
-def _convert_tower(tower: Mapping[str, torch.Tensor], prefix: str, block_root: str):
-    """Rename one open_clip ViT; returns (converted, unknown original names)."""
+def convert_vit_blocks(
+    blocks: Mapping[str, torch.Tensor], prefix: str, block_root: str
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rename open_clip transformer blocks (``{block_root}resblocks.{i}.*``) to
+    ``{prefix}encoder.layers.{i}.*`` of ``transformers``' CLIP (image and text towers share
+    the layout); returns (converted, names that are no block entry)."""
     converted: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
     pattern = re.compile(rf"^{re.escape(block_root)}resblocks\.(\d+)\.(.+)$")
+    for key, value in blocks.items():
+        m = pattern.match(key)
+        rest = m.group(2) if m is not None else ""
+        layer = f"{prefix}encoder.layers.{m.group(1)}." if m is not None else ""
+        if rest in _BLOCK:
+            converted[layer + _BLOCK[rest]] = value
+        elif rest in _IN_PROJ:
+            if value.shape[0] % 3:
+                raise DACLIPCheckpointError(f"{key} has {value.shape[0]} rows, not 3 x width")
+            for name, part in zip("qkv", value.chunk(3, dim=0), strict=True):
+                converted[f"{layer}self_attn.{name}_proj.{_IN_PROJ[rest]}"] = part
+        else:
+            unknown.append(key)
+    return converted, unknown
+
+
+def _convert_tower(tower: Mapping[str, torch.Tensor], prefix: str, block_root: str):
+    """Rename one open_clip ViT; returns (converted, unknown original names)."""
+    converted: dict[str, torch.Tensor] = {}
+    blocks: dict[str, torch.Tensor] = {}
     for key, value in tower.items():
         if key in _TOWER_TOP:
             converted[prefix + _TOWER_TOP[key]] = value
         elif key == "proj":
             converted[prefix + "projection"] = value.t()
-        elif (m := pattern.match(key)) is not None:
-            layer = f"{prefix}encoder.layers.{m.group(1)}."
-            rest = m.group(2)
-            if rest in _BLOCK:
-                converted[layer + _BLOCK[rest]] = value
-            elif rest in _IN_PROJ:
-                if value.shape[0] % 3:
-                    raise DACLIPCheckpointError(f"{key} has {value.shape[0]} rows, not 3 x width")
-                for name, part in zip("qkv", value.chunk(3, dim=0), strict=True):
-                    converted[f"{layer}self_attn.{name}_proj.{_IN_PROJ[rest]}"] = part
-            else:
-                unknown.append(key)
         else:
-            unknown.append(key)
+            blocks[key] = value
+    renamed, unknown = convert_vit_blocks(blocks, prefix, block_root)
+    converted.update(renamed)
     return converted, unknown
 
 

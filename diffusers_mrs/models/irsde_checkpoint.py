@@ -22,6 +22,8 @@ one to one, with identical shapes, onto ours (IR-SDE -> diffusers-mrs):
   ``fn.fn.to_out.1.g`` -> ``out_norm.weight``.
 - DA-CLIP's context parts: ``prompt`` / ``text_mlp.0`` / ``text_mlp.2`` / ``prompt_mlp``
   -> ``degradation_embedding.prompt`` / ``.linear_1`` / ``.linear_2`` / ``.linear_out``;
+  Wild-IR's ``downsample`` / ``upsample.1`` (``scale: 0.5``) -> ``inner_downsample`` /
+  ``inner_upsample``;
   in its transformer attention layers ``fn.fn.<rest>`` -> ``transformer.<rest>`` (the
   spatial transformer's names and diffusers' ``Transformer2DModel``'s coincide).
 
@@ -72,6 +74,8 @@ _BLOCK_RULES: list[tuple[re.Pattern[str], str, str]] = [
     (re.compile(r"^text_mlp\.0\.(?P<rest>.+)$"), "degradation_embedding.linear_1.", "plain"),
     (re.compile(r"^text_mlp\.2\.(?P<rest>.+)$"), "degradation_embedding.linear_2.", "plain"),
     (re.compile(r"^prompt_mlp\.(?P<rest>.+)$"), "degradation_embedding.linear_out.", "plain"),
+    (re.compile(r"^downsample\.(?P<rest>weight|bias)$"), "inner_downsample.", "plain"),
+    (re.compile(r"^upsample\.1\.(?P<rest>weight|bias)$"), "inner_upsample.", "plain"),
     (
         re.compile(r"^downs\.(?P<i>\d+)\.(?P<r>[01])\.(?P<rest>.+)$"),
         "down_blocks.{i}.resnets.{r}.",
@@ -214,6 +218,8 @@ _SIMPLE_INVERSE = {
     "degradation_embedding.linear_2.": "text_mlp.2.",
     "degradation_embedding.linear_out.": "prompt_mlp.",
     "degradation_embedding.prompt": "prompt",
+    "inner_downsample.": "downsample.",
+    "inner_upsample.": "upsample.1.",
 }
 _NESTED_INVERSE: list[tuple[str, str, str]] = [
     (r"^down_blocks\.(\d+)\.resnets\.([01])\.(.+)$", "downs.{0}.{1}.", "resnet"),
@@ -318,6 +324,8 @@ def infer_irsde_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]
     if widths != [2 ** (i + 1) for i in range(len(widths))]:
         config["ch_mult"] = widths
     config.update(_infer_context_config(sd, len(widths)))
+    if "downsample.weight" in sd:  # Wild-IR's `scale: 0.5`
+        config["inner_scale"] = 0.5
     qkv = sd.get("downs.0.2.fn.fn.to_qkv.weight")
     if qkv is not None and int(qkv.shape[0]) % 12 == 0:
         config["attention_heads"] = 4

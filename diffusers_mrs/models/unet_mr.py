@@ -396,7 +396,15 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
         use_image_context: cross-attention transformers (``channels // 32`` heads of 32)
             at levels ``>= transformer_start_level`` and in the middle.
         use_degra_context: add the degradation prompt to the time embedding.
-        transformer_start_level: first level with a transformer (3 in DA-CLIP).
+        transformer_start_level: first level with a transformer (3 in DA-CLIP; Wild-IR puts
+            it on the deepest level only, ``depth - 1``, which is 3 for its four levels).
+        inner_scale: resolution of the U-Net's levels relative to the ``conv_in`` output:
+            ``1`` (IR-SDE, DA-CLIP), or ``0.5`` (Wild-IR's ``scale: 0.5``): a strided 4x4
+            convolution (``inner_downsample``) runs before the first level and 2x
+            nearest-neighbour upsampling followed by a 3x3 convolution
+            (``inner_upsample``) after the last one; ``final_resnet`` still sees the
+            full-resolution ``conv_in`` output. The input is padded to ``2**depth`` either
+            way, as in the original.
     """
 
     _supports_gradient_checkpointing = True
@@ -419,8 +427,10 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
         use_image_context: bool = False,
         use_degra_context: bool = False,
         transformer_start_level: int = 3,
+        inner_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        _check_inner_scale(inner_scale)
         widths = _check_config(
             nf,
             depth,
@@ -442,6 +452,7 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
             MRDegradationEmbedding(context_dim, temb_channels) if use_degra_context else None
         )
         self._build_levels(widths, temb_channels)
+        self.inner_downsample, self.inner_upsample = _inner_resampling(nf, inner_scale)
         self.final_resnet = MRResnetBlock(2 * nf, nf, temb_channels)
         self.conv_out = nn.Conv2d(nf, out_channels, 3, padding=1)
         # A new network starts at output 0: with velocity or noise targets that is "return
@@ -590,8 +601,9 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
         self, stem: torch.Tensor, temb: torch.Tensor, context: torch.Tensor | None
     ) -> torch.Tensor:
         """Down path, middle, up path (one skip pair per level) and ``final_resnet`` on
-        ``concat(features, stem)``, from the ``conv_in`` output ``stem``."""
-        x = stem
+        ``concat(features, stem)``, from the ``conv_in`` output ``stem`` (the levels run at
+        half its resolution with ``inner_scale=0.5``)."""
+        x = stem if self.inner_downsample is None else self.inner_downsample(stem)
         skips: list[tuple[torch.Tensor, torch.Tensor]] = []
         for block in self.down_blocks:
             x, skip_0, skip_1 = self._run(block, x, temb, context)
@@ -600,6 +612,8 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
         for block in self.up_blocks:
             skip_0, skip_1 = skips.pop()
             x = self._run(block, x, skip_0, skip_1, temb, context)
+        if self.inner_upsample is not None:
+            x = self.inner_upsample(F.interpolate(x, scale_factor=2.0, mode="nearest"))
         return self._run(self.final_resnet, torch.cat([x, stem], dim=1), temb)
 
     # IR-SDE / DA-CLIP checkpoint format (IRSDECheckpointMixin hooks).
@@ -648,3 +662,20 @@ def _check_config(
                 f"got {bad} from nf={nf}, ch_mult={list(ch_mult)}."
             )
     return widths
+
+
+def _check_inner_scale(inner_scale: float) -> None:
+    """Only the original's two settings exist: 1 and Wild-IR's 0.5."""
+    if inner_scale not in (1, 0.5):
+        raise ValueError(
+            f"inner_scale must be 1 or 0.5 (Wild-IR's `scale: 0.5`), got {inner_scale!r}."
+        )
+
+
+def _inner_resampling(nf: int, inner_scale: float) -> tuple[nn.Module | None, nn.Module | None]:
+    """Wild-IR's pair around the levels (``inner_scale=0.5``): a 4x4 stride-2 convolution
+    and the 3x3 convolution that follows 2x nearest upsampling, both ``nf -> nf`` with
+    bias; ``(None, None)`` otherwise."""
+    if inner_scale == 1:
+        return None, None
+    return nn.Conv2d(nf, nf, 4, stride=2, padding=1), nn.Conv2d(nf, nf, 3, padding=1)
