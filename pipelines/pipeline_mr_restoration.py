@@ -63,7 +63,12 @@ from .degradation import (
     per_image_degradations,
 )
 from .ensemble import ensemble_statistics, repeat_for_samples
-from .output import MRRestorationPipelineOutput, format_images, pipeline_output
+from .output import (
+    MRRestorationPipelineOutput,
+    check_finite_samples,
+    format_images,
+    pipeline_output,
+)
 from .tiling import tiled_model_output
 
 logger = logging.get_logger(__name__)
@@ -317,11 +322,14 @@ class MRRestorationPipeline(
         sampling: SamplingSettings,
         latents: torch.Tensor | None = None,
         degradation: Sequence[str | None] | None = None,
+        image_numbers: list[int] | None = None,
     ) -> tuple[torch.Tensor, DegradationEstimate | None]:
         """Samples one batch of same-size images (``num_samples`` per image, in the
         :func:`~diffusers_mrs.pipelines.ensemble.repeat_for_samples` layout), from
         ``latents`` when given, with the types ``degradation`` (per image, None: detect);
-        returns the samples as float32 in [0, 1] and the degradation estimate (or None)."""
+        returns the samples as float32 in [0, 1] and the degradation estimate (or None).
+        Samples with NaN/inf raise :class:`~.output.NonFiniteOutputError` naming the
+        images by ``image_numbers`` (their input positions)."""
         # the contexts: once per image, before the repeats and the tiles
         estimate = self._estimate_degradation(mu, degradation)
         clean = _clean_rows(estimate, sampling)
@@ -345,6 +353,7 @@ class MRRestorationPipeline(
         if clean is not None and any(clean):
             rows = torch.tensor(clean, device=mu.device).repeat_interleave(sampling.num_samples)
             latents[rows] = mu[rows].to(latents.dtype)
+        check_finite_samples(latents, sampling.num_samples, image_numbers)
         return latents.float().clamp_(0.0, 1.0), estimate
 
     def _restore_images(
@@ -369,7 +378,7 @@ class MRRestorationPipeline(
             forced = None if sampling.degradation is None else [
                 sampling.degradation[k] for k in indices]
             samples, estimate = self._restore_group(
-                mu, group_generator, sampling, sampling.latents, forced)
+                mu, group_generator, sampling, sampling.latents, forced, indices)
             mean, std = ensemble_statistics(samples, sampling.num_samples)
             group_reports = [None] * len(indices) if estimate is None else estimate.per_image()
             for j, k in enumerate(indices):
@@ -430,7 +439,9 @@ class MRRestorationPipeline(
             ``degradation*`` fields for degradation-aware models), or its tuple.
 
         Raises:
-            ValueError: a bad argument or image, before sampling (TypeError: a bad callback).
+            ValueError: a bad argument or image, before sampling (TypeError: a bad callback);
+                ``NonFiniteOutputError`` (a ValueError) after sampling, where an image's
+                result holds NaN or inf (checked once at the end, not per step).
 
         Examples:
         """
