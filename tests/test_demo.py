@@ -33,6 +33,7 @@ from diffusers_mrs.demo import (  # noqa: E402
     pipeline_with_sampler,
     restore_fn,
 )
+from diffusers_mrs.demo_limits import DemoLimits  # noqa: E402
 from diffusers_mrs.uncertainty_map import LEGEND_HEIGHT, MIN_LEGEND_WIDTH  # noqa: E402
 
 from helpers import tiny_degradation_aware_pipeline, tiny_pipeline  # noqa: E402
@@ -68,7 +69,8 @@ def save_image(path: Path, h: int, w: int, seed: int = 0) -> Path:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, DemoSession]]:
     """The demo on 127.0.0.1 and a gradio_client connected to it."""
     workdir = tmp_path_factory.mktemp("demo")
-    session = DemoSession(pipe=tiny_pipe(), workdir=workdir, max_pixels=MAX_PIXELS)
+    session = DemoSession(pipe=tiny_pipe(), workdir=workdir,
+                          limits=DemoLimits(max_pixels=MAX_PIXELS))
     demo = build_demo(session)
     port = free_port()
     demo.queue(default_concurrency_limit=1).launch(
@@ -222,6 +224,8 @@ def test_demo_subcommand_parses_and_defaults_to_localhost(monkeypatch):
     seen = {}
     monkeypatch.setattr("diffusers_mrs.demo.run_demo", lambda **kw: seen.update(kw))
     assert main(["demo", "--port", "7999"]) == 0
+    workdir = seen.pop("workdir")  # the demo's temporary folder, removed afterwards
+    assert workdir.name.startswith("diffusers-mrs-demo-") and not workdir.exists()
     assert seen == {"model": None, "host": "127.0.0.1", "port": 7999, "device": None}
 
 
