@@ -320,9 +320,16 @@ def _build_scheduler(cls: type, changes: dict[str, Any]) -> Any:
 
 def _daclip_components(daclip: Path, network: Any) -> dict[str, Any]:
     """DA-CLIP's image encoder and feature extractor, checked against the network's context."""
+    from diffusers_mrs.models.checkpoint_io import weights_message
     from diffusers_mrs.models.daclip_encoder import DACLIPImageEncoder, daclip_feature_extractor
+    from diffusers_mrs.models.weight_checks import non_finite_weights
 
     encoder = DACLIPImageEncoder.from_daclip_checkpoint(daclip)
+    message = weights_message(
+        f"{daclip}: the image encoder", NaN_or_infinite_values=non_finite_weights(
+            encoder.state_dict()))
+    if message is not None:
+        raise ConversionError(message)
     if encoder.config.projection_dim != network.config.context_dim:
         raise ConversionError(
             f"the encoder's embeddings have {encoder.config.projection_dim} values but the "

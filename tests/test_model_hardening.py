@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from diffusers_mrs import MRRestorationPipeline, MRSamplerScheduler, MRUNet2DModel
@@ -183,8 +184,13 @@ def test_bad_scheduler_settings_give_one_error_line_before_the_scheduler_is_buil
 ):
     built = []
     original = MRSamplerScheduler.__init__
-    monkeypatch.setattr(MRSamplerScheduler, "__init__",
-                        lambda self, **kw: built.append(kw) or original(self, **kw))
+
+    def spy(self, **kw):
+        built.append(kw)
+        assert kw.get("num_train_timesteps", 0) <= 10**6, "would allocate T-sized tables"
+        original(self, **kw)
+
+    monkeypatch.setattr(MRSamplerScheduler, "__init__", spy)
     checkpoint = original_checkpoint(tmp_path / "g.pth")
     assert main(["convert", "--family", "irsde", "--checkpoint", str(checkpoint),
                  "--output", str(tmp_path / "out"), flag, value]) == 2
@@ -241,3 +247,21 @@ def test_a_generator_that_is_not_one_is_named(good_model, generator):
         torch.rand(3, 8, 8))
     with pytest.raises(ValueError, match=r"`generator` must be a torch\.Generator"):
         pipe(images, num_inference_steps=1, generator=generator)
+
+
+def test_convert_daclip_refuses_an_encoder_with_a_nan_weight(tmp_path, capsys):
+    from test_daclip_pipeline import RUN, write_original_files
+
+    with safe_open(RUN, framework="pt") as f:
+        run = {k: json.loads(v) for k, v in f.metadata().items() if not k.startswith("source")}
+    daclip, unet = write_original_files(run, tmp_path)
+    encoder = torch.load(daclip, weights_only=True)
+    name = "visual_control.proj"  # the controller: no copy under two names
+    encoder[name][0, 0] = float("nan")
+    torch.save(encoder, daclip)
+    out = tmp_path / "pipe"
+    assert main(["convert-daclip", "--daclip", str(daclip), "--unet", str(unet),
+                 "--output", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err, "convert-daclip")
+    assert "the image encoder: NaN or infinite values (1)" in line
+    assert not out.exists()
