@@ -472,12 +472,15 @@ def run_demo(
             return run_demo(model, host, port, device, new_workdir, limits)
     session = load_session(model, device, workdir, limits)
     demo = build_demo(session)
-    demo.queue(default_concurrency_limit=1).launch(
-        server_name=host,
-        server_port=port,
-        share=False,
-        max_file_size=MAX_FILE_SIZE,
-        show_error=True,
-        ssr_mode=False,
-    )
+    try:
+        demo.queue(default_concurrency_limit=1).launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            max_file_size=MAX_FILE_SIZE,
+            show_error=True,
+            ssr_mode=False,
+        )
+    except KeyboardInterrupt:  # Ctrl-C/SIGTERM before Gradio's own loop catches it
+        demo.close()
     print(f"diffusers-mrs demo: stopped; removing {workdir}", flush=True)

@@ -7,7 +7,6 @@ A tiny random network keeps every call fast; the app under test is the real one
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from diffusers_mrs.demo import (  # noqa: E402
 from diffusers_mrs.demo_limits import DemoLimits  # noqa: E402
 from diffusers_mrs.uncertainty_map import LEGEND_HEIGHT, MIN_LEGEND_WIDTH  # noqa: E402
 
-from helpers import tiny_degradation_aware_pipeline, tiny_pipeline  # noqa: E402
+from helpers import free_port, tiny_degradation_aware_pipeline, tiny_pipeline  # noqa: E402
 
 H, W = 40, 48
 MAX_PIXELS = 4000  # a 64 x 64 upload is above it
@@ -51,12 +50,6 @@ def value(output: object) -> object:
     if isinstance(output, dict) and output.get("__type__") == "update":
         return output.get("value")
     return output
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def save_image(path: Path, h: int, w: int, seed: int = 0) -> Path:
