@@ -92,6 +92,12 @@ class DemoSession:
     examples: list[Path] = field(default_factory=list)
     file_max_age_s: int = FILE_MAX_AGE_S
 
+    @property
+    def gradio_delete_cache(self) -> tuple[int, int]:
+        """Gradio's ``delete_cache`` (how often, what age): its uploads and served files
+        expire as the demo's results do."""
+        return max(1, self.file_max_age_s // 4), self.file_max_age_s
+
 
 @dataclass
 class Restoration:
@@ -367,9 +373,8 @@ def _controls(degradations: list[str] | None, limits: DemoLimits) -> dict[str, A
 def build_demo(session: DemoSession) -> gr.Blocks:
     """The Gradio app for ``session`` (not launched)."""
     model_name = describe_model(session.pipe)
-    age = session.file_max_age_s  # Gradio's uploads and served files expire as ours do
     with gr.Blocks(title="diffusers-mrs demo", analytics_enabled=False,
-                   delete_cache=(max(1, age // 4), age)) as demo:
+                   delete_cache=session.gradio_delete_cache) as demo:
         gr.Markdown(
             "# MR Sampler restoration demo\n"
             f"Model: {model_name}. Upload a degraded image, restore it in a few steps,"

@@ -6,8 +6,12 @@ into a local snapshot here (``model_index.json`` first, then exactly the compone
 it names, pinned to that commit) and loaded from disk. :class:`PipelineFolderMixin` gives a
 pipeline that ``from_pretrained`` and writes ``"diffusers_mrs"`` as the library of the
 components whose class the top-level package exports, so folders stay loadable when the
-package's internal modules move. Publishing (model cards, uploads) is
-:mod:`diffusers_mrs.hub`, which builds on the pipeline; this module needs neither.
+package's internal modules move. A folder is checked as it loads
+(:class:`PipelineFolderError`): ``model_index.json`` must be a JSON object, and every loaded
+model's weights must all be there, stored as floats and finite
+(:func:`check_component_weights`), so a broken folder never gives all-black images.
+Publishing (model cards, uploads) is :mod:`diffusers_mrs.hub`, which builds on the
+pipeline; this module needs neither.
 """
 
 from __future__ import annotations

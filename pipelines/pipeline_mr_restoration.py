@@ -439,9 +439,7 @@ class MRRestorationPipeline(
             ``degradation*`` fields for degradation-aware models), or its tuple.
 
         Raises:
-            ValueError: a bad argument or image, before sampling (TypeError: a bad callback);
-                ``NonFiniteOutputError`` (a ValueError) after sampling, where an image's
-                result holds NaN or inf (checked once at the end, not per step).
+            ValueError: a bad argument (before sampling), a NaN/inf result; TypeError: a callback.
 
         Examples:
         """
