@@ -155,7 +155,7 @@ def check_component_weights(pipe: Any, folder: Path, names: list[str]) -> None:
         tensors = dict(module.state_dict(keep_vars=True))
         stored = stored_weight_dtypes(sorted((folder / name).glob("*.safetensors")))
         missing = [k for k, v in tensors.items() if v.device.type == "meta"]
-        if stored:
+        if stored and type(module).__module__.startswith(LIBRARY_NAME):  # our names are stable
             missing += [k for k in tensors if k not in stored and k not in missing]
         message = weights_message(
             f"{folder / name}: the weights of `{name}` ({type(module).__name__})",
@@ -167,6 +167,26 @@ def check_component_weights(pipe: Any, folder: Path, names: list[str]) -> None:
         )
         if message is not None:
             raise PipelineFolderError(message)
+
+
+def _pipeline_location(
+    name_or_path: str | os.PathLike | None, kwargs: dict[str, Any]
+) -> tuple[str, str | None]:
+    """The local folder to load (the default model, a folder, or the downloaded snapshot
+    of a Hub repo) and the repo id (``None`` for local folders)."""
+    if name_or_path is None:
+        path = default_model_path()
+        if not (path / "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"The default model is not installed (no model_index.json in {path}). Pass a"
+                " local pipeline folder or a Hub repo id to `from_pretrained`."
+            )
+        return str(path), None
+    repo_id = hub_repo_id(name_or_path)
+    if repo_id is None:
+        return os.path.expanduser(os.fspath(name_or_path)), None
+    download = {k: kwargs[k] for k in _DOWNLOAD_KWARGS if k in kwargs}
+    return download_pipeline_snapshot(repo_id, **download), repo_id
 
 
 def _library_entry(module: Any) -> tuple[str, str] | None:
@@ -233,27 +253,13 @@ class PipelineFolderMixin:
         """
         if "torch_dtype" in kwargs:  # diffusers' deprecated name for `dtype`
             kwargs.setdefault("dtype", kwargs.pop("torch_dtype"))
-        repo_id = None
-        if pretrained_model_name_or_path is None:
-            folder = default_model_path()
-            if not (folder / "model_index.json").is_file():
-                raise FileNotFoundError(
-                    f"The default model is not installed (no model_index.json in {folder}). "
-                    "Pass a local pipeline folder or a Hub repo id to `from_pretrained`."
-                )
-        else:
-            repo_id = hub_repo_id(pretrained_model_name_or_path)
-            if repo_id is None:
-                folder = Path(os.path.expanduser(os.fspath(pretrained_model_name_or_path)))
-            else:
-                download = {k: kwargs[k] for k in _DOWNLOAD_KWARGS if k in kwargs}
-                folder = Path(download_pipeline_snapshot(repo_id, **download))
-        index_file = folder / "model_index.json"
+        location, repo_id = _pipeline_location(pretrained_model_name_or_path, kwargs)
+        index_file = Path(location) / "model_index.json"
         index = read_model_index(index_file) if index_file.is_file() else {}
-        pipe = super().from_pretrained(str(folder), **kwargs)  # type: ignore[misc]
+        pipe = super().from_pretrained(location, **kwargs)  # type: ignore[misc]
         loaded = [k for k, v in index.items() if not k.startswith("_") and k not in kwargs
                   and isinstance(v, list)]
-        check_component_weights(pipe, folder, loaded)
+        check_component_weights(pipe, Path(location), loaded)
         if repo_id is not None:
             pipe.register_to_config(_name_or_path=repo_id)
         return pipe
