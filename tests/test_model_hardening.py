@@ -212,13 +212,26 @@ def test_an_oversized_unet_config_is_refused_before_allocating(good_model, tmp_p
         MRUNet2DModel(nf=8, ch_mult=[1] * 9)
 
 
-def test_convert_with_an_oversized_network_setting_is_one_error_line(tmp_path, capsys):
+def test_convert_with_an_oversized_network_setting_is_checked_on_the_meta_device(
+    tmp_path, capsys, monkeypatch
+):
+    """``nf: 1000000`` is compared with the checkpoint on a skeleton that holds nothing,
+    and the mismatch named; no real parameter is ever made."""
     options = tmp_path / "opt.yml"
     options.write_text("network_G:\n  setting:\n    nf: 1000000\n")
     checkpoint = original_checkpoint(tmp_path / "g.pth")
+    real = torch.nn.Parameter.__new__
+
+    def meta_only(cls, data=None, requires_grad=True):
+        assert data is None or data.device.type == "meta", "a real parameter was made"
+        return real(cls, data, requires_grad)
+
+    monkeypatch.setattr(torch.nn.Parameter, "__new__", meta_only)
     assert main(["convert", "--family", "irsde", "--checkpoint", str(checkpoint),
                  "--options", str(options), "--output", str(tmp_path / "out")]) == 2
-    assert "the supported maximum" in one_error_line(capsys.readouterr().err, "convert")
+    err = capsys.readouterr().err
+    assert "does not fit MRUNet2DModel(" in err and "nf=1000000" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------ row 13: loading

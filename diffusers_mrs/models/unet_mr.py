@@ -609,7 +609,9 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
 
 
 #: Bounds on the architecture, checked before any parameter is allocated: a config with
-#: ``nf=1e6`` would otherwise ask for terabytes. The original networks stay far below.
+#: ``nf=1e6`` would otherwise ask for terabytes. The original networks stay far below. A
+#: skeleton built on the ``meta`` device (checkpoint checks) allocates nothing and is not
+#: bounded, so a stray checkpoint entry is still named against the network it implies.
 MAX_WIDTH, MAX_DEPTH = 4096, 8
 
 
@@ -642,7 +644,8 @@ def _check_config(
     if len(ch_mult) < 1 or any(int(m) < 1 for m in ch_mult):
         raise ValueError(f"need at least one level and positive ch_mult, got {list(ch_mult)}.")
     widths = [nf] + [nf * int(m) for m in ch_mult]
-    if max(widths) > MAX_WIDTH or len(ch_mult) > MAX_DEPTH:
+    allocates = torch.get_default_device().type != "meta"  # a meta skeleton holds nothing
+    if allocates and (max(widths) > MAX_WIDTH or len(ch_mult) > MAX_DEPTH):
         raise ValueError(
             f"nf={nf}, ch_mult={list(ch_mult)} give {len(ch_mult)} levels of up to "
             f"{max(widths)} channels; the supported maximum is {MAX_DEPTH} levels of "
