@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -23,9 +24,11 @@ from typing import Any
 
 __all__ = [
     "FAMILIES",
+    "MAX_TRAIN_TIMESTEPS",
     "PAPER_SCHEDULER",
     "ConversionError",
     "check_daclip_pair",
+    "check_scheduler_settings",
     "convert_checkpoint",
     "read_options",
 ]
@@ -88,6 +91,11 @@ PAPER_SCHEDULER: dict[str, Any] = {
 }
 
 
+#: The largest ``num_train_timesteps`` (T) a conversion writes: the schedulers' own bound,
+#: :data:`diffusers_mrs.scheduling_common.MAX_TRAIN_TIMESTEPS` (kept here as a number so that
+#: importing this module stays light; a test checks that the two agree).
+MAX_TRAIN_TIMESTEPS = 1_000_000
+
 # network_G.which_model_G of the original option files, per family
 _WHICH_MODEL = {
     "irsde": "ConditionalUNet",
@@ -110,12 +118,14 @@ def read_options(path: str | os.PathLike[str], family: str) -> tuple[dict, dict]
     ``sde`` gives ``num_train_timesteps`` (T), ``theta_schedule``, ``max_sigma`` (in
     1/255 units there when >= 1) and ``eps``; ``network_G.setting`` the network's
     constructor arguments (checked against the weights when loading).
-    """
-    import yaml  # a dependency of huggingface_hub and diffusers
 
-    with open(path, encoding="utf-8") as f:
-        opt = yaml.safe_load(f) or {}
-    sde, net = opt.get("sde") or {}, opt.get("network_G") or {}
+    Raises:
+        ConversionError: naming the file and the entry, for YAML that does not parse, a
+            section that is not a mapping (``sde: 5``) or a value of the wrong kind
+            (``max_sigma: abc``).
+    """
+    opt = _read_yaml_mapping(path)
+    sde, net = _section(opt, "sde", path), _section(opt, "network_G", path)
     which = net.get("which_model_G")
     if which is not None and which != _WHICH_MODEL[family]:
         raise ConversionError(
@@ -128,13 +138,81 @@ def read_options(path: str | os.PathLike[str], family: str) -> tuple[dict, dict]
         if theirs in sde:
             scheduler[ours] = sde[theirs]
     if "max_sigma" in sde:
-        sigma = float(sde["max_sigma"])
+        sigma = sde["max_sigma"]
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
+            raise ConversionError(f"{path}: sde.max_sigma must be a number, got {sigma!r}")
         scheduler["max_sigma"] = sigma / 255 if sigma >= 1 else sigma
-    setting = net.get("setting") or {}
+    setting = _section(net, "setting", path, "network_G.")
     network = {_SETTING_NAMES[k]: v for k, v in setting.items() if k in _SETTING_NAMES}
     if family == "refusion":
         network.pop("out_channels", None)  # the NAFNet returns what it takes in
+    try:
+        check_scheduler_settings(scheduler)
+    except ConversionError as err:
+        raise ConversionError(f"{path}: sde: {err}") from None
     return scheduler, network
+
+
+def _read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The option file as a mapping (an empty file is an empty one)."""
+    import yaml  # a dependency of huggingface_hub and diffusers
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            opt = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConversionError(f"{path}: not valid YAML{line}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConversionError(f"{path}: not a text (UTF-8) option file") from None
+    if opt is None:
+        return {}
+    if not isinstance(opt, dict):
+        raise ConversionError(
+            f"{path}: an option file is a mapping (sde:, network_G:), got {type(opt).__name__}"
+        )
+    return opt
+
+
+def _section(opt: dict[str, Any], name: str, path: object, prefix: str = "") -> dict[str, Any]:
+    """``opt[name]`` as a mapping (missing or empty: ``{}``)."""
+    value = opt.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConversionError(
+            f"{path}: {prefix}{name} must be a mapping of settings, got {value!r}"
+        )
+    return value
+
+
+def check_scheduler_settings(settings: dict[str, Any]) -> None:
+    """Bounds on the scheduler settings a conversion takes, checked before the scheduler
+    is built (its per-step tables have ``num_train_timesteps`` entries).
+
+    Raises:
+        ConversionError: ``num_train_timesteps`` not a whole number in
+            ``[1, MAX_TRAIN_TIMESTEPS]``; ``max_sigma`` or ``eps`` not a finite number > 0.
+    """
+    steps = settings.get("num_train_timesteps")
+    if steps is not None and (
+        isinstance(steps, bool) or not isinstance(steps, int)
+        or not 1 <= steps <= MAX_TRAIN_TIMESTEPS
+    ):
+        raise ConversionError(
+            f"T (num_train_timesteps) must be a whole number from 1 to "
+            f"{MAX_TRAIN_TIMESTEPS:,}, got {steps!r}"
+        )
+    for name in ("max_sigma", "eps"):
+        value = settings.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value > 0
+        ):
+            raise ConversionError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def _sha256(path: Path) -> str:
@@ -223,7 +301,7 @@ def convert_checkpoint(
     _check_inputs(family, checkpoint, daclip, output)
     if daclip is not None:
         check_daclip_pair(daclip, checkpoint)
-    scheduler = MRSamplerScheduler(**{**PAPER_SCHEDULER, **(scheduler_config or {})})
+    scheduler = _build_scheduler(MRSamplerScheduler, scheduler_config or {})
     network = _load_network(family, checkpoint, dict(network_config or {}))
     components: dict[str, Any] = {"unet": network, "scheduler": scheduler}
     if daclip is not None:
@@ -256,11 +334,29 @@ def check_daclip_pair(daclip: Path, checkpoint: Path) -> None:
         )
 
 
+def _build_scheduler(cls: type, changes: dict[str, Any]) -> Any:
+    """:data:`PAPER_SCHEDULER` with ``changes``, bounded and then checked by the scheduler
+    itself; any problem is a :class:`ConversionError` naming the setting."""
+    settings = {**PAPER_SCHEDULER, **changes}
+    check_scheduler_settings(settings)
+    try:
+        return cls(**settings)
+    except (ValueError, TypeError) as err:
+        raise ConversionError(f"scheduler settings: {err}") from None
+
+
 def _daclip_components(daclip: Path, network: Any) -> dict[str, Any]:
     """DA-CLIP's image encoder and feature extractor, checked against the network's context."""
+    from diffusers_mrs.models.checkpoint_io import weights_message
     from diffusers_mrs.models.daclip_encoder import DACLIPImageEncoder, daclip_feature_extractor
+    from diffusers_mrs.models.weight_checks import non_finite_weights
 
     encoder = DACLIPImageEncoder.from_daclip_checkpoint(daclip)
+    message = weights_message(
+        f"{daclip}: the image encoder", NaN_or_infinite_values=non_finite_weights(
+            encoder.state_dict()))
+    if message is not None:
+        raise ConversionError(message)
     if encoder.config.projection_dim != network.config.context_dim:
         raise ConversionError(
             f"the encoder's embeddings have {encoder.config.projection_dim} values but the "

@@ -12,9 +12,13 @@ probabilities, and a drop-down forces a type instead of detecting it ("auto"); f
 models neither appears.
 
 Safety: the app listens on 127.0.0.1 unless told otherwise, never opens a public share
-link, refuses uploads above :data:`MAX_FILE_SIZE` bytes and images above ``max_pixels``
-with a clear message, and keeps every file it or Gradio writes (uploads, results) in one
-temporary folder that is removed when the app stops.
+link, refuses uploads above :data:`MAX_FILE_SIZE` bytes, and bounds what one request may
+cost (:class:`~diffusers_mrs.demo_limits.DemoLimits`: image size, steps, samples, pixels x
+K, pixels per network call, above which the network is tiled with a note in the result,
+and the size "Compare" takes), each with a clear message. Every file it or Gradio writes
+(uploads, results) stays in one temporary folder (:mod:`diffusers_mrs.demo_workdir`),
+whose old files expire while it runs and which is removed when the app stops, on Ctrl-C
+as on SIGTERM.
 
 The app is built from small functions that run without a browser: :func:`restore_fn`,
 :func:`compare_fn` (the event handlers, given a :class:`DemoSession`) and
@@ -24,8 +28,6 @@ The app is built from small functions that run without a browser: :func:`restore
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -39,6 +41,15 @@ import PIL.Image
 import torch
 
 import diffusers_mrs
+from diffusers_mrs.demo_limits import (
+    TILE_BATCH_SIZE,
+    DemoLimitError,
+    DemoLimits,
+    check_compare,
+    check_request,
+    plan_tiles,
+)
+from diffusers_mrs.demo_workdir import demo_workdir, expire_files
 from diffusers_mrs.image_io import ImageInputError, decode_pil
 from diffusers_mrs.original_checkpoints import load_model_argument
 from diffusers_mrs.restore_settings import (
@@ -68,18 +79,26 @@ SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
 COMPARE_RUNS = (("MR Sampler", 10), ("Posterior (IR-SDE)", 100))
 TILE_CHOICES = ("off", str(MIN_TILE_SIZE), "128", "256", "512")
 MAX_FILE_SIZE = 25 * 1024 * 1024  # bytes per upload, enforced by Gradio before decoding
-MAX_PIXELS = 4_000_000  # largest image (width x height) the app restores
-MAX_STEPS, MAX_SAMPLES = 200, 16
+#: Seconds after which the demo's result files and Gradio's uploads are removed.
+FILE_MAX_AGE_S = 3600
 
 
 @dataclass
 class DemoSession:
-    """What the event handlers share: the loaded pipeline, its device, the temp folder."""
+    """What the event handlers share: the loaded pipeline, the temp folder, the limits of
+    one request and the age at which files expire."""
 
     pipe: Any
     workdir: Path
-    max_pixels: int = MAX_PIXELS
+    limits: DemoLimits = field(default_factory=DemoLimits)
     examples: list[Path] = field(default_factory=list)
+    file_max_age_s: int = FILE_MAX_AGE_S
+
+    @property
+    def gradio_delete_cache(self) -> tuple[int, int]:
+        """Gradio's ``delete_cache`` (how often, what age): its uploads and served files
+        expire as the demo's results do."""
+        return max(1, self.file_max_age_s // 4), self.file_max_age_s
 
 
 @dataclass
@@ -129,6 +148,23 @@ def check_image(image: PIL.Image.Image | None, max_pixels: int) -> PIL.Image.Ima
             f" {max_pixels / 1e6:.1f} megapixels. Crop or downscale it first."
         )
     return image
+
+
+def budget(
+    session: DemoSession, image: PIL.Image.Image, steps: Any, samples: Any, seed: Any,
+    tile: int | None,
+) -> tuple[int, int, int, int | None, str | None]:
+    """A request within the session's limits (:mod:`diffusers_mrs.demo_limits`): steps,
+    samples and seed as ints, the tile size to use and a note where tiling was forced; or
+    a ``gr.Error`` naming the limit."""
+    try:
+        steps, samples, seed = check_request(
+            session.limits, image.width, image.height, steps, samples, seed)
+    except DemoLimitError as err:
+        raise gr.Error(str(err)) from None
+    choices = [int(c) for c in TILE_CHOICES if c != "off"]
+    tile, note = plan_tiles(session.limits, image.width, image.height, samples, tile, choices)
+    return steps, samples, seed, tile, note
 
 
 def decode_upload(image: PIL.Image.Image) -> tuple[np.ndarray, PIL.Image.Image]:
@@ -209,6 +245,7 @@ def restore(
             generator=seeded_generator(pipe._execution_device, int(seed)),
             num_samples=int(samples),
             tile_size=tile,
+            tile_batch_size=TILE_BATCH_SIZE,
             callback_on_step_end=callback,
             degradation=forced_degradation(degradation),
         )
@@ -227,7 +264,9 @@ def restore(
 
 
 def save_result(session: DemoSession, image: PIL.Image.Image) -> str:
-    """Writes the full-resolution result as PNG into the session's temp folder."""
+    """Writes the full-resolution result as PNG into the session's temp folder (removing
+    results older than ``session.file_max_age_s`` first)."""
+    expire_files(session.workdir, "restored-*.png", session.file_max_age_s)
     path = session.workdir / f"restored-{uuid.uuid4().hex[:12]}.png"
     image.save(path, format="PNG")
     return str(path)
@@ -248,16 +287,17 @@ def restore_fn(
     """The "Restore" button: returns (slider pair, info, uncertainty, download, degradation).
 
     ``degradation`` is the drop-down of a degradation-aware model (``"auto"``: detect)."""
-    pixels, image = decode_upload(check_image(image, session.max_pixels))
+    pixels, image = decode_upload(check_image(image, session.limits.max_pixels))
+    steps, k, seed, tile_size, note = budget(session, image, steps, samples, seed,
+                                             parse_tile(tile))
     report = None if progress is None else (lambda frac, desc: progress(frac, desc=desc))
-    run = restore(session, pixels, sampler, steps, seed, samples, parse_tile(tile), report,
-                  degradation)
-    k = int(samples)
+    run = restore(session, pixels, sampler, steps, seed, k, tile_size, report, degradation)
     forced = forced_degradation(degradation) is not None
     info = (
-        f"**{sampler}**, {int(steps)} steps: **{run.seconds:.2f} s**, NFE {run.nfe}"
+        f"**{sampler}**, {steps} steps: **{run.seconds:.2f} s**, NFE {run.nfe}"
         + (f" (one batch of {k} samples; their mean is shown)" if k > 1 else "")
         + f" - {image.width} x {image.height} px"
+        + (f" - {note}" if note else "")
         + degradation_text(run, forced)
     )
     has_map = run.uncertainty is not None
@@ -290,10 +330,16 @@ def compare_fn(
 ) -> tuple[PIL.Image.Image, PIL.Image.Image, str]:
     """The "Compare" button: MR Sampler @10 and posterior @100 on the same input and seed
     (and the same ``degradation`` choice)."""
-    pixels, _ = decode_upload(check_image(image, session.max_pixels))
+    pixels, upload = decode_upload(check_image(image, session.limits.max_pixels))
+    try:
+        check_compare(session.limits, upload.width, upload.height,
+                      sum(steps for _, steps in COMPARE_RUNS))
+    except DemoLimitError as err:
+        raise gr.Error(str(err)) from None
+    _, _, seed, tile_size, note = budget(session, upload, 1, 1, seed, parse_tile(tile))
     report = None if progress is None else (lambda frac, desc: progress(frac, desc=desc))
     runs = [
-        restore(session, pixels, sampler, steps, seed, 1, parse_tile(tile), report, degradation)
+        restore(session, pixels, sampler, steps, seed, 1, tile_size, report, degradation)
         for sampler, steps in COMPARE_RUNS
     ]
     (s1, n1), (s2, n2) = COMPARE_RUNS
@@ -302,20 +348,21 @@ def compare_fn(
         f"**{s1} @ {n1} steps: {runs[0].seconds:.2f} s** (NFE {runs[0].nfe}) vs"
         f" **{s2} @ {n2} steps: {runs[1].seconds:.2f} s** (NFE {runs[1].nfe}):"
         f" the MR Sampler took {1 / ratio:.2f}x the time ({ratio:.1f}x faster)."
+        + (f" Both with {note}." if note else "")
     )
     return runs[0].image, runs[1].image, info
 
 
 # ----------------------------------------------------------------------------- the app
-def _controls(degradations: list[str] | None) -> dict[str, Any]:
+def _controls(degradations: list[str] | None, limits: DemoLimits) -> dict[str, Any]:
     """The sampler settings column (the degradation drop-down only shows for a
-    degradation-aware model, ``degradations`` its choices)."""
+    degradation-aware model, ``degradations`` its choices), bounded by ``limits``."""
     return {
         "sampler": gr.Radio(list(SAMPLERS), value="MR Sampler", label="Sampler"),
-        "steps": gr.Slider(1, MAX_STEPS, value=10, step=1, label="Steps (NFE)"),
-        "seed": gr.Number(value=0, precision=0, label="Seed"),
-        "samples": gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Posterior samples (K)",
-                             elem_id="samples"),
+        "steps": gr.Slider(1, limits.max_steps, value=10, step=1, label="Steps (NFE)"),
+        "seed": gr.Number(value=0, precision=0, label="Seed", minimum=0),
+        "samples": gr.Slider(1, limits.max_samples, value=1, step=1,
+                             label="Posterior samples (K)", elem_id="samples"),
         "tile": gr.Dropdown(list(TILE_CHOICES), value="off", label="Tile size (large images)"),
         "degradation": gr.Dropdown(
             degradations or [AUTO_DEGRADATION], value=AUTO_DEGRADATION,
@@ -328,7 +375,8 @@ def _controls(degradations: list[str] | None) -> dict[str, Any]:
 def build_demo(session: DemoSession) -> gr.Blocks:
     """The Gradio app for ``session`` (not launched)."""
     model_name = describe_model(session.pipe)
-    with gr.Blocks(title="diffusers-mrs demo", analytics_enabled=False) as demo:
+    with gr.Blocks(title="diffusers-mrs demo", analytics_enabled=False,
+                   delete_cache=session.gradio_delete_cache) as demo:
         gr.Markdown(
             "# MR Sampler restoration demo\n"
             f"Model: {model_name}. Upload a degraded image, restore it in a few steps,"
@@ -340,7 +388,7 @@ def build_demo(session: DemoSession) -> gr.Blocks:
                                elem_id="input-image")
                 if session.examples:
                     gr.Examples([[str(p)] for p in session.examples], inputs=[inp])
-                c = _controls(degradation_choices(session.pipe))
+                c = _controls(degradation_choices(session.pipe), session.limits)
                 restore_btn = gr.Button("Restore", variant="primary", elem_id="restore")
                 compare_btn = gr.Button("Compare: MR Sampler @ 10 vs posterior @ 100",
                                         elem_id="compare")
@@ -404,29 +452,42 @@ def example_images() -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
 
 
-def load_session(model: str | None, device: str | None, workdir: Path) -> DemoSession:
+def load_session(
+    model: str | None, device: str | None, workdir: Path, limits: DemoLimits | None = None
+) -> DemoSession:
     """Loads the pipeline on ``device`` (default: CUDA if available, else CPU)."""
     pipe = load_model_argument(model)
     pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     pipe.set_progress_bar_config(disable=True)
-    return DemoSession(pipe=pipe, workdir=workdir, examples=example_images())
+    return DemoSession(pipe=pipe, workdir=workdir, limits=limits or DemoLimits(),
+                       examples=example_images())
 
 
 def run_demo(
     model: str | None = None, host: str = "127.0.0.1", port: int | None = None,
-    device: str | None = None,
+    device: str | None = None, workdir: Path | None = None, limits: DemoLimits | None = None,
 ) -> None:
-    """Loads the model and serves the app until interrupted (blocking)."""
-    with tempfile.TemporaryDirectory(prefix="diffusers-mrs-demo-") as tmp:
-        workdir = Path(tmp)
-        # Gradio stores uploads and served files under GRADIO_TEMP_DIR: keep them in ours.
-        os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")
-        session = load_session(model, device, workdir)
-        demo = build_demo(session)
+    """Loads the model and serves the app until interrupted (Ctrl-C or SIGTERM; blocking).
+
+    ``workdir``: the temporary folder from :func:`diffusers_mrs.demo_workdir.demo_workdir`
+    (the command line creates it before importing Gradio); without it one is made here,
+    after Gradio was imported, so a few of Gradio's own files may land in the system's
+    temporary folder. ``limits``: what one request may cost (default :class:`DemoLimits`).
+    """
+    if workdir is None:
+        with demo_workdir() as new_workdir:
+            return run_demo(model, host, port, device, new_workdir, limits)
+    session = load_session(model, device, workdir, limits)
+    demo = build_demo(session)
+    try:
         demo.queue(default_concurrency_limit=1).launch(
             server_name=host,
             server_port=port,
             share=False,
             max_file_size=MAX_FILE_SIZE,
             show_error=True,
+            ssr_mode=False,
         )
+    except KeyboardInterrupt:  # Ctrl-C/SIGTERM before Gradio's own loop catches it
+        demo.close()
+    print(f"diffusers-mrs demo: stopped; removing {workdir}", flush=True)

@@ -6,8 +6,12 @@ into a local snapshot here (``model_index.json`` first, then exactly the compone
 it names, pinned to that commit) and loaded from disk. :class:`PipelineFolderMixin` gives a
 pipeline that ``from_pretrained`` and writes ``"diffusers_mrs"`` as the library of the
 components whose class the top-level package exports, so folders stay loadable when the
-package's internal modules move. Publishing (model cards, uploads) is
-:mod:`diffusers_mrs.hub`, which builds on the pipeline; this module needs neither.
+package's internal modules move. A folder is checked as it loads
+(:class:`PipelineFolderError`): ``model_index.json`` must be a JSON object, and every loaded
+model's weights must all be there, stored as floats and finite
+(:func:`check_component_weights`), so a broken folder never gives all-black images.
+Publishing (model cards, uploads) is :mod:`diffusers_mrs.hub`, which builds on the
+pipeline; this module needs neither.
 """
 
 from __future__ import annotations
@@ -26,10 +30,13 @@ from diffusers_mrs import __version__
 
 __all__ = [
     "LIBRARY_NAME",
+    "PipelineFolderError",
     "PipelineFolderMixin",
+    "check_component_weights",
     "default_model_path",
     "download_pipeline_snapshot",
     "hub_repo_id",
+    "read_model_index",
 ]
 
 #: The library name written to ``model_index.json`` for components defined in diffusers_mrs.
@@ -92,8 +99,7 @@ def download_pipeline_snapshot(
     index_file = hf_hub_download(repo_id, "model_index.json", revision=revision, **common)
     match = _COMMIT_IN_PATH.search(str(index_file))
     pinned = match.group(1) if match else revision
-    with open(index_file, encoding="utf-8") as f:
-        index = json.load(f)
+    index = read_model_index(Path(index_file))
     components = [
         k
         for k, v in index.items()
@@ -101,6 +107,86 @@ def download_pipeline_snapshot(
     ]
     allow = ["model_index.json", "README.md", *[f"{c}/*" for c in components]]
     return snapshot_download(repo_id, revision=pinned, allow_patterns=allow, **common)
+
+
+class PipelineFolderError(ValueError):
+    """A pipeline folder that cannot give a working pipeline: its ``model_index.json`` is
+    not a JSON object, or a component's weights are missing, not floating point or not
+    finite (checked at load, with the names)."""
+
+
+def read_model_index(file: Path) -> dict[str, Any]:
+    """``model_index.json`` as a dict, or a :class:`PipelineFolderError` saying what it is."""
+    try:
+        index = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PipelineFolderError(f"{file} is not valid JSON: {err}") from None
+    if not isinstance(index, dict):
+        raise PipelineFolderError(
+            f"{file} must be a JSON object (component name -> [library, class]), got a "
+            f"JSON {type(index).__name__}."
+        )
+    return index
+
+
+def check_component_weights(pipe: Any, folder: Path, names: list[str]) -> None:
+    """The weights of the components ``names`` (loaded from ``folder/<name>``) are all
+    there, stored as floats and finite, or a :class:`PipelineFolderError` names the
+    tensors that are not.
+
+    Read off the loaded modules and the safetensors headers (no second read of the data):
+    a weight the files lack stays on the ``meta`` device (or is missing from the header),
+    int8 weights are cast to float silently on load (seen in the header), and one NaN
+    weight makes every output NaN (an all-black image).
+    """
+    from diffusers import ModelMixin
+
+    from diffusers_mrs.models.checkpoint_io import weights_message
+    from diffusers_mrs.models.weight_checks import (
+        non_finite_weights,
+        non_float_weights,
+        stored_weight_dtypes,
+    )
+
+    for name in names:
+        module = getattr(pipe, name, None)
+        if not isinstance(module, ModelMixin):
+            continue
+        tensors = dict(module.state_dict(keep_vars=True))
+        stored = stored_weight_dtypes(sorted((folder / name).glob("*.safetensors")))
+        missing = [k for k, v in tensors.items() if v.device.type == "meta"]
+        if stored and type(module).__module__.startswith(LIBRARY_NAME):  # our names are stable
+            missing += [k for k in tensors if k not in stored and k not in missing]
+        message = weights_message(
+            f"{folder / name}: the weights of `{name}` ({type(module).__name__})",
+            missing=[repr(k) for k in missing],
+            not_floating_point=non_float_weights(
+                {k: d for k, d in stored.items() if k in tensors and tensors[k].is_floating_point()}
+            ),
+            NaN_or_infinite_values=non_finite_weights(tensors),
+        )
+        if message is not None:
+            raise PipelineFolderError(message)
+
+
+def _pipeline_location(
+    name_or_path: str | os.PathLike | None, kwargs: dict[str, Any]
+) -> tuple[str, str | None]:
+    """The local folder to load (the default model, a folder, or the downloaded snapshot
+    of a Hub repo) and the repo id (``None`` for local folders)."""
+    if name_or_path is None:
+        path = default_model_path()
+        if not (path / "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"The default model is not installed (no model_index.json in {path}). Pass a"
+                " local pipeline folder or a Hub repo id to `from_pretrained`."
+            )
+        return str(path), None
+    repo_id = hub_repo_id(name_or_path)
+    if repo_id is None:
+        return os.path.expanduser(os.fspath(name_or_path)), None
+    download = {k: kwargs[k] for k in _DOWNLOAD_KWARGS if k in kwargs}
+    return download_pipeline_snapshot(repo_id, **download), repo_id
 
 
 def _library_entry(module: Any) -> tuple[str, str] | None:
@@ -170,22 +256,21 @@ class PipelineFolderMixin:
         diffusers does not download pipelines whose components come from a third-party
         library, so for a repo id the snapshot is downloaded first
         (:func:`download_pipeline_snapshot`) and loaded locally.
+
+        Raises:
+            PipelineFolderError: ``model_index.json`` is not a JSON object, or a loaded
+                component's weights are missing, not floating point (e.g. int8) or hold
+                NaN/inf, naming the tensors (:func:`check_component_weights`).
         """
-        load = super().from_pretrained  # type: ignore[misc]
         if "torch_dtype" in kwargs:  # diffusers' deprecated name for `dtype`
             kwargs.setdefault("dtype", kwargs.pop("torch_dtype"))
-        if pretrained_model_name_or_path is None:
-            path = default_model_path()
-            if not (path / "model_index.json").is_file():
-                raise FileNotFoundError(
-                    f"The default model is not installed (no model_index.json in {path}). Pass a"
-                    " local pipeline folder or a Hub repo id to `from_pretrained`."
-                )
-            return load(str(path), **kwargs)
-        repo_id = hub_repo_id(pretrained_model_name_or_path)
-        if repo_id is None:
-            return load(os.path.expanduser(os.fspath(pretrained_model_name_or_path)), **kwargs)
-        download = {k: kwargs[k] for k in _DOWNLOAD_KWARGS if k in kwargs}
-        pipe = load(download_pipeline_snapshot(repo_id, **download), **kwargs)
-        pipe.register_to_config(_name_or_path=repo_id)
+        location, repo_id = _pipeline_location(pretrained_model_name_or_path, kwargs)
+        index_file = Path(location) / "model_index.json"
+        index = read_model_index(index_file) if index_file.is_file() else {}
+        pipe = super().from_pretrained(location, **kwargs)  # type: ignore[misc]
+        loaded = [k for k, v in index.items() if not k.startswith("_") and k not in kwargs
+                  and isinstance(v, list)]
+        check_component_weights(pipe, Path(location), loaded)
+        if repo_id is not None:
+            pipe.register_to_config(_name_or_path=repo_id)
         return pipe

@@ -143,7 +143,14 @@ class CallArgumentsMixin(NetworkMixin):
     def check_generators(
         generator: torch.Generator | list[torch.Generator] | None, batch_size: int
     ) -> None:
-        """A list of generators must hold one generator per image."""
+        """``generator`` is None, a ``torch.Generator`` or a list of one per image."""
+        items = generator if isinstance(generator, list) else [generator]
+        bad = [g for g in items if not isinstance(g, torch.Generator)]
+        if generator is not None and bad:
+            raise ValueError(
+                "`generator` must be a torch.Generator (e.g. torch.Generator().manual_seed(0))"
+                f" or a list of one per image, got {type(bad[0]).__name__} {bad[0]!r:.40}."
+            )
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(
                 f"Got a list of {len(generator)} generators for {batch_size} images; pass one"

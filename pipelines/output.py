@@ -13,7 +13,37 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 
 from .degradation import ImageDegradation
 
-__all__ = ["MRRestorationPipelineOutput", "format_images", "pipeline_output"]
+__all__ = [
+    "MRRestorationPipelineOutput",
+    "NonFiniteOutputError",
+    "check_finite_samples",
+    "format_images",
+    "pipeline_output",
+]
+
+
+class NonFiniteOutputError(ValueError):
+    """Sampling produced NaN or infinite values: nothing is returned for the image."""
+
+
+def check_finite_samples(
+    samples: torch.Tensor, num_samples: int, image_numbers: list[int] | None = None
+) -> None:
+    """Raises :class:`NonFiniteOutputError` naming the images (input order) any of whose
+    ``num_samples`` samples (rows ``i*K .. i*K+K-1`` of ``samples``) hold NaN or inf.
+
+    Checked once per batch after the last step (one host sync), never per step: an image
+    with NaN would otherwise come back as an all-black PNG."""
+    finite = torch.isfinite(samples).flatten(1).all(1).view(-1, num_samples).all(1).tolist()
+    numbers = image_numbers if image_numbers is not None else list(range(len(finite)))
+    bad = [n for n, ok in zip(numbers, finite, strict=True) if not ok]
+    if bad:
+        raise NonFiniteOutputError(
+            f"the restoration of image {', '.join(map(str, bad))} (input order, from 0) holds"
+            " NaN or infinite values, so none is returned. Causes: weights that are not"
+            " finite, a callback_on_step_end that returned non-finite latents or mu, or a"
+            " float16 overflow (load the network in float32)."
+        )
 
 
 @dataclass

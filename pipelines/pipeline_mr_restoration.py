@@ -73,7 +73,12 @@ from .degradation import (
 )
 from .ensemble import ensemble_statistics, repeat_for_samples
 from .noise import CpuNoise, draw_cpu_noise, noisy_steps
-from .output import MRRestorationPipelineOutput, format_images, pipeline_output
+from .output import (
+    MRRestorationPipelineOutput,
+    check_finite_samples,
+    format_images,
+    pipeline_output,
+)
 from .tiling import TilePlan, plan_tiles
 
 logger = logging.get_logger(__name__)
@@ -352,11 +357,14 @@ class MRRestorationPipeline(
         sampling: SamplingSettings,
         latents: torch.Tensor | None = None,
         degradation: Sequence[str | None] | None = None,
+        image_numbers: list[int] | None = None,
     ) -> tuple[torch.Tensor, DegradationEstimate | None]:
         """Samples one batch of same-size images (``num_samples`` per image, in the
         :func:`~diffusers_mrs.pipelines.ensemble.repeat_for_samples` layout), from
         ``latents`` when given, with the types ``degradation`` (per image, None: detect);
-        returns the samples as float32 in [0, 1] and the degradation estimate (or None)."""
+        returns the samples as float32 in [0, 1] and the degradation estimate (or None).
+        Samples with NaN/inf raise :class:`~.output.NonFiniteOutputError` naming the
+        images by ``image_numbers`` (their input positions)."""
         # the contexts: once per image, before the repeats and the tiles
         estimate = self._estimate_degradation(mu, degradation)
         clean = _clean_rows(estimate, sampling)
@@ -389,6 +397,7 @@ class MRRestorationPipeline(
         if clean is not None and any(clean):
             rows = torch.tensor(clean, device=mu.device).repeat_interleave(sampling.num_samples)
             latents[rows] = mu[rows].to(latents.dtype)
+        check_finite_samples(latents, sampling.num_samples, image_numbers)
         return latents.float().clamp_(0.0, 1.0), estimate
 
     def _restore_images(
@@ -413,7 +422,7 @@ class MRRestorationPipeline(
             forced = None if sampling.degradation is None else [
                 sampling.degradation[k] for k in indices]
             samples, estimate = self._restore_group(
-                mu, group_generator, sampling, sampling.latents, forced)
+                mu, group_generator, sampling, sampling.latents, forced, indices)
             mean, std = ensemble_statistics(samples, sampling.num_samples)
             group_reports = [None] * len(indices) if estimate is None else estimate.per_image()
             for j, k in enumerate(indices):
@@ -477,7 +486,7 @@ class MRRestorationPipeline(
             ``degradation*`` fields for degradation-aware models), or its tuple.
 
         Raises:
-            ValueError: a bad argument or image, before sampling (TypeError: a bad callback).
+            ValueError: a bad argument (before sampling), a NaN/inf result; TypeError: a callback.
 
         Examples:
         """

@@ -5,7 +5,11 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -167,3 +171,28 @@ def benchmark_module(script: Path, siblings: Sequence[str] = ()) -> Iterator[Mod
         sys.path.remove(str(script.parent))
         for name in (script.stem, *siblings):
             sys.modules.pop(name, None)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen, timeout_s: float, log: Path) -> None:
+    """Waits until ``url`` answers; fails with the server's ``log`` if it exits first or
+    does not answer within ``timeout_s`` (then it is killed)."""
+    import pytest
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the server exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    pytest.fail(f"the server did not answer on {url} within {timeout_s} s:\n{log.read_text()}")

@@ -7,7 +7,6 @@ A tiny random network keeps every call fast; the app under test is the real one
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,9 +32,10 @@ from diffusers_mrs.demo import (  # noqa: E402
     pipeline_with_sampler,
     restore_fn,
 )
+from diffusers_mrs.demo_limits import DemoLimits  # noqa: E402
 from diffusers_mrs.uncertainty_map import LEGEND_HEIGHT, MIN_LEGEND_WIDTH  # noqa: E402
 
-from helpers import tiny_degradation_aware_pipeline, tiny_pipeline  # noqa: E402
+from helpers import free_port, tiny_degradation_aware_pipeline, tiny_pipeline  # noqa: E402
 
 H, W = 40, 48
 MAX_PIXELS = 4000  # a 64 x 64 upload is above it
@@ -52,12 +52,6 @@ def value(output: object) -> object:
     return output
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def save_image(path: Path, h: int, w: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
@@ -68,7 +62,8 @@ def save_image(path: Path, h: int, w: int, seed: int = 0) -> Path:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, DemoSession]]:
     """The demo on 127.0.0.1 and a gradio_client connected to it."""
     workdir = tmp_path_factory.mktemp("demo")
-    session = DemoSession(pipe=tiny_pipe(), workdir=workdir, max_pixels=MAX_PIXELS)
+    session = DemoSession(pipe=tiny_pipe(), workdir=workdir,
+                          limits=DemoLimits(max_pixels=MAX_PIXELS))
     demo = build_demo(session)
     port = free_port()
     demo.queue(default_concurrency_limit=1).launch(
@@ -222,6 +217,8 @@ def test_demo_subcommand_parses_and_defaults_to_localhost(monkeypatch):
     seen = {}
     monkeypatch.setattr("diffusers_mrs.demo.run_demo", lambda **kw: seen.update(kw))
     assert main(["demo", "--port", "7999"]) == 0
+    workdir = seen.pop("workdir")  # the demo's temporary folder, removed afterwards
+    assert workdir.name.startswith("diffusers-mrs-demo-") and not workdir.exists()
     assert seen == {"model": None, "host": "127.0.0.1", "port": 7999, "device": None}
 
 

@@ -19,7 +19,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from helpers import free_port, wait_until_serving
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "examples" / "images" / "flower_lowlight.png"
@@ -44,26 +45,6 @@ def find(names: tuple[str, ...], extra: tuple[str, ...] = ()) -> str | None:
         if path:
             return path
     return next((p for p in extra if os.path.exists(p)), None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    """Waits until ``url`` answers; fails with the server's output if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the demo exited with {proc.returncode}:\n{proc.stdout.read()}")
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                return
-        except OSError:
-            time.sleep(1)
-    pytest.fail(f"the demo did not answer on {url} within {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +64,8 @@ def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             [sys.executable, "-m", "diffusers_mrs.cli", "demo", "--port", str(port)],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, text=True,
         )
-        proc.stdout = out  # for wait_for's failure message
         try:
-            wait_for(f"http://127.0.0.1:{port}/", proc, START_TIMEOUT_S)
+            wait_until_serving(f"http://127.0.0.1:{port}/", proc, START_TIMEOUT_S, log)
             yield f"http://127.0.0.1:{port}/"
         finally:
             proc.terminate()

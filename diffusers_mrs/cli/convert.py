@@ -8,7 +8,13 @@ import argparse
 import sys
 from typing import Any
 
-from ..convert import FAMILIES, ConversionError, convert_checkpoint, read_options
+from ..convert import (
+    FAMILIES,
+    MAX_TRAIN_TIMESTEPS,
+    ConversionError,
+    convert_checkpoint,
+    read_options,
+)
 from .checks import EXIT_OK, EXIT_USAGE
 
 __all__ = ["add_convert_parsers", "run_convert"]
@@ -20,12 +26,14 @@ def _scheduler_arguments(parser: argparse.ArgumentParser) -> None:
         "scheduler (default: the MR Sampler paper's setting: SDE, data, order 2, T=100, "
         "cosine, max_sigma 50/255, eps 0.005, epsilon)"
     )
-    group.add_argument("--T", type=int, dest="num_train_timesteps", help="training steps")
+    group.add_argument("--T", type=int, dest="num_train_timesteps",
+                       help=f"training steps (1 to {MAX_TRAIN_TIMESTEPS:,})")
     group.add_argument("--schedule", dest="theta_schedule", choices=["cosine", "linear"])
     group.add_argument(
-        "--max-sigma", type=float, help="stationary noise in 1/255 units (50 means 50/255)"
+        "--max-sigma", type=float,
+        help="stationary noise in 1/255 units (50 means 50/255), finite and > 0",
     )
-    group.add_argument("--eps", type=float, help="alpha at t = T")
+    group.add_argument("--eps", type=float, help="alpha at t = T, in (0, 1)")
     group.add_argument(
         "--prediction-type", choices=["epsilon", "sample", "v_prediction"], help="network output"
     )
@@ -71,7 +79,10 @@ def _output_and_settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    """Run a parsed ``convert``/``convert-daclip`` command; 0 on success, 2 on bad input."""
+    """Run a parsed ``convert``/``convert-daclip`` command; 0 on success, 2 on bad input:
+    one ``error:`` line on stderr, no traceback, nothing written (an option file that is
+    not YAML or holds the wrong kinds of values, scheduler settings out of bounds, weights
+    that are not finite floats, a network too large, files that do not fit)."""
     from diffusers_mrs.models import IRSDECheckpointError
     from diffusers_mrs.models.daclip_encoder_checkpoint import DACLIPCheckpointError
 

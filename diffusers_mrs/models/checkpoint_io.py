@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from diffusers.utils import logging
 
+from .weight_checks import non_finite_weights, non_float_weights
+
 __all__ = [
     "NESTED_KEYS",
     "IRSDECheckpointError",
@@ -33,6 +35,7 @@ __all__ = [
     "preview_names",
     "read_checkpoint",
     "strip_wrappers",
+    "weights_message",
 ]
 
 logger = logging.get_logger(__name__)
@@ -172,6 +175,19 @@ def preview_names(
     return separator.join(shown)
 
 
+def weights_message(where: str, **problems: list[str]) -> str | None:
+    """One message listing each non-empty group of ``problems`` (keyword: its title with
+    ``_`` for spaces) as ``title (N): names``; ``None`` where all are empty."""
+    parts = [
+        f"{title.replace('_', ' ')} ({len(items)}): {preview_names(items, 8, quote=False)}"
+        for title, items in problems.items()
+        if items
+    ]
+    if not parts:
+        return None
+    return f"{where}: " + "; ".join(parts)
+
+
 def check_against_skeleton(
     skeleton: torch.nn.Module,
     converted: Mapping[str, torch.Tensor],
@@ -223,6 +239,32 @@ def check_against_skeleton(
     )
 
 
+def check_weight_values(state_dict: Mapping[str, torch.Tensor], path: object) -> None:
+    """Every tensor of a checkpoint is floating point and finite, or an
+    :class:`IRSDECheckpointError` names the ones that are not (int8 weights would be cast
+    on load and NaN ones make every output NaN: an all-black image)."""
+    message = weights_message(
+        str(path),
+        not_floating_point=non_float_weights({k: v.dtype for k, v in state_dict.items()}),
+        NaN_or_infinite_values=non_finite_weights(state_dict),
+    )
+    if message is not None:
+        raise IRSDECheckpointError(message + " (a network's weights are finite floats)")
+
+
+def _meta_skeleton(cls: type, config: dict[str, Any], path: object) -> torch.nn.Module:
+    """The model built on the ``meta`` device (nothing allocated); settings the model
+    refuses (wrong type, out of bounds) become an :class:`IRSDECheckpointError`."""
+    try:
+        with torch.device("meta"):
+            return cls(**config)
+    except (TypeError, ValueError) as err:
+        settings = ", ".join(f"{k}={v!r}" for k, v in config.items())
+        raise IRSDECheckpointError(
+            f"{path}: the settings ({settings}) describe no {cls.__name__}: {err}"
+        ) from None
+
+
 class IRSDECheckpointMixin:
     """Adds :meth:`from_irsde_checkpoint` to a diffusers model class.
 
@@ -262,14 +304,19 @@ class IRSDECheckpointMixin:
 
         Returns:
             The model, float32, in eval mode.
+
+        Raises:
+            IRSDECheckpointError (``_irsde_error``): an unreadable file, weights that are
+                not floating point or hold NaN/inf (named), settings that describe no
+                network (or one too large), or a checkpoint that does not fit them.
         """
         try:
             state_dict = read_checkpoint(path, state_dict_key)
+            check_weight_values(state_dict, path)
             full_config = {**cls._irsde_infer_config(state_dict), **config}
             converted = cls._irsde_convert_state_dict(state_dict)
             original_of = dict(zip(converted, state_dict, strict=True))
-            with torch.device("meta"):
-                skeleton = cls(**full_config)
+            skeleton = _meta_skeleton(cls, full_config, path)
             check_against_skeleton(skeleton, converted, original_of, cls._irsde_original_names)
         except IRSDECheckpointError as err:
             if isinstance(err, cls._irsde_error):

@@ -622,6 +622,13 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
     _irsde_original_names = staticmethod(convert_to_irsde_names)
 
 
+#: Bounds on the architecture, checked before any parameter is allocated: a config with
+#: ``nf=1e6`` would otherwise ask for terabytes. The original networks stay far below. A
+#: skeleton built on the ``meta`` device (checkpoint checks) allocates nothing and is not
+#: bounded, so a stray checkpoint entry is still named against the network it implies.
+MAX_WIDTH, MAX_DEPTH = 4096, 8
+
+
 def _check_config(
     nf: int,
     depth: int | None,
@@ -651,6 +658,13 @@ def _check_config(
     if len(ch_mult) < 1 or any(int(m) < 1 for m in ch_mult):
         raise ValueError(f"need at least one level and positive ch_mult, got {list(ch_mult)}.")
     widths = [nf] + [nf * int(m) for m in ch_mult]
+    allocates = torch.get_default_device().type != "meta"  # a meta skeleton holds nothing
+    if allocates and (max(widths) > MAX_WIDTH or len(ch_mult) > MAX_DEPTH):
+        raise ValueError(
+            f"nf={nf}, ch_mult={list(ch_mult)} give {len(ch_mult)} levels of up to "
+            f"{max(widths)} channels; the supported maximum is {MAX_DEPTH} levels of "
+            f"{MAX_WIDTH} channels (the original networks: 4 levels, up to 512)."
+        )
     if (use_image_context or use_degra_context) and not context_dim:
         raise ValueError("use_image_context/use_degra_context need context_dim (512 in DA-CLIP).")
     if use_image_context:
