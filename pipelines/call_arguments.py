@@ -21,7 +21,12 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
 from diffusers_mrs.image_io import check_finite_in
 
-from .degradation import MIN_ENCODER_SIZE, check_degradation, per_image_degradations
+from .degradation import (
+    MIN_ENCODER_SIZE,
+    DegradationEstimate,
+    check_degradation,
+    per_image_degradations,
+)
 from .ensemble import check_num_samples
 from .network import NetworkMixin
 from .noise import noise_on_cpu
@@ -32,6 +37,26 @@ __all__ = ["OUTPUT_TYPES", "CallArgumentsMixin", "SamplingSettings", "StepCallba
 StepCallback = Callable[..., dict[str, Any]] | PipelineCallback | MultiPipelineCallbacks
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+
+
+
+def clean_rows(
+    estimate: DegradationEstimate | None, sampling: SamplingSettings
+) -> list[bool] | None:
+    """Per image of a batch, whether it is returned as it is: its type (detected or forced)
+    is ``"clean"`` and ``keep_clean`` is on. The posterior of an undegraded image given
+    itself is the image (docs/math.md#degradation-context)."""
+    if estimate is None or not sampling.keep_clean:
+        return None
+    return [name == "clean" for name in estimate.names]
+
+
+def size_groups(images: Sequence[torch.Tensor]) -> list[list[int]]:
+    """Indices of same-size images, one list per size, in order of first appearance."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for idx, img in enumerate(images):
+        groups.setdefault(tuple(img.shape[-2:]), []).append(idx)
+    return list(groups.values())
 
 
 @dataclass(frozen=True)

@@ -2,49 +2,22 @@
 
 The degraded image is the mean ``mu`` of the mean-reverting SDE. Sampling starts at
 ``x_T = mu + init_noise_sigma * noise`` and runs the scheduler (the MR Sampler by default,
-or one of the baselines) with the network ``unet(x_t, t, mu)``. Images are RGB in [0, 1]
-(the IR-SDE convention, not [-1, 1]).
-
-Batches: images of the same size are restored together as one batch; images of different
-sizes in one call are restored one size group after another (the noise of each image only
-depends on its own generator when a list of generators is given). The output keeps the
-input order; with mixed sizes, ``output_type="np"``/``"pt"`` give lists of per-image arrays
-instead of one stacked array.
-
-DA-CLIP models: a pipeline with an ``image_encoder`` (and its ``feature_extractor``)
-computes the encoder's two context vectors once per image from the degraded image and
-passes them to every network call (tiled calls included).
-
-Degradation-aware models: a pipeline with a ``degradation_encoder`` detects each image's
-degradation type (or takes the one forced with ``degradation=``), hands the network the
-matching ``degradation_context`` in every call, and reports the type and its probability
-in the output (:mod:`diffusers_mrs.pipelines.degradation`; the claimed types are
-:attr:`MRRestorationPipeline.supported_degradations`).
-
-Noise: drawn where the generator lives. A generator on the sampling device draws every
-step's noise there; a CPU generator on another device, or ``cpu_noise=True``, draws all of
-it on the CPU once per batch before the first step and copies it asynchronously
-(:mod:`diffusers_mrs.pipelines.noise`), so a seed gives a CPU run's images on any device. A
-CUDA generator draws other numbers than a CPU generator with the same seed (docs: user
-guide, reproducibility). The sampling loop reads nothing back to the host.
-
-Large images: ``tile_size`` runs the network on overlapping tiles at every step and blends
-the outputs with a raised-cosine window (see :mod:`diffusers_mrs.pipelines.tiling`); the
-scheduler step, and with it the noise, stays global. Everything fixed per image (padded
-``mu``, tile grid, ``mu`` tiles, blend windows) is planned once per image; with a compiled
-network the last tile batch is padded to the full batch (one graph). Each tile still gives
-the network less context: tiles under 48 px fall below ~45 dB PSNR against the untiled
-result on the default model (docs/guide/tiling.md; the CLI refuses them).
+or one of the baselines) with the network ``unet(x_t, t, mu)``; images are RGB in [0, 1].
+Same-size images are restored as one batch, other sizes one group after another, and the
+output keeps the input order. DA-CLIP and degradation-aware models get their contexts once
+per image (:mod:`~diffusers_mrs.pipelines.degradation`). Noise is drawn where the generator
+lives, or on the CPU up front with ``cpu_noise`` (:mod:`~diffusers_mrs.pipelines.noise`);
+``tile_size`` runs the network on overlapping tiles planned once per image
+(:mod:`~diffusers_mrs.pipelines.tiling`). The sampling loop reads nothing back to the host.
+User guide: docs/guide/pipeline.md, tiling.md, reproducibility.md.
 
 This module only samples. The pipeline's other jobs are mixins, each in its own module:
-loading (default model, local folder, Hub snapshot) and the ``model_index.json`` library
-names are :mod:`diffusers_mrs.pipeline_folder`; ``torch.compile`` and its padding
-:mod:`~diffusers_mrs.pipelines.compiled`; the network's contexts (DA-CLIP, degradation
-encoder) :mod:`~diffusers_mrs.pipelines.degradation`; the checks of ``__call__``'s arguments
-:mod:`~diffusers_mrs.pipelines.call_arguments`; what is read off the network
-:mod:`~diffusers_mrs.pipelines.network`. The images are read and checked once, by
-:func:`diffusers_mrs.image_io.prepare_images`. Model cards and uploads are
-:mod:`diffusers_mrs.hub`, which uses this pipeline (never the other way round).
+loading and ``model_index.json`` names (:mod:`diffusers_mrs.pipeline_folder`),
+``torch.compile`` and its padding (:mod:`~diffusers_mrs.pipelines.compiled`), the network's
+contexts (:mod:`~diffusers_mrs.pipelines.degradation`), the checks of ``__call__``'s
+arguments (:mod:`~diffusers_mrs.pipelines.call_arguments`) and what is read off the network
+(:mod:`~diffusers_mrs.pipelines.network`). The images are read and checked once, by
+:func:`diffusers_mrs.image_io.prepare_images`.
 """
 
 from __future__ import annotations
@@ -61,7 +34,14 @@ from diffusers.utils.torch_utils import randn_tensor
 from diffusers_mrs.image_io import PipelineImageInput, prepare_images
 from diffusers_mrs.pipeline_folder import PipelineFolderMixin, default_model_path
 
-from .call_arguments import CallArgumentsMixin, SamplingSettings, StepCallback, TileSettings
+from .call_arguments import (
+    CallArgumentsMixin,
+    SamplingSettings,
+    StepCallback,
+    TileSettings,
+    clean_rows,
+    size_groups,
+)
 from .compiled import CompileMixin
 from .degradation import (
     ConditioningMixin,
@@ -107,25 +87,6 @@ __all__ = [
 ]
 
 
-def _clean_rows(
-    estimate: DegradationEstimate | None, sampling: SamplingSettings
-) -> list[bool] | None:
-    """Per image of a batch, whether it is returned as it is: its type (detected or forced)
-    is ``"clean"`` and ``keep_clean`` is on. The posterior of an undegraded image given
-    itself is the image (docs/math.md#degradation-context)."""
-    if estimate is None or not sampling.keep_clean:
-        return None
-    return [name == "clean" for name in estimate.names]
-
-
-def _size_groups(images: Sequence[torch.Tensor]) -> list[list[int]]:
-    """Indices of same-size images, one list per size, in order of first appearance."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for idx, img in enumerate(images):
-        groups.setdefault(tuple(img.shape[-2:]), []).append(idx)
-    return list(groups.values())
-
-
 class MRRestorationPipeline(
     PipelineFolderMixin, CompileMixin, ConditioningMixin, CallArgumentsMixin, DiffusionPipeline
 ):
@@ -136,8 +97,8 @@ class MRRestorationPipeline(
             module with that call signature), predicting what ``scheduler.config.prediction_type``
             says (noise, data or velocity). A network that pads its input exposes the size
             multiple as ``pad_multiple`` (tiles are aligned to it); others count as 1.
-        scheduler: ``MRSamplerScheduler``, ``MRPosteriorScheduler`` or
-            ``MREulerMaruyamaScheduler``; swap with
+        scheduler: ``MRSamplerScheduler``, ``MRUniPCScheduler``, ``MRPosteriorScheduler``
+            or ``MREulerMaruyamaScheduler``; swap with
             ``pipe.scheduler = MRPosteriorScheduler.from_config(pipe.scheduler.config)``.
         image_encoder: optional, DA-CLIP's :class:`~diffusers_mrs.DACLIPImageEncoder`
             (``None`` for plain IR-SDE/Refusion networks). With it, the network is called
@@ -214,7 +175,7 @@ class MRRestorationPipeline(
         images = prepare_images(image, **self._image_requirements())
         forced = per_image_degradations(checked, len(images))
         device, dtype = self._execution_device, self._sampling_dtype()
-        groups = _size_groups(images)
+        groups = size_groups(images)
         estimates = [self._estimate_degradation(
             torch.stack([images[k] for k in indices]).to(device=device, dtype=dtype),
             [forced[k] for k in indices]) for indices in groups]
@@ -367,7 +328,7 @@ class MRRestorationPipeline(
         images by ``image_numbers`` (their input positions)."""
         # the contexts: once per image, before the repeats and the tiles
         estimate = self._estimate_degradation(mu, degradation)
-        clean = _clean_rows(estimate, sampling)
+        clean = clean_rows(estimate, sampling)
         if clean is not None and all(clean):  # nothing to sample: each image is its own result
             self._num_timesteps = 0
             return mu.float().clamp(0.0, 1.0).repeat_interleave(sampling.num_samples, 0), estimate
@@ -414,7 +375,7 @@ class MRRestorationPipeline(
         restored: list[torch.Tensor] = [torch.empty(0)] * len(images)
         spread: list[torch.Tensor | None] = [None] * len(images)
         reports: list[ImageDegradation | None] = [None] * len(images)
-        for indices in _size_groups(images):
+        for indices in size_groups(images):
             mu = torch.stack([images[k] for k in indices]).to(device=device, dtype=dtype)
             group_generator = (
                 [generator[k] for k in indices] if isinstance(generator, list) else generator
