@@ -55,6 +55,7 @@ from diffusers_mrs.original_checkpoints import load_model_argument
 from diffusers_mrs.restore_settings import (
     AUTO_DEGRADATION,
     MIN_TILE_SIZE,
+    degradation_label,
     degradation_types,
     forced_degradation,
     scheduler_from_config,
@@ -317,7 +318,8 @@ def degradation_text(run: Restoration, forced: bool) -> str:
         return ""
     p = run.degradation.get(run.degradation_name, float("nan"))
     how = "forced; encoder's p" if forced else "p"
-    return f" - degradation: **{run.degradation_name}** ({how} = {p:.2f})"
+    label = degradation_label(run.degradation_name, forced, list(run.degradation))
+    return f" - degradation: **{label}** ({how} = {p:.2f})"
 
 
 def compare_fn(

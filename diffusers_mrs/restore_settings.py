@@ -23,6 +23,7 @@ __all__ = [
     "AUTO_DEGRADATION",
     "MIN_TILE_SIZE",
     "SCHEDULERS",
+    "degradation_label",
     "degradation_types",
     "forced_degradation",
     "scheduler_class",
@@ -68,6 +69,17 @@ def degradation_types(pipe: Any) -> list[str] | None:
     included), or ``None`` for a pipeline that is not degradation-aware."""
     encoder = getattr(pipe, "degradation_encoder", None)
     return None if encoder is None else list(encoder.config.degradations)
+
+
+def degradation_label(name: str, forced: bool, types: list[str] | None) -> str:
+    """How the CLI and the demo name a degradation-aware model's finding: the type, except
+    that an undegraded verdict the user did not force reads ``no supported degradation found
+    (noise, lowlight)``, naming the types the model restores: a rainy or hazy photo is not
+    "clean", the model only finds none of its own types in it."""
+    if name != "clean" or forced or not types:
+        return name
+    supported = [t for t in types if t != "clean"]
+    return f"no supported degradation found ({', '.join(supported)})"
 
 
 def forced_degradation(choice: str | None) -> str | None:

@@ -311,6 +311,38 @@ def test_cli_prints_the_detected_degradation(aware_dir, inputs, tmp_path, capsys
     assert sorted(p.name for p in out.glob("*.png")) == ["a_noise.png", "b_dark.png"]
 
 
+def test_cli_says_no_supported_degradation_rather_than_clean(aware_dir, tmp_path, capsys):
+    """An image in which the model finds none of its types is not called "clean": the line
+    names the types it looked for, and the image is written unchanged."""
+    source = save_png(tmp_path / "c_smooth.png", smooth(24, 24))
+    code = main(["restore", str(source), "-o", str(tmp_path / "out"), "--model",
+                 str(aware_dir), "--steps", "1", "-q"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    supported = ", ".join(t for t in TYPES if t != "clean")
+    assert captured.out.strip().endswith(
+        f"c_smooth.png: no supported degradation found ({supported}) (p="
+        f"{float(expected_probabilities(smooth(24, 24))[TYPES.index('clean')]):.2f}),"
+        " written unchanged"), captured.out
+    assert "(degradation: 1 none found)" in captured.err
+
+
+def test_degradation_label_is_shared_by_the_cli_and_the_demo():
+    from diffusers_mrs.demo import Restoration, degradation_text
+    from diffusers_mrs.restore_settings import degradation_label
+
+    types = ["noise", "lowlight", "clean"]
+    assert degradation_label("clean", False, types) == (
+        "no supported degradation found (noise, lowlight)")
+    assert degradation_label("clean", True, types) == "clean"  # the user's own choice
+    assert degradation_label("noise", False, types) == "noise"
+    run = Restoration(image=None, uncertainty=None, seconds=1.0, nfe=10,
+                      degradation={"noise": 0.1, "lowlight": 0.1, "clean": 0.8},
+                      degradation_name="clean")
+    assert degradation_text(run, forced=False) == (
+        " - degradation: **no supported degradation found (noise, lowlight)** (p = 0.80)")
+
+
 def test_cli_forces_a_degradation(aware_dir, inputs, tmp_path, capsys):
     code = main(["restore", str(inputs / "a_noise.png"), "-o", str(tmp_path / "out"),
                  "--model", str(aware_dir), "--steps", "1", "--degradation", "clean", "-q"])

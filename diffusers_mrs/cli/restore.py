@@ -73,6 +73,7 @@ from typing import TYPE_CHECKING, Any
 from ..atomic_files import write_atomic
 from ..image_limits import DEFAULT_MAX_PIXELS, allow_pixels
 from ..restore_settings import (
+    degradation_label,
     degradation_types,
     forced_degradation,
     scheduler_class,
@@ -291,11 +292,14 @@ def _load_everywhere(state: Any, args: argparse.Namespace, device: Any, prefix: 
 
 
 def degradation_line(source: Path, degradation: tuple[str, float], forced: bool,
-                     keep_clean: bool = True) -> str:
+                     keep_clean: bool = True, types: list[str] | None = None) -> str:
     """``source: TYPE (p=0.99)``, the line printed after an image (``forced, p=`` if forced;
-    ``, written unchanged`` for a clean image returned as it is)."""
+    ``, written unchanged`` for a clean image returned as it is). A detected ``clean`` reads
+    ``no supported degradation found (noise, lowlight)`` (:func:`degradation_label`, with
+    the model's ``types``)."""
     name, probability = degradation
-    line = f"{source}: {name} ({'forced, ' if forced else ''}p={probability:.2f})"
+    label = degradation_label(name, forced, types)
+    line = f"{source}: {label} ({'forced, ' if forced else ''}p={probability:.2f})"
     return line + (", written unchanged" if name == "clean" and keep_clean else "")
 
 
@@ -327,10 +331,12 @@ def _restore_all(pipe: Any, jobs: list[Job], args: argparse.Namespace, device: A
                            file=sys.stderr)
                 continue
             if degradation is not None:
-                types[degradation[0]] = types.get(degradation[0], 0) + 1
-                tqdm.write(prefix + degradation_line(job.source, degradation, forced,
-                                                    not getattr(args, "sample_clean", False)),
-                           file=sys.stdout)
+                found = "none found" if degradation[0] == "clean" and not forced else degradation[0]
+                types[found] = types.get(found, 0) + 1
+                line = degradation_line(job.source, degradation, forced,
+                                        not getattr(args, "sample_clean", False),
+                                        degradation_types(pipe))
+                tqdm.write(prefix + line, file=sys.stdout)
     counts = ", ".join(f"{n} {t}" for t, n in sorted(types.items()))
     summary = f" ({'forced ' if forced else ''}degradation: {counts})" if types else ""
     print(f"{prefix}restored {done} image(s) into {args.output}{summary}", file=sys.stderr)
