@@ -81,8 +81,8 @@ def load_run_state(folder: Path, accelerator: Any, model: torch.nn.Module, optim
     states for this process (a run resumed on more processes): the caller seeds them."""
     from safetensors.torch import load_model
 
-    load_model(accelerator.unwrap_model(model), str(folder / MODEL_WEIGHTS),
-               device=str(accelerator.device))
+    # read to the CPU; load_state_dict copies into the parameters wherever they live
+    load_model(accelerator.unwrap_model(model), str(folder / MODEL_WEIGHTS))
     optimizer.load_state_dict(load_state_files(folder, OPTIMIZER))
     lr_scheduler.load_state_dict(load_state_files(folder, SCHEDULER))
     if accelerator.scaler is not None:
