@@ -261,12 +261,15 @@ def test_resume_refuses_a_pickle_payload_in_any_checkpoint_file(
     assert json.loads((run / "final_metrics.json").read_text())["step"] == 3
 
 
-def test_resume_refuses_a_checkpoint_without_the_trainer_state(
+def test_resume_refuses_a_checkpoint_without_one_of_its_files(
     checkpointed_run: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
     shutil.copytree(checkpointed_run, run)
     (ckpt,) = (run / "checkpoints").iterdir()
-    (ckpt / "trainer_state.json").unlink()
-    with pytest.raises(ValueError, match=r"no trainer_state\.json"):
-        train(_config(run, 3, resume_from_checkpoint="latest"))
+    for name in ("optimizer.json", "model.safetensors", "trainer_state.json"):
+        saved = (ckpt / name).read_bytes()
+        (ckpt / name).unlink()
+        with pytest.raises(ValueError, match=rf"no {re.escape(name)}"):
+            train(_config(run, 3, resume_from_checkpoint="latest"))
+        (ckpt / name).write_bytes(saved)

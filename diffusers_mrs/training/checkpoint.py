@@ -136,12 +136,16 @@ def load_pickle(path: Path) -> Any:
 
 def check_checkpoint(folder: Path) -> None:
     """Refuse ``folder`` (``ValueError`` naming the file) when any of its pickle files needs
-    more than :func:`load_pickle` allows, or when it lacks the trainer's state."""
+    more than :func:`load_pickle` allows, or when it lacks the trainer's state, the network
+    or the optimiser (in this layout or an earlier one)."""
     for path in sorted(p for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES):
         load_pickle(path)
-    if not (folder / TRAINER_STATE).is_file() and not any(folder.glob("custom_checkpoint_*.pkl")):
-        raise ValueError(f"{folder} has no {TRAINER_STATE}: not a complete checkpoint of this "
-                         "trainer (was it interrupted while saving?); pass another one")
+    required = {TRAINER_STATE: ("custom_checkpoint_0.pkl",), "model.safetensors": (),
+                "optimizer.json": ("optimizer.bin",)}
+    for name, earlier in required.items():
+        if not any((folder / n).is_file() for n in (name, *earlier)):
+            raise ValueError(f"{folder} has no {name}: not a complete checkpoint of this "
+                             "trainer (was it interrupted while saving?); pass another one")
 
 
 def save_trainer_state(folder: Path, state: TrainState, ema: Any | None,
