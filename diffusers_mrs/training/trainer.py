@@ -7,11 +7,12 @@
 :meth:`Trainer.train_step` takes one optimiser step, :meth:`Trainer.validate` restores the
 held-out crops through the pipeline, :meth:`Trainer.checkpoint` saves a resumable state and
 :meth:`Trainer.finish` writes the pipeline folder. accelerate does the rest: mixed precision,
-gradient accumulation, multi-process data sharding, trackers (``report_to``) and checkpoint
-rotation (``ProjectConfiguration(total_limit=...)``, folders ``OUTPUT/checkpoints/
-checkpoint_<n>``). A checkpoint holds only safetensors and JSON (:mod:`.checkpoint`,
-:mod:`.run_state`), so it can be resumed on another machine; checkpoints of earlier versions
-are read with ``torch.load(weights_only=True)`` and rewritten in that layout.
+gradient accumulation, multi-process data sharding and trackers (``report_to``). Checkpoints
+(folders ``OUTPUT/checkpoints/checkpoint_<n>``, numbered and rotated as accelerate's
+``ProjectConfiguration(total_limit=...)`` has them) hold only safetensors and JSON, written
+and read by :mod:`.checkpoint` and :mod:`.run_state` rather than accelerate's
+``save_state``, which pickles, so a checkpoint resumes on another machine; checkpoints of
+earlier versions are read with ``torch.load(weights_only=True)`` and rewritten that way.
 
 The loss is computed by calling the module accelerate prepared (a degradation-aware model's
 ``forward`` returns its loss terms), so DDP averages the gradients over the processes and
