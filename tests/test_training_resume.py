@@ -193,6 +193,10 @@ def test_export_writes_a_pickle_free_copy_that_resumes(
     with pytest.raises(SystemExit):  # refuses to write into a non-empty folder
         export_main([str(ckpt), str(out)])
     assert "not empty" in capsys.readouterr().err
+    again = tmp_path / "again"  # a checkpoint of this layout is copied as it is
+    assert export_main([str(out), str(again)]) == 0
+    assert {p.name: p.read_bytes() for p in again.iterdir()} == {
+        p.name: p.read_bytes() for p in out.iterdir()}
 
     run = tmp_path / "run"
     shutil.copytree(accelerate_layout_run, run, ignore=shutil.ignore_patterns("checkpoint_*"))
