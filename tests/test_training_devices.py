@@ -84,6 +84,26 @@ def test_two_processes_run_a_timed_degradation_aware_training_to_its_end(tmp_pat
     assert states == [2, 3]
 
 
+def test_two_processes_resume_from_their_own_random_states(tmp_path: Path) -> None:
+    """Each rank saves its random generators in its own files (safetensors + JSON, no
+    pickle) and restores them on resuming: 2 steps, a checkpoint, 2 more give the weights
+    of 4 steps in one go."""
+    _launch_two_processes("steps", tmp_path, {"run": "resumed", "max_train_steps": 2})
+    _launch_two_processes("steps", tmp_path, {"run": "resumed", "max_train_steps": 4,
+                                              "resume_from_checkpoint": "latest"})
+    _launch_two_processes("steps", tmp_path, {"run": "straight", "max_train_steps": 4})
+    first = tmp_path / "resumed" / "checkpoints" / "checkpoint_0"
+    names = {p.name for p in first.iterdir()}
+    assert {"random_states_0.json", "random_states_1.json", "random_states_0.safetensors",
+            "random_states_1.safetensors", "optimizer.safetensors"} <= names
+    assert not [n for n in names if n.endswith((".bin", ".pkl", ".pt", ".pth"))]
+    weights = [load_file(tmp_path / run / "pipeline" / "unet" / "diffusion_pytorch_model"
+                         ".safetensors") for run in ("resumed", "straight")]
+    assert weights[0].keys() == weights[1].keys()
+    for name, weight in weights[1].items():
+        assert torch.equal(weights[0][name], weight), name
+
+
 @pytest.fixture
 def _fresh_accelerator_state():
     """accelerate keeps one process-wide state; a mixed-precision run must start from none."""

@@ -1,5 +1,6 @@
-"""Resuming a training run: it continues exactly where the checkpoint stopped, and it never
-unpickles anything but tensors, numbers and numpy arrays (issue 27 row 1)."""
+"""Resuming a training run: it continues exactly where the checkpoint stopped; checkpoints
+hold only safetensors and JSON, and resuming one of an earlier version (accelerate's pickles)
+never unpickles anything but tensors, numbers and numpy arrays (issue 27 row 1)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from safetensors.torch import load_file
 
 from diffusers_mrs.training import TrainingConfig, train
 from diffusers_mrs.training.checkpoint import PICKLE_SUFFIXES
+from diffusers_mrs.training.export_checkpoint import main as export_main
+from diffusers_mrs.training.portable_state import load_state_files, save_state_files
+from diffusers_mrs.training.run_state import set_random_states
 
 from helpers import CreatesMarker, onednn_disabled, save_pth
 
@@ -34,6 +38,12 @@ def _config(out: Path, steps: int, **kw) -> TrainingConfig:
             "report_to": "none", "ema_decay": 0.9}
     base.update(kw)
     return TrainingConfig(**base)
+
+
+#: The files of a checkpoint (one process, no fp16 scaler): safetensors and JSON only.
+NEW_LAYOUT = {"model.safetensors", "optimizer.json", "optimizer.safetensors", "scheduler.json",
+              "random_states_0.json", "random_states_0.safetensors", "trainer_state.json",
+              "ema.safetensors"}
 
 
 def _pipeline_weights(out: Path) -> dict[str, torch.Tensor]:
@@ -70,10 +80,12 @@ def test_resumed_training_equals_uninterrupted(
     """2 steps, a checkpoint, then 2 more after resuming: the same network (EMA weights)
     and counters as 4 steps in one go; the checkpoint holds no pickle of the trainer's."""
     (ckpt,) = (checkpointed_run / "checkpoints").iterdir()
-    assert not list(ckpt.glob("custom_checkpoint_*"))
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted(NEW_LAYOUT)
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert state["trainer"]["step"] == 2 and state["ema"]["optimization_step"] == 2
     assert set(load_file(ckpt / "ema.safetensors")) == set(load_file(ckpt / "model.safetensors"))
+    assert {k.rsplit(".", 1)[1] for k in load_file(ckpt / "optimizer.safetensors")} == {
+        "step", "exp_avg", "exp_avg_sq"}  # keys state.<param index>.<name>
 
     resumed = tmp_path / "resumed"
     shutil.copytree(checkpointed_run, resumed)
@@ -112,15 +124,127 @@ def _pickles(ckpt: Path) -> list[Path]:
     return sorted(p for p in ckpt.iterdir() if p.suffix in PICKLE_SUFFIXES)
 
 
+class _Saved:
+    """Stands for an optimiser or LR scheduler whose ``state_dict()`` is a saved one."""
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+
+    def state_dict(self) -> dict:
+        return self.state
+
+
+def _as_accelerate_saved_it(ckpt: Path) -> None:
+    """Rewrite ``ckpt``'s optimiser, LR and random states as accelerate's ``save_state``
+    wrote them before (its own writer: ``optimizer.bin``, ``scheduler.bin``,
+    ``random_states_0.pkl``, with the global generators set to the saved states)."""
+    from accelerate import PartialState
+    from accelerate.checkpointing import save_accelerator_state
+
+    PartialState()
+    rng = load_state_files(ckpt, "random_states_0")
+    set_random_states(rng, None)
+    save_accelerator_state(str(ckpt), [], [_Saved(load_state_files(ckpt, "optimizer"))],
+                           [_Saved(load_state_files(ckpt, "scheduler"))], [], 0, rng["step"])
+    for name in NEW_LAYOUT - {"model.safetensors", "ema.safetensors", "trainer_state.json"}:
+        (ckpt / name).unlink()
+
+
+@pytest.fixture(scope="module")
+def accelerate_layout_run(checkpointed_run: Path, tmp_path_factory) -> Path:
+    """:func:`checkpointed_run` with its checkpoint in the layout before this one."""
+    out = tmp_path_factory.mktemp("accelerate_layout") / "run"
+    shutil.copytree(checkpointed_run, out)
+    _as_accelerate_saved_it(next((out / "checkpoints").iterdir()))
+    return out
+
+
+def test_a_checkpoint_of_accelerates_pickles_resumes_and_is_rewritten(
+    accelerate_layout_run: Path, straight_run: Path, tmp_path: Path
+) -> None:
+    """optimizer.bin, scheduler.bin and random_states_0.pkl are read with
+    ``weights_only=True``, rewritten as safetensors + JSON (the pickles kept as ``*.old``),
+    and the run goes on as the uninterrupted one."""
+    run = tmp_path / "run"
+    shutil.copytree(accelerate_layout_run, run)
+    (ckpt,) = (run / "checkpoints").iterdir()
+    assert {p.name for p in _pickles(ckpt)} == {"optimizer.bin", "scheduler.bin",
+                                                 "random_states_0.pkl"}
+    train(_config(run, 4, resume_from_checkpoint="latest"))
+    _assert_same_pipeline(run, straight_run)
+    assert not _pickles(ckpt)
+    assert {p.name for p in ckpt.iterdir()} == NEW_LAYOUT | {
+        "optimizer.bin.old", "scheduler.bin.old", "random_states_0.pkl.old"}
+
+
+def test_export_writes_a_pickle_free_copy_that_resumes(
+    accelerate_layout_run: Path, straight_run: Path, tmp_path: Path, capsys
+) -> None:
+    """``python -m diffusers_mrs.training.export_checkpoint CKPT OUT`` on a checkpoint of
+    accelerate's pickles: OUT holds the new layout only, CKPT is left as it was, and a run
+    whose checkpoint is OUT resumes as the uninterrupted one."""
+    (ckpt,) = (accelerate_layout_run / "checkpoints").iterdir()
+    before = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    out = tmp_path / "export"
+    assert export_main([str(ckpt), str(out)]) == 0
+    assert "wrote 8 files" in capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} == NEW_LAYOUT
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == before
+    with pytest.raises(SystemExit):  # refuses to write into a non-empty folder
+        export_main([str(ckpt), str(out)])
+    assert "not empty" in capsys.readouterr().err
+    again = tmp_path / "again"  # a checkpoint of this layout is copied as it is
+    assert export_main([str(out), str(again)]) == 0
+    assert {p.name: p.read_bytes() for p in again.iterdir()} == {
+        p.name: p.read_bytes() for p in out.iterdir()}
+
+    run = tmp_path / "run"
+    shutil.copytree(accelerate_layout_run, run, ignore=shutil.ignore_patterns("checkpoint_*"))
+    shutil.copytree(out, run / "checkpoints" / ckpt.name)
+    train(_config(run, 4, resume_from_checkpoint="latest"))
+    _assert_same_pipeline(run, straight_run)
+
+
+def test_states_round_trip_through_safetensors_and_json(tmp_path: Path) -> None:
+    """An AdamW state (integer keys, tuples, 0-d tensors) and the random generators come
+    back equal, types included; an object that is not plain data is refused by path."""
+    import random
+
+    import numpy as np
+
+    from diffusers_mrs.training.run_state import random_states
+
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, betas=(0.8, 0.9))
+    net(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    generator = torch.Generator().manual_seed(3)
+    state = {"optimizer": opt.state_dict(), "random": random_states(7, generator)}
+    save_state_files(tmp_path, "s", state)
+    back = load_state_files(tmp_path, "s")
+    assert back["optimizer"]["param_groups"] == state["optimizer"]["param_groups"]
+    assert back["optimizer"]["param_groups"][0]["betas"] == (0.8, 0.9)
+    for index, entry in state["optimizer"]["state"].items():
+        for name, value in entry.items():
+            assert torch.equal(back["optimizer"]["state"][index][name], value)
+    assert back["random"]["random_state"] == random.getstate()
+    numpy_back, numpy_now = back["random"]["numpy_random_seed"], np.random.get_state()
+    assert numpy_back[0] == numpy_now[0] and np.array_equal(numpy_back[1], numpy_now[1])
+    assert numpy_back[1].dtype == numpy_now[1].dtype and numpy_back[2:] == numpy_now[2:]
+    assert torch.equal(back["random"]["dataloader_generator"], generator.get_state())
+    with pytest.raises(TypeError, match=r"at a\.b"):
+        save_state_files(tmp_path, "bad", {"a": {"b": object()}})
+
+
 def test_resume_refuses_a_pickle_payload_in_any_checkpoint_file(
-    checkpointed_run: Path, tmp_path: Path
+    accelerate_layout_run: Path, tmp_path: Path
 ) -> None:
     """A payload (unpickling it would create a marker file) written into each pickled file
     of a real checkpoint in turn, and into a planted ``custom_checkpoint_0.pkl`` (what
     accelerate would unpickle with ``weights_only=False`` for registered objects): resuming
     refuses with an error naming the file, and the payload never runs."""
     run = tmp_path / "run"
-    shutil.copytree(checkpointed_run, run)
+    shutil.copytree(accelerate_layout_run, run)
     (ckpt,) = (run / "checkpoints").iterdir()
     targets = [*_pickles(ckpt), ckpt / "custom_checkpoint_0.pkl"]
     assert {p.name for p in targets} >= {"optimizer.bin", "scheduler.bin",
@@ -141,12 +265,15 @@ def test_resume_refuses_a_pickle_payload_in_any_checkpoint_file(
     assert json.loads((run / "final_metrics.json").read_text())["step"] == 3
 
 
-def test_resume_refuses_a_checkpoint_without_the_trainer_state(
+def test_resume_refuses_a_checkpoint_without_one_of_its_files(
     checkpointed_run: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
     shutil.copytree(checkpointed_run, run)
     (ckpt,) = (run / "checkpoints").iterdir()
-    (ckpt / "trainer_state.json").unlink()
-    with pytest.raises(ValueError, match=r"no trainer_state\.json"):
-        train(_config(run, 3, resume_from_checkpoint="latest"))
+    for name in ("optimizer.json", "model.safetensors", "trainer_state.json"):
+        saved = (ckpt / name).read_bytes()
+        (ckpt / name).unlink()
+        with pytest.raises(ValueError, match=rf"no {re.escape(name)}"):
+            train(_config(run, 3, resume_from_checkpoint="latest"))
+        (ckpt / name).write_bytes(saved)

@@ -1,7 +1,8 @@
 """One process of a 2-process CPU (gloo) training run, started by
 tests/test_training_devices.py. ``grads``: builds a tiny Trainer, takes two optimiser steps
 and writes the gradients the optimiser saw to ``OUT/grads_<rank>.safetensors``. ``run``: a
-whole tiny run (``train``) with time-based validation and checkpoints."""
+whole tiny run (``train``) with time-based validation and checkpoints. ``steps``: a run
+that checkpoints every 2 steps, or resumes."""
 
 from __future__ import annotations
 
@@ -28,6 +29,15 @@ def run(out: Path, options: dict) -> None:
                          checkpointing_steps=None, checkpointing_minutes=1e-6,
                          validation_steps=None, validation_minutes=1e-6, max_minutes=600.0,
                          **TINY, **options))
+
+
+def steps(out: Path, options: dict) -> None:
+    """A run in ``OUT/<options["run"]>`` checkpointing every 2 steps (``options``: also the
+    steps and whether it resumes); accelerate's process group ends with the run, so each
+    run is its own launch."""
+    train(TrainingConfig(output_dir=str(out / options.pop("run")), checkpointing_steps=2,
+                         validation_steps=None, report_to="none", ema_decay=0.9,
+                         lr_scheduler="constant", **TINY, **options))
 
 
 def grads(out: Path, options: dict) -> None:
@@ -58,4 +68,5 @@ def grads(out: Path, options: dict) -> None:
 
 if __name__ == "__main__":
     torch.backends.mkldnn.enabled = False
-    {"grads": grads, "run": run}[sys.argv[1]](Path(sys.argv[2]), json.loads(sys.argv[3]))
+    modes = {"grads": grads, "run": run, "steps": steps}
+    modes[sys.argv[1]](Path(sys.argv[2]), json.loads(sys.argv[3]))

@@ -6,8 +6,10 @@
 - :mod:`.objective`: training times, targets, x0 estimates and losses;
 - :mod:`.trainer`: :class:`Trainer` (setup, train_step, validate, checkpoint, finish) and
   :func:`train`; :mod:`.loop`: its epochs and the work after each optimiser step;
-- :mod:`.checkpoint`: resumable checkpoints, the trainer's state as JSON and safetensors,
-  pickles read with ``weights_only=True``;
+- :mod:`.checkpoint`: resumable checkpoints, safetensors and JSON only (earlier versions'
+  pickles read with ``weights_only=True`` and rewritten); :mod:`.run_state`: the network,
+  optimiser, LR schedule and random states in them; :mod:`.portable_state`: nested states
+  as safetensors + JSON; :mod:`.export_checkpoint`: a pickle-free copy of a checkpoint;
 - :mod:`.degradation_aware`: the network and a degradation encoder trained together;
 - :mod:`.device`: TF32 and pinned memory; :mod:`.extras`: the ``[train]`` packages;
 - :mod:`.arguments`: the command line built from a dataclass;

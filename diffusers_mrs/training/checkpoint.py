@@ -1,19 +1,25 @@
-"""Resumable checkpoints that resuming never unpickles arbitrary objects from.
+"""Resumable checkpoints without pickle: safetensors + JSON only, so that a run's state can
+be copied (or committed) to another machine and resumed there.
 
-A checkpoint folder ``OUTPUT/checkpoints/checkpoint_<n>`` holds accelerate's files
-(``model.safetensors``; ``optimizer.bin``, ``scheduler.bin`` and ``random_states_<rank>.pkl``,
-which accelerate pickles) and the trainer's own, written without pickle:
+A checkpoint folder ``OUTPUT/checkpoints/checkpoint_<n>`` holds
 
-- ``trainer_state.json``: the loop counters (:class:`TrainState`) and the EMA's settings;
+- ``model.safetensors``, ``optimizer.json``/``optimizer.safetensors``, ``scheduler.json``,
+  ``scaler.json`` (fp16) and each process's ``random_states_<rank>.json``/``.safetensors``
+  (:mod:`.run_state`);
+- ``trainer_state.json``: the loop counters (:class:`TrainState`) and the EMA's settings,
+  written last (a folder without it is incomplete);
 - ``ema.safetensors``: the EMA weights, by parameter name.
 
-Before a run resumes, :func:`check_checkpoint` reads every pickle file of the folder with
-``torch.load(weights_only=True)`` and a short allow-list (numpy arrays and their dtypes, for
-the random states): a file that needs any other object is refused with an error naming it,
-before anything is built or loaded. Checkpoints of earlier versions, whose counters and EMA
-accelerate pickled as ``custom_checkpoint_<i>.pkl`` (and would unpickle with
-``weights_only=False``), are read the same way and rewritten in this layout on resuming
-(:func:`upgrade_legacy_checkpoint`).
+Checkpoints of earlier versions are read with ``torch.load(weights_only=True)`` and a short
+allow-list (numpy arrays and their dtypes, for the random states): before a run resumes,
+:func:`check_checkpoint` reads every pickle file of the folder that way and refuses one that
+needs any other object, with an error naming it. Resuming then rewrites them in this layout
+(:func:`upgrade_checkpoint`; the pickles are kept as ``*.old``): accelerate's
+``optimizer.bin``, ``scheduler.bin``, ``scaler.pt``, ``random_states_<rank>.pkl``, and the
+counters and EMA that still earlier versions let accelerate pickle as
+``custom_checkpoint_<i>.pkl``. ``python -m diffusers_mrs.training.export_checkpoint CKPT OUT``
+writes a pickle-free copy of a checkpoint folder (:func:`export_checkpoint`) and leaves the
+folder as it is, e.g. for a running job's latest checkpoint.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,11 +35,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from .portable_state import save_state_files
+
 TRAINER_STATE = "trainer_state.json"
 EMA_WEIGHTS = "ema.safetensors"
 #: Names of the files torch/accelerate pickle (``torch.save``) in a checkpoint folder.
 PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth")
 _CKPT_NUMBER = re.compile(r"(\d+)$")
+#: accelerate's pickles in a checkpoint of an earlier version -> the stem of their
+#: safetensors + JSON files in this layout (see :mod:`.run_state`).
+_ACCELERATE_PICKLES = {"optimizer.bin": "optimizer", "scheduler.bin": "scheduler",
+                       "scaler.pt": "scaler"}
+_RANDOM_STATES_PKL = re.compile(r"^random_states_(\d+)\.pkl$")
 
 
 class TrainState:
@@ -68,6 +82,20 @@ def list_checkpoints(ckpt_root: Path) -> list[Path]:
     found = [(n, p) for p in ckpt_root.iterdir()
              if p.is_dir() and (n := checkpoint_number(p)) is not None]
     return [p for _, p in sorted(found)]
+
+
+def new_checkpoint_folder(ckpt_root: Path, iteration: int, total_limit: int | None,
+                          is_main_process: bool) -> Path:
+    """``ckpt_root/checkpoint_<iteration>``, as accelerate's automatic naming has it; the
+    main process first deletes the oldest checkpoints beyond ``total_limit - 1``."""
+    folder = ckpt_root / f"checkpoint_{iteration}"
+    if folder.exists():
+        raise ValueError(f"checkpoint folder {folder} already exists")
+    if is_main_process and total_limit is not None:
+        existing = list_checkpoints(ckpt_root)
+        for old in existing[: max(len(existing) + 1 - total_limit, 0)]:
+            shutil.rmtree(old)
+    return folder
 
 
 def resolve_checkpoint(resume: str, ckpt_root: Path) -> Path | None:
@@ -108,12 +136,16 @@ def load_pickle(path: Path) -> Any:
 
 def check_checkpoint(folder: Path) -> None:
     """Refuse ``folder`` (``ValueError`` naming the file) when any of its pickle files needs
-    more than :func:`load_pickle` allows, or when it lacks the trainer's state."""
+    more than :func:`load_pickle` allows, or when it lacks the trainer's state, the network
+    or the optimiser (in this layout or an earlier one)."""
     for path in sorted(p for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES):
         load_pickle(path)
-    if not (folder / TRAINER_STATE).is_file() and not any(folder.glob("custom_checkpoint_*.pkl")):
-        raise ValueError(f"{folder} has no {TRAINER_STATE}: not a complete checkpoint of this "
-                         "trainer (was it interrupted while saving?); pass another one")
+    required = {TRAINER_STATE: ("custom_checkpoint_0.pkl",), "model.safetensors": (),
+                "optimizer.json": ("optimizer.bin",)}
+    for name, earlier in required.items():
+        if not any((folder / n).is_file() for n in (name, *earlier)):
+            raise ValueError(f"{folder} has no {name}: not a complete checkpoint of this "
+                             "trainer (was it interrupted while saving?); pass another one")
 
 
 def save_trainer_state(folder: Path, state: TrainState, ema: Any | None,
@@ -188,3 +220,66 @@ def read_trainer_state(folder: Path, param_names: Sequence[str]
         raise ValueError(f"{folder / EMA_WEIGHTS} does not fit the model: missing {missing[:5]},"
                          f" {len(weights)} tensors for {len(param_names)} parameters")
     return record["trainer"], {**record["ema"], "shadow_params": [weights[n] for n in param_names]}
+
+
+def _pickle_stem(name: str) -> str | None:
+    """The stem of the safetensors + JSON files that replace accelerate's pickle ``name``
+    (None: not one of accelerate's pickles that this trainer's checkpoints hold)."""
+    match = _RANDOM_STATES_PKL.match(name)
+    return f"random_states_{match.group(1)}" if match else _ACCELERATE_PICKLES.get(name)
+
+
+def _accelerate_pickles(folder: Path) -> list[Path]:
+    """accelerate's pickles in ``folder``; a ``ValueError`` names any other pickle file."""
+    pickles = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in PICKLE_SUFFIXES
+                     and not p.name.startswith("custom_checkpoint_"))
+    unknown = [p.name for p in pickles if _pickle_stem(p.name) is None]
+    if unknown:
+        raise ValueError(f"{folder}: unexpected pickle file(s) {unknown}; this trainer's "
+                         f"checkpoints hold only {sorted(_ACCELERATE_PICKLES)} and "
+                         "random_states_<rank>.pkl")
+    return pickles
+
+
+def convert_pickles(folder: Path, out: Path) -> list[Path]:
+    """Write each of accelerate's pickles in ``folder`` (read with :func:`load_pickle`) as
+    safetensors + JSON in ``out``; the pickles converted."""
+    pickles = _accelerate_pickles(folder)
+    for path in pickles:
+        save_state_files(out, _pickle_stem(path.name), load_pickle(path))
+    return pickles
+
+
+def upgrade_checkpoint(folder: Path, param_names: Sequence[str]) -> list[str]:
+    """Rewrite a checkpoint of an earlier version in this layout, in place (the pickles are
+    renamed ``*.old``); what it did, one line per layout (none for a current checkpoint)."""
+    notes = []
+    if upgrade_legacy_checkpoint(folder, param_names):
+        notes.append(f"{folder}: the counters and EMA of an earlier version's pickles are now "
+                     "trainer_state.json and ema.safetensors")
+    converted = convert_pickles(folder, folder)
+    for path in converted:
+        path.rename(path.with_name(path.name + ".old"))
+    if converted:
+        notes.append(f"{folder}: {', '.join(p.name for p in converted)} are now safetensors + "
+                     "JSON (the pickles are kept as *.old)")
+    return notes
+
+
+def export_checkpoint(folder: Path, out: Path) -> list[Path]:
+    """A copy of the checkpoint ``folder`` in ``out`` (a new folder) without pickle:
+    accelerate's pickles converted, every other file copied but ``*.old`` ones; ``folder``
+    is only read. The files written."""
+    check_checkpoint(folder)
+    if not (folder / TRAINER_STATE).is_file():
+        raise ValueError(f"{folder} is a checkpoint of an early version (custom_checkpoint_*"
+                         ".pkl): resume the run from it once, which upgrades it, then export")
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; pass a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    convert_pickles(folder, out)
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix not in (*PICKLE_SUFFIXES, ".old"):
+            shutil.copy2(path, out / path.name)
+    return sorted(out.iterdir())
+

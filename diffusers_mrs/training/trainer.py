@@ -7,10 +7,12 @@
 :meth:`Trainer.train_step` takes one optimiser step, :meth:`Trainer.validate` restores the
 held-out crops through the pipeline, :meth:`Trainer.checkpoint` saves a resumable state and
 :meth:`Trainer.finish` writes the pipeline folder. accelerate does the rest: mixed precision,
-gradient accumulation, multi-process data sharding, trackers (``report_to``) and checkpoint
-rotation (``ProjectConfiguration(total_limit=...)``, folders ``OUTPUT/checkpoints/
-checkpoint_<n>``). The trainer's own state in a checkpoint is JSON and safetensors, and
-resuming unpickles nothing but tensors, numbers and numpy arrays (:mod:`.checkpoint`).
+gradient accumulation, multi-process data sharding and trackers (``report_to``). Checkpoints
+(folders ``OUTPUT/checkpoints/checkpoint_<n>``, numbered and rotated as accelerate's
+``ProjectConfiguration(total_limit=...)`` has them) hold only safetensors and JSON, written
+and read by :mod:`.checkpoint` and :mod:`.run_state` rather than accelerate's
+``save_state``, which pickles, so a checkpoint resumes on another machine; checkpoints of
+earlier versions are read with ``torch.load(weights_only=True)`` and rewritten that way.
 
 The loss is computed by calling the module accelerate prepared (a degradation-aware model's
 ``forward`` returns its loss terms), so DDP averages the gradients over the processes and
@@ -45,10 +47,11 @@ from .checkpoint import (
     check_checkpoint,
     checkpoint_number,
     list_checkpoints,
+    new_checkpoint_folder,
     read_trainer_state,
     resolve_checkpoint,
     save_trainer_state,
-    upgrade_legacy_checkpoint,
+    upgrade_checkpoint,
 )
 from .config import TrainingConfig
 from .degradation_aware import (
@@ -63,6 +66,7 @@ from .extras import require_training_packages
 from .loop import Clock, RunningMeans, TrainingLoop
 from .objective import PREDICTION_TYPES, check_loss_names, denoising_loss
 from .photo_data import is_photos_spec, training_images, validation_set
+from .run_state import load_run_state, save_run_state
 from .trackers import flat_config, make_trackers
 from .validation import evaluate, without_autocast
 
@@ -280,11 +284,12 @@ class Trainer(TrainingLoop):
         # loader's own generator (for its workers' seeds) keeps each new pass over the data
         # from drawing from the global RNG, so a resumed run draws the noise an uninterrupted
         # one does; pinned batches (on CUDA) reach the device by asynchronous copies
+        self.loader_generator = torch.Generator().manual_seed(cfg.seed)  # in checkpoints
         loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.train_batch_size,
                                              shuffle=False, drop_last=True,
                                              num_workers=cfg.dataloader_num_workers,
                                              pin_memory=self.pin_memory,
-                                             generator=torch.Generator().manual_seed(cfg.seed))
+                                             generator=self.loader_generator)
         return dataset, loader
 
     def _param_names(self) -> list[str]:
@@ -292,8 +297,9 @@ class Trainer(TrainingLoop):
         return [name for name, _ in self.accelerator.unwrap_model(self.unet).named_parameters()]
 
     def _resume(self) -> None:
-        """Load the checkpoint (accelerate's files, then the trainer's JSON and safetensors);
-        number new checkpoints after every existing one (accelerate never overwrites)."""
+        """Load the checkpoint (upgraded first when an earlier version wrote it): network,
+        optimiser, LR schedule, random states (:mod:`.run_state`), then the counters and
+        EMA; number new checkpoints after every existing one (none is overwritten)."""
         from accelerate.utils import set_seed
 
         acc, ckpt_root = self.accelerator, self.out_dir / "checkpoints"
@@ -304,11 +310,15 @@ class Trainer(TrainingLoop):
             set_seed(self.config.seed + acc.process_index)  # different noise per process
         else:
             acc.print(f"resuming from {path}")
-            if acc.is_main_process and upgrade_legacy_checkpoint(path, self._param_names()):
-                acc.print(f"{path}: the counters and EMA of an earlier version's pickles are "
-                          "now trainer_state.json and ema.safetensors")
+            if acc.is_main_process:
+                for note in upgrade_checkpoint(path, self._param_names()):
+                    acc.print(note)
             acc.wait_for_everyone()
-            acc.load_state(str(path))
+            if not load_run_state(path, acc, self.unet, self.optimizer, self.lr_scheduler,
+                                  self.loader_generator):
+                print(f"{path} holds no random states of process {acc.process_index}: "
+                      "seeding them anew")
+                set_seed(self.config.seed + acc.process_index)
             counters, ema_state = read_trainer_state(path, self._param_names())
             self.state.load_state_dict(counters)
             if self.ema is not None:
@@ -376,15 +386,24 @@ class Trainer(TrainingLoop):
         return metrics
 
     def checkpoint(self) -> None:
-        """``accelerator.save_state()`` (model, optimiser, LR, RNG; accelerate keeps the
-        newest ``checkpoints_total_limit``) and the trainer's counters and EMA
-        (``trainer_state.json``, ``ema.safetensors``)."""
+        """A new checkpoint folder (keeping the newest ``checkpoints_total_limit``): network,
+        optimiser, LR schedule, random states (:mod:`.run_state`), then the counters and EMA
+        (``trainer_state.json``, written last, and ``ema.safetensors``); no pickle."""
+        acc = self.accelerator
         if self.state.batch_in_epoch >= len(self.dataloader):
             self.state.epoch, self.state.batch_in_epoch = self.state.epoch + 1, 0
-        folder = Path(self.accelerator.save_state())
-        if self.accelerator.is_main_process:
+        project = acc.project_configuration
+        folder = new_checkpoint_folder(self.out_dir / "checkpoints", project.iteration,
+                                       project.total_limit, acc.is_main_process)
+        acc.wait_for_everyone()
+        folder.mkdir(parents=True, exist_ok=True)
+        save_run_state(folder, acc, self.unet, self.optimizer, self.lr_scheduler,
+                       self.loader_generator)
+        project.iteration += 1
+        acc.wait_for_everyone()
+        if acc.is_main_process:
             save_trainer_state(folder, self.state, self.ema, self._param_names())
-        self.accelerator.wait_for_everyone()
+        acc.wait_for_everyone()
 
     def finish(self, final: dict[str, float] | None) -> Path:
         """The pipeline folder ``OUTPUT/pipeline`` (EMA weights, float32, safetensors) and
