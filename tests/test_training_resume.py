@@ -277,3 +277,21 @@ def test_resume_refuses_a_checkpoint_without_one_of_its_files(
         with pytest.raises(ValueError, match=rf"no {re.escape(name)}"):
             train(_config(run, 3, resume_from_checkpoint="latest"))
         (ckpt / name).write_bytes(saved)
+
+
+def test_a_run_recorded_before_a_network_setting_existed_still_resumes() -> None:
+    """``network.json`` of a run started before a setting was added to the network class
+    (``inner_scale``, say) matches a network built with that setting's default, and only
+    then."""
+    from diffusers_mrs import MRUNet2DModel
+    from diffusers_mrs.training.architectures import describe_network
+    from diffusers_mrs.training.trainer import _same_network
+
+    built = json.loads(json.dumps(describe_network(MRUNet2DModel(nf=8, depth=2))))
+    older = {"class": built["class"],
+             "config": {k: v for k, v in built["config"].items() if k != "inner_scale"}}
+    assert _same_network(older, built, MRUNet2DModel)
+    changed = {**built, "config": {**built["config"], "inner_scale": 0.5}}
+    assert not _same_network(older, changed, MRUNet2DModel)
+    assert not _same_network({**older, "config": {**older["config"], "nf": 16}}, built,
+                             MRUNet2DModel)

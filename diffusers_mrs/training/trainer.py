@@ -73,6 +73,23 @@ from .validation import evaluate, without_autocast
 __all__ = ["Trainer", "list_checkpoints", "resolve_checkpoint", "train"]
 
 
+
+def _same_network(saved: dict, built: dict, network_class: type) -> bool:
+    """Whether a run's recorded network (``network.json``) is the one these options build.
+    A setting the record lacks (added to the network class after the run started) counts as
+    equal when the network is built with that setting's default."""
+    import inspect
+
+    if saved.get("class") != built.get("class"):
+        return False
+    defaults = {name: p.default for name, p in
+                inspect.signature(network_class.__init__).parameters.items()}
+    config = dict(saved.get("config", {}))
+    for key, value in built.get("config", {}).items():
+        if key not in config and key in defaults and defaults[key] == value:
+            config[key] = value
+    return config == built.get("config")
+
 class Trainer(TrainingLoop):
     """Trains (or resumes training) an MR diffusion restoration model; see the module doc.
 
@@ -179,7 +196,7 @@ class Trainer(TrainingLoop):
         network = json.loads(json.dumps(network))
         if self.resume_path is not None and record.is_file():
             saved = json.loads(record.read_text())
-            if saved != network:
+            if not _same_network(saved, network, type(self._network())):
                 raise ValueError(
                     f"{self.out_dir} holds checkpoints of a {saved['class']} {saved['config']};"
                     f" these options build a {network['class']} {network['config']}: pass the"
