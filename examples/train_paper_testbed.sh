@@ -4,8 +4,9 @@
 #
 #   max_sigma 50/255, epsilon prediction, T = 100, cosine thetas (eps 0.005): IR-SDE's
 #   denoising configuration, where noise-parameterised solvers collapse at few steps;
-#   data: the bundled training photos with Gaussian noise of std exactly 25/255
-#   (--kinds noise --no_randomize_degradations), validated on the held-out photos at 25/255;
+#   data: the training photographs (`python examples/fetch_training_photos.py` first;
+#   --train_data photos) with Gaussian noise of std exactly 25/255 (--kinds noise
+#   --no_randomize_degradations), validated on the held-out photos at 25/255;
 #   network: IR-SDE's U-Net at the shipped size (nf 16, depth 3, 2.2 M parameters, about
 #   9 MB of float32 safetensors);
 #   objective: MSE on epsilon (--loss_space target), the score every ODE/SDE solver
@@ -16,7 +17,8 @@
 #   2 threads; a checkpoint every 10 minutes, the newest 3 kept.
 #
 # Resumable: the same command continues from the newest checkpoint in OUT/checkpoints
-# (--resume latest starts fresh when there is none). At the end OUT/pipeline is the model
+# (--resume latest starts fresh when there is none). A run in progress is kept in the
+# repository at benchmarks/testbed_run/ (see its README): copy it to OUT and run this again. At the end OUT/pipeline is the model
 # (EMA weights, safetensors) that benchmarks load:
 #
 #   python benchmarks/nfe_quality.py --model OUT/pipeline --kinds noise \
@@ -31,7 +33,7 @@ shift || true
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 exec "${PYTHON:-python}" "$here/train_mr_diffusion.py" \
     --output_dir "$out" \
-    --kinds noise --no_randomize_degradations --validation_kinds noise \
+    --train_data photos --kinds noise --no_randomize_degradations --validation_kinds noise \
     --max_sigma 0.19607843137254902 --prediction_type epsilon \
     --num_train_timesteps 100 --theta_schedule cosine --eps 0.005 \
     --loss_space target --loss_type mse --timestep_sampling continuous \
