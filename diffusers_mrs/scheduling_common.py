@@ -19,6 +19,7 @@ import torch
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from .inference_grid import InferenceGrid, grid_from_config
 from .noise_schedule import MRNoiseSchedule
 from .prediction_types import (
     PREDICTION_TYPES,
@@ -199,6 +200,15 @@ class MRSchedulerBase:
             raise ValueError(
                 f"mu must have the shape of sample {tuple(sample.shape)}, got {tuple(mu.shape)}."
             )
+
+    def _inference_grid(self, num_inference_steps: int | None, timesteps) -> InferenceGrid:
+        """The multistep solvers' grid (:func:`~diffusers_mrs.inference_grid.grid_from_config`)
+        from exactly one of ``num_inference_steps`` (checked) and custom ``timesteps``."""
+        if (num_inference_steps is None) == (timesteps is None):
+            raise ValueError("Pass exactly one of num_inference_steps or timesteps.")
+        if timesteps is None:
+            num_inference_steps = self._check_num_steps(num_inference_steps)
+        return grid_from_config(self.noise_schedule, self.config, num_inference_steps, timesteps)
 
     def _check_num_steps(self, num_inference_steps: int | None) -> int:
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int):

@@ -18,7 +18,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from .inference_grid import FINAL_SIGMAS_TYPES, grid_from_config
+from .inference_grid import FINAL_SIGMAS_TYPES
 from .noise_schedule import thetas_from_betas
 from .prediction_types import prediction_conversion
 from .scheduling_common import (
@@ -160,11 +160,7 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
         in float32).
         """
         cfg = self.config
-        if (num_inference_steps is None) == (timesteps is None):
-            raise ValueError("Pass exactly one of num_inference_steps or timesteps.")
-        if timesteps is None:
-            num_inference_steps = self._check_num_steps(num_inference_steps)
-        grid = grid_from_config(self.noise_schedule, cfg, num_inference_steps, timesteps)
+        grid = self._inference_grid(num_inference_steps, timesteps)
         n, times = grid.num_steps, grid.times
         final_zero = cfg.final_sigmas_type == "zero"
         lambdas, alphas, sigmas = grid.lambdas, grid.alphas, grid.sigmas

@@ -20,7 +20,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from .inference_grid import FINAL_SIGMAS_TYPES, InferenceGrid, grid_from_config
+from .inference_grid import FINAL_SIGMAS_TYPES, InferenceGrid
 from .prediction_types import prediction_conversion
 from .scheduling_common import (
     MR_SCHEDULERS,
@@ -143,11 +143,7 @@ class MRUniPCScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
             timesteps: custom model-evaluation times (descending, train-time units) instead
                 of ``num_inference_steps``; the solver then ends at t = 0 (or sigma = 0).
         """
-        if (num_inference_steps is None) == (timesteps is None):
-            raise ValueError("Pass exactly one of num_inference_steps or timesteps.")
-        if num_inference_steps is not None:
-            self._check_num_steps(num_inference_steps)
-        grid = grid_from_config(self.noise_schedule, self.config, num_inference_steps, timesteps)
+        grid = self._inference_grid(num_inference_steps, timesteps)
         n = grid.num_steps
         orders = step_orders(n, self.config.solver_order, self.config.lower_order_final,
                              self.config.final_sigmas_type == "zero")

@@ -442,12 +442,9 @@ class MRRestorationPipeline(
             cpu_noise: all noise drawn on the CPU up front, copied asynchronously (so with a CPU
                 generator on another device): a CPU run's images (docs: reproducibility).
 
-        Returns:
-            ``MRRestorationPipelineOutput`` (``images``; ``uncertainty`` for K > 1; the
-            ``degradation*`` fields for degradation-aware models), or its tuple.
-
-        Raises:
-            ValueError: a bad argument (before sampling), a NaN/inf result; TypeError: a callback.
+        Returns ``MRRestorationPipelineOutput`` (``images``; ``uncertainty`` for K > 1;
+        ``degradation*`` for degradation-aware models) or its tuple. Raises ValueError for a
+        bad argument (before sampling) or a NaN/inf result, TypeError for a bad callback.
 
         Examples:
         """
