@@ -79,19 +79,23 @@ def build_methods() -> list[Method]:
 
 
 def unipc_methods() -> list[Method]:
-    """MR UniPC (``MRUniPCScheduler``, data parameterization): B(h) = bh1 / bh2, orders 1-3."""
+    """MR UniPC (``MRUniPCScheduler``, data parameterization): B(h) = bh1 / bh2, orders 1-3,
+    each with UniPC's rho = 1/2 shortcut (``unipc-bh2-2``) and with the exact single weight
+    (``unipc-exact-bh2-2``, docs/math.md#mr-unipc)."""
     return [
         Method(
-            key=f"unipc-{solver_type}-{order}",
-            label=f"UniPC-{solver_type}-{order}",
+            key=f"unipc-{prefix}{solver_type}-{order}",
+            label=f"UniPC{mark}-{solver_type}-{order}",
             family="unipc",
             overrides=(
                 ("solver_type", solver_type),
                 ("parameterization", "data"),
                 ("solver_order", order),
+                ("single_point_rho", rho),
             ),
             default_nfes=(20, 10, 5),
         )
+        for rho, prefix, mark in (("half", "", ""), ("exact", "exact-", "x"))
         for solver_type in ("bh1", "bh2")
         for order in (1, 2, 3)
     ]

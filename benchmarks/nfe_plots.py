@@ -25,9 +25,10 @@ def _style(key: str) -> dict[str, Any]:
     if key in fixed:
         return fixed[key]
     if key.startswith("unipc-"):
-        _, solver_type, order = key.split("-")
+        *_, solver_type, order = key.split("-")
         return {"color": "tab:cyan" if solver_type == "bh1" else "tab:pink", "lw": 1.3,
-                "ls": "-", "marker": {"1": "o", "2": "s", "3": "^"}[order], "ms": 4}
+                "ls": "--" if key.startswith("unipc-exact-") else "-",
+                "marker": {"1": "o", "2": "s", "3": "^"}[order], "ms": 4}
     _, alg, param, order = key.split("-")
     color = {("sde", "data"): "tab:blue", ("sde", "noise"): "tab:green",
              ("ode", "data"): "tab:purple", ("ode", "noise"): "tab:olive"}[(alg, param)]

@@ -35,7 +35,12 @@ from .scheduling_mr_sampler import step_orders, vp_config_from_betas_config
 from .solver import PARAMETERIZATIONS, StepCoefficients, exponential_integrator_step
 from .thresholding import dynamic_threshold
 from .timestep_schedules import TIMESTEP_SPACINGS
-from .unipc_coefficients import SOLVER_TYPES, corrector_coefficients, predictor_coefficients
+from .unipc_coefficients import (
+    SINGLE_POINT_RHOS,
+    SOLVER_TYPES,
+    corrector_coefficients,
+    predictor_coefficients,
+)
 
 #: diffusers' DPM-Solver names for ``solver_type``; diffusers' UniPC maps them to "bh2".
 _DPM_SOLVER_TYPES = ("midpoint", "heun", "logrho")
@@ -54,6 +59,11 @@ class MRUniPCScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
         solver_type: "bh1" (B(h) = h) | "bh2" (B(h) = e^h - 1) (docs/math.md#mr-unipc).
         parameterization: "data" | "noise": the outputs the solver interpolates (diffusers'
             ``predict_x0`` True | False).
+        single_point_rho: "half" | "exact": rho of a predictor or corrector with a single
+            other point (order-2 UniP, order-1 UniC). "half" is UniPC's and diffusers' 1/2,
+            the small-step limit; "exact" solves its equation, which makes such a step exact
+            for model outputs linear in lambda and matters at the large steps of 5-10 NFE
+            (docs/math.md#mr-unipc).
         disable_corrector: indices of the steps whose result is not corrected (the
             correction of step i happens at the start of step i + 1).
         lower_order_final: lower the order of the last steps when NFE < 15 (the MR
@@ -79,6 +89,7 @@ class MRUniPCScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
         solver_type: str = "bh2",
         parameterization: str = "data",
         disable_corrector: Sequence[int] | None = None,
+        single_point_rho: str = "half",
         timestep_spacing: str = "logsnr",
         rho: float = 7.0,
         lambda_min: float = -math.inf,
@@ -90,6 +101,7 @@ class MRUniPCScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
     ) -> None:
         check_choice("solver_type", solver_type, SOLVER_TYPES)
         check_choice("parameterization", parameterization, PARAMETERIZATIONS)
+        check_choice("single_point_rho", single_point_rho, SINGLE_POINT_RHOS)
         check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
         check_choice("final_sigmas_type", final_sigmas_type, FINAL_SIGMAS_TYPES)
         if solver_order not in (1, 2, 3) or isinstance(solver_order, bool):
@@ -172,7 +184,7 @@ class MRUniPCScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
             return exponential_integrator_step(lambdas, *s, *t, "ode",
                                                self.config.parameterization)
         return predictor_coefficients(lambdas, s, t, self.config.parameterization,
-                                      self.config.solver_type)
+                                      self.config.solver_type, self.config.single_point_rho)
 
     def _corrector(self, grid: InferenceGrid, i: int, order: int) -> StepCoefficients | None:
         """UniC of the step i - 1 -> i just taken with a predictor of ``order``, or None where
@@ -185,6 +197,7 @@ class MRUniPCScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
             lambdas, (grid.alphas[s], grid.sigmas[s]),
             (grid.lambdas[i], grid.alphas[i], grid.sigmas[i]),
             self.config.parameterization, self.config.solver_type,
+            self.config.single_point_rho,
         )
 
     # ---------------------------------------------------------------- the step

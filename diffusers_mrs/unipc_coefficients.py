@@ -15,7 +15,9 @@ for the other points used, a step is
 
 where ``rho`` solves ``sum_m rho_m r_m^(k-1) = k! hh phi_{k+1}(hh) / B(h)`` for
 ``k = 1..K`` (K the number of other points) and ``B(h)`` is ``hh`` ("bh1") or
-``expm1(hh)`` ("bh2").
+``expm1(hh)`` ("bh2"). A step with a single other point takes ``rho = 1/2`` (UniPC's and
+diffusers' choice, ``single_point_rho="half"``) or the solution of that one equation,
+``g_1 / B(h)`` (``"exact"``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 from .solver import StepCoefficients
 
 SOLVER_TYPES = ("bh1", "bh2")
+SINGLE_POINT_RHOS = ("half", "exact")
 
 
 def phi_terms(hh: float, count: int) -> list[float]:
@@ -45,13 +48,16 @@ def b_of_h(hh: float, solver_type: str) -> float:
     return hh if solver_type == "bh1" else math.expm1(hh)
 
 
-def unipc_rhos(ratios: tuple[float, ...], hh: float, solver_type: str) -> np.ndarray:
+def unipc_rhos(ratios: tuple[float, ...], hh: float, solver_type: str,
+               single_point_rho: str = "half") -> np.ndarray:
     """rho_1..rho_K from ``sum_m rho_m r_m^(k-1) = g_k / B(h)``, k = 1..K (K = len(ratios)).
 
-    One point alone takes rho = 1/2 (the limit of g_1 / B(h) as h -> 0), the choice of the
-    UniPC paper and diffusers; it keeps the order.
+    One point alone takes rho = 1/2 with ``single_point_rho="half"`` (the limit of
+    g_1 / B(h) as h -> 0, the choice of the UniPC paper and diffusers; it keeps the order),
+    or ``g_1 / B(h)`` with ``"exact"``: the step is then exact for model outputs linear in
+    lambda, and ``rho * B(h) = g_1`` no longer depends on B(h) (docs/math.md#mr-unipc).
     """
-    if len(ratios) == 1:
+    if len(ratios) == 1 and single_point_rho == "half":
         return np.array([0.5])
     r = np.asarray(ratios, dtype=np.float64)
     system = np.vander(r, len(r), increasing=True).T  # row k-1: r_m^(k-1)
@@ -74,6 +80,7 @@ def unipc_step(
     schedule_t: tuple[float, float, float],
     parameterization: str,
     solver_type: str,
+    single_point_rho: str = "half",
 ) -> tuple[float, float, np.ndarray]:
     """(a, w_s, w_others) of ``y_t = a y_s + w_s D_s + sum_m w_m D_m`` from s to t.
 
@@ -83,6 +90,7 @@ def unipc_step(
             returned weights.
         schedule_s: (alpha_s, sigma_s).
         schedule_t: (lambda_t, alpha_t, sigma_t).
+        single_point_rho: "half" | "exact", see :func:`unipc_rhos`.
     """
     lambda_t, alpha_t, sigma_t = schedule_t
     h = lambda_t - lambda_s
@@ -93,7 +101,7 @@ def unipc_step(
     if not others:
         return a, w_s, np.zeros(0)
     ratios = tuple((lam - lambda_s) / h for lam in others)
-    rhos = unipc_rhos(ratios, hh, solver_type)
+    rhos = unipc_rhos(ratios, hh, solver_type, single_point_rho)
     scale = c * b_of_h(hh, solver_type)
     w_others = -scale * rhos / np.asarray(ratios)
     return a, w_s - float(w_others.sum()), w_others
@@ -105,15 +113,15 @@ def predictor_coefficients(
     schedule_t: tuple[float, float, float],
     parameterization: str,
     solver_type: str,
+    single_point_rho: str = "half",
 ) -> StepCoefficients:
     """UniP of order ``len(lambdas)`` from s to t: weights on (D_s, D_s1, D_s2), newest first.
 
-    ``lambdas`` are lambda at s and at the previous model points (newest first). Order 2 uses
-    rho = 1/2 (docs/math.md#mr-unipc).
+    ``lambdas`` are lambda at s and at the previous model points (newest first). Order 2
+    has a single other point: its rho follows ``single_point_rho`` (docs/math.md#mr-unipc).
     """
-    a, w_s, w_others = unipc_step(
-        lambdas[0], lambdas[1:], schedule_s, schedule_t, parameterization, solver_type
-    )
+    a, w_s, w_others = unipc_step(lambdas[0], lambdas[1:], schedule_s, schedule_t,
+                                  parameterization, solver_type, single_point_rho)
     return StepCoefficients(a=a, weights=(w_s, *(float(w) for w in w_others)))
 
 
@@ -123,19 +131,20 @@ def corrector_coefficients(
     schedule_t: tuple[float, float, float],
     parameterization: str,
     solver_type: str,
+    single_point_rho: str = "half",
 ) -> StepCoefficients:
     """UniC of order ``len(lambdas)`` (accuracy order + 1) for the step s -> t just taken:
     ``y_t = a y_s + w_t D_t + w_s D_s + w_1 D_s1 + ...``, weights newest first (D_t, the
     output at the predicted y_t, first).
 
     ``lambdas`` are those of the predictor step (s, then the previous points); the point t
-    itself enters with r = 1.
+    itself enters with r = 1. Order 1 has t as its single other point: its rho follows
+    ``single_point_rho``.
     """
     lambda_t = schedule_t[0]
     others = (*lambdas[1:], lambda_t)
-    a, w_s, w_others = unipc_step(
-        lambdas[0], others, schedule_s, schedule_t, parameterization, solver_type
-    )
+    a, w_s, w_others = unipc_step(lambdas[0], others, schedule_s, schedule_t,
+                                  parameterization, solver_type, single_point_rho)
     return StepCoefficients(
         a=a, weights=(float(w_others[-1]), w_s, *(float(w) for w in w_others[:-1]))
     )

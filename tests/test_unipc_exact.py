@@ -17,9 +17,10 @@ NFES = {1: (40, 60, 80, 100, 120, 160), 2: (40, 60, 80, 100, 120, 160),
 
 
 def ode_error(n: int, order: int, parameterization: str, solver_type: str, corrector: bool,
-              prediction_type: str = "sample") -> float:
+              prediction_type: str = "sample", single_point_rho: str = "half") -> float:
     """Max error at t = 0 against the exact ODE transport of the same y_T."""
     sched = MRUniPCScheduler(
+        single_point_rho=single_point_rho,
         solver_order=order,
         solver_type=solver_type,
         parameterization=parameterization,
