@@ -16,6 +16,9 @@ from diffusers_mrs import MRRestorationPipeline
 from helpers import benchmark_module, tiny_pipeline
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_restore.py"
+#: The script's own modules (forgotten after the tests, with the original-code loader).
+SIBLINGS = ("original_code", "restore_measure", "restore_networks", "restore_original_loops",
+            "restore_report", "restore_runners")
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +27,7 @@ def bench():
     ``TQDM_DISABLE`` it sets for the original loops is undone afterwards."""
     saved = os.environ.get("TQDM_DISABLE")
     try:
-        with benchmark_module(SCRIPT, ("original_code",)) as module:
+        with benchmark_module(SCRIPT, SIBLINGS) as module:
             yield module
     finally:
         if saved is None:

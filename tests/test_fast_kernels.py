@@ -24,11 +24,11 @@ from diffusers_mrs.models import (
     MRUNet2DModel,
     convert_irsde_state_dict,
     linear_attention,
-    unet_mr,
+    unet_attention,
 )
 from diffusers_mrs.models.layers import ChannelLayerNorm
 from diffusers_mrs.models.nafnet_checkpoint import convert_nafnet_state_dict
-from diffusers_mrs.models.unet_mr import MRLinearAttention
+from diffusers_mrs.models.unet_attention import MRLinearAttention
 
 from helpers import load_checkpoint_fixture
 
@@ -57,7 +57,7 @@ def _compare_with_reference(model: torch.nn.Module, *inputs, monkeypatch) -> flo
         fast = model(*inputs)[0]
         with monkeypatch.context() as m:
             m.setattr(ChannelLayerNorm, "forward", var_mean_layer_norm)
-            m.setattr(unet_mr, "use_chunked_kernel", lambda x, chunk: False)
+            m.setattr(unet_attention, "use_chunked_kernel", lambda x, chunk: False)
             reference = model(*inputs)[0]
     assert fast.shape == reference.shape
     return (fast - reference).abs().max().item()
@@ -194,7 +194,7 @@ def test_chunked_linear_attention_equals_whole_image_formula(
     chunk = linear_attention.pixel_chunk(batch, heads * dim_head)
     assert size[0] * size[1] > 3 * chunk  # several chunks, the last one partial
     with torch.no_grad():
-        assert unet_mr.use_chunked_kernel(x, chunk)
+        assert unet_attention.use_chunked_kernel(x, chunk)
         fast, reference = layer(x), _whole_image(layer, x)
     torch.testing.assert_close(fast, reference, atol=1e-5, rtol=0)
 
@@ -212,11 +212,11 @@ def test_chunked_linear_attention_is_exact_for_large_keys():
 
 def test_chunked_kernel_only_for_cpu_float_inference():
     x = torch.randn(1, 4, 16, 16)
-    assert not unet_mr.use_chunked_kernel(x, 16)  # autograd enabled: training
+    assert not unet_attention.use_chunked_kernel(x, 16)  # autograd enabled: training
     with torch.no_grad():
-        assert unet_mr.use_chunked_kernel(x, 16)
-        assert not unet_mr.use_chunked_kernel(x, 256)  # one chunk: the whole-image formula
-        assert not unet_mr.use_chunked_kernel(x.bfloat16(), 16)
+        assert unet_attention.use_chunked_kernel(x, 16)
+        assert not unet_attention.use_chunked_kernel(x, 256)  # one chunk: the whole-image formula
+        assert not unet_attention.use_chunked_kernel(x.bfloat16(), 16)
 
 
 def test_linear_attention_gradients_flow_through_whole_image_formula():

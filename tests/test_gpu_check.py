@@ -18,7 +18,10 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 def gpu_check():
     with pytest.MonkeyPatch.context() as patch:  # bench_restore sets TQDM_DISABLE: undone
         patch.setenv("TQDM_DISABLE", "1")
-        with benchmark_module(SCRIPT, ("bench_restore", "original_code", "_common")) as module:
+        siblings = ("bench_restore", "original_code", "_common", "restore_measure",
+                    "restore_networks", "restore_original_loops", "restore_report",
+                    "restore_runners")
+        with benchmark_module(SCRIPT, siblings) as module:
             yield module
 
 

@@ -1,5 +1,5 @@
 """Linear attention computed in pixel chunks: the CPU inference kernel of
-:class:`~diffusers_mrs.models.unet_mr.MRLinearAttention` (``docs/kernels.md``).
+:class:`~diffusers_mrs.models.unet_attention.MRLinearAttention` (``docs/kernels.md``).
 
 Per head, linear attention is ``out = W_out (c C^T softmax_d(q)) + b`` with the
 ``d x d`` context ``C = softmax_N(k) v^T`` and ``c = d^-1/2 / N``. Only ``C`` needs every

@@ -42,8 +42,8 @@ from .nafnet_checkpoint import (
     infer_nafnet_config,
     nafnet_original_names,
 )
+from .outputs import MRUNet2DOutput
 from .padding import pad_to_multiple
-from .unet_mr import MRUNet2DOutput
 
 __all__ = ["MRNAFBlock", "MRNAFNetModel"]
 

@@ -31,335 +31,43 @@ through a learned prompt (``degradation_embedding``).
 The spatial size is padded (reflect) to a multiple of ``2**depth`` and cropped back, so
 any height and width are accepted. Module and parameter names are chosen so that a
 checkpoint of the original network maps one to one onto this one; see
-:mod:`diffusers_mrs.models.irsde_checkpoint`.
+:mod:`diffusers_mrs.models.irsde_checkpoint`. The levels' layers are in
+:mod:`~diffusers_mrs.models.unet_blocks` and :mod:`~diffusers_mrs.models.unet_attention`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
-from diffusers.models.transformers.transformer_2d import Transformer2DModel
-from diffusers.utils import BaseOutput
 from torch import nn
 
-from .embeddings import sinusoidal_embedding, timestep_batch, timestep_features
+from .embeddings import sinusoidal_embedding, timestep_batch
 from .irsde_checkpoint import (
     IRSDECheckpointMixin,
     convert_irsde_state_dict,
     convert_to_irsde_names,
     infer_irsde_config,
 )
-from .layers import ChannelLayerNorm
-from .linear_attention import linear_attention_chunked, pixel_chunk, use_chunked_kernel
+from .outputs import MRUNet2DOutput
 from .padding import pad_to_multiple
+from .unet_attention import MRAttention as MRAttention  # re-exported (defined here before)
+from .unet_attention import MRContextTransformer as MRContextTransformer
+from .unet_attention import MRLinearAttention as MRLinearAttention
+from .unet_attention import make_attention
+from .unet_blocks import (
+    MRDegradationEmbedding,
+    MRDownBlock,
+    MRMidBlock,
+    MRResnetBlock,
+    MRTimestepEmbedding,
+    MRUpBlock,
+)
 
 __all__ = ["MRUNet2DModel", "MRUNet2DOutput", "sinusoidal_embedding"]
-
-
-@dataclass
-class MRUNet2DOutput(BaseOutput):
-    """Output of :class:`MRUNet2DModel`.
-
-    Args:
-        sample: network prediction with the same shape as the input ``sample``
-            (``[batch, out_channels, height, width]``).
-    """
-
-    sample: torch.Tensor
-
-
-class MRTimestepEmbedding(nn.Module):
-    """Sinusoidal features followed by a two-layer GELU MLP."""
-
-    def __init__(self, num_features: int, embed_dim: int) -> None:
-        super().__init__()
-        self.num_features = num_features
-        self.linear_1 = nn.Linear(num_features, embed_dim)
-        self.act = nn.GELU()
-        self.linear_2 = nn.Linear(embed_dim, embed_dim)
-
-    def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
-        """Map timesteps of shape ``[B]`` to embeddings of shape ``[B, embed_dim]``."""
-        feats = timestep_features(timesteps, self.num_features, self.linear_1.weight.dtype)
-        return self.linear_2(self.act(self.linear_1(feats)))
-
-
-class MRResnetBlock(nn.Module):
-    """Two 3x3 convolutions with SiLU, timestep scale/shift after the first one.
-
-    ``out = silu(conv2(silu(conv1(x) * (1 + scale) + shift))) + shortcut(x)``, where
-    ``(scale, shift)`` come from ``time_emb_proj(silu(temb))`` and ``shortcut`` is a 1x1
-    convolution when the width changes (identity otherwise). Convolutions have no bias.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, temb_channels: int) -> None:
-        super().__init__()
-        self.time_emb_proj = nn.Linear(temb_channels, 2 * out_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        self.conv_shortcut: nn.Module
-        if in_channels != out_channels:
-            self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1, bias=False)
-        else:
-            self.conv_shortcut = nn.Identity()
-
-    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        """Apply the block to ``x`` ``[B, C_in, H, W]`` with embedding ``temb`` ``[B, D]``."""
-        scale, shift = self.time_emb_proj(F.silu(temb))[:, :, None, None].chunk(2, dim=1)
-        h = F.silu(self.conv1(x) * (scale + 1) + shift)
-        h = F.silu(self.conv2(h))
-        return h + self.conv_shortcut(x)
-
-
-class _PixelAttention(nn.Module):
-    """Shared layout of both attentions: a pre-norm, a 1x1 qkv projection and a 1x1 output
-    projection over ``heads`` heads of ``dim_head`` channels (the original's names)."""
-
-    def __init__(self, channels: int, heads: int = 4, dim_head: int = 32) -> None:
-        super().__init__()
-        self.heads = heads
-        self.dim_head = dim_head
-        inner = heads * dim_head
-        self.norm = ChannelLayerNorm(channels)
-        self.to_qkv = nn.Conv2d(channels, 3 * inner, 1, bias=False)
-        self.to_out = nn.Conv2d(inner, channels, 1)
-
-
-class MRLinearAttention(_PixelAttention):
-    """Residual, pre-normalised linear attention (the original's "channel attention").
-
-    Per head, queries are softmax-normalised over their feature dimension and keys over
-    positions; a ``dim_head x dim_head`` context ``k v^T`` (with ``v`` averaged over the
-    positions) is applied to the queries, so the cost is linear in the number of pixels:
-    ``out = (d_head^-1/2 / N) (softmax_N(k) v^T)^T softmax_d(q)`` per head.
-    The projected result is normalised again (``out_norm``) and added to the input.
-    """
-
-    def __init__(self, channels: int, heads: int = 4, dim_head: int = 32) -> None:
-        super().__init__(channels, heads, dim_head)
-        self.out_norm = ChannelLayerNorm(channels)
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """Return ``x + out_norm(attention(norm(x)))`` (``context`` is not used).
-
-        CPU inference on images larger than one chunk runs the chunked kernel of
-        :mod:`~diffusers_mrs.models.linear_attention` (the same formula, ``docs/kernels.md``).
-        """
-        xn = self.norm(x)
-        chunk = pixel_chunk(x.shape[0], self.heads * self.dim_head)
-        if use_chunked_kernel(x, chunk):
-            w_qkv = self.to_qkv.weight.flatten(1)
-            out = linear_attention_chunked(
-                xn, w_qkv, self.to_out.weight.flatten(1), self.to_out.bias, self.heads, chunk
-            )
-        else:
-            out = self.to_out(self._attend(xn))
-        return self.out_norm(out) + x
-
-    def _attend(self, xn: torch.Tensor) -> torch.Tensor:
-        """``(d_head^-1/2 / N) (softmax_N(k) v^T)^T softmax_d(q)`` per head, whole image."""
-        b, _, height, width = xn.shape
-        n = height * width
-        qkv = self.to_qkv(xn).reshape(b, 3, self.heads, self.dim_head, n)
-        q, k, v = qkv.unbind(dim=1)  # each [B, heads, dim_head, N]
-        # The query scale and the 1/N of v's mean are applied to the small d x d context,
-        # not to the [dim_head, N] tensors: the same product, two fewer passes over pixels.
-        context = torch.matmul(k.softmax(dim=-1), v.transpose(-1, -2))  # [B, heads, d_k, d_v]
-        context = context * (self.dim_head**-0.5 / n)
-        out = torch.matmul(context.transpose(-1, -2), q.softmax(dim=-2))  # [B, heads, d_v, N]
-        return out.reshape(b, self.heads * self.dim_head, height, width)
-
-
-class MRAttention(_PixelAttention):
-    """Residual, pre-normalised multi-head softmax self-attention over pixels.
-
-    This is the original's full ``Attention`` (used in the middle of some IR-SDE
-    networks), computed with :func:`torch.nn.functional.scaled_dot_product_attention`, so
-    the ``N x N`` attention matrix is never materialised by the fused kernels.
-    """
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """Return ``x + attention(norm(x))`` (``context`` is not used)."""
-        b, _, height, width = x.shape
-        n = height * width
-        qkv = self.to_qkv(self.norm(x)).reshape(b, 3, self.heads, self.dim_head, n)
-        q, k, v = qkv.transpose(-1, -2).unbind(dim=1)  # each [B, heads, N, dim_head]
-        out = F.scaled_dot_product_attention(q, k, v)  # default scale: dim_head ** -0.5
-        out = out.transpose(-1, -2).reshape(b, self.heads * self.dim_head, height, width)
-        return self.to_out(out) + x
-
-
-class MRContextTransformer(nn.Module):
-    """DA-CLIP's residual, pre-normalised cross-attention transformer block.
-
-    ``out = x + h + proj_out(block(proj_in(group_norm(h)), context))`` with
-    ``h = norm(x)`` (a channel layer norm): the original wraps a spatial transformer, which
-    has its own residual connection, in a pre-norm residual, hence the two sums. The
-    transformer is diffusers' :class:`~diffusers.Transformer2DModel` (group norm with 32
-    groups, 1x1 projections, one block of self-attention, cross-attention to the image
-    context and a GEGLU feed-forward), with ``channels // head_dim`` heads of ``head_dim``
-    channels; the context is a single token per image (``[B, 1, context_dim]``).
-    """
-
-    def __init__(self, channels: int, context_dim: int, head_dim: int = 32) -> None:
-        super().__init__()
-        self.norm = ChannelLayerNorm(channels)
-        self.transformer = Transformer2DModel(
-            num_attention_heads=channels // head_dim,
-            attention_head_dim=head_dim,
-            in_channels=channels,
-            cross_attention_dim=context_dim,
-            norm_num_groups=32,
-            activation_fn="geglu",
-            attention_bias=False,
-        )
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """Return ``x + transformer(norm(x), context)`` (the transformer adds its input)."""
-        if context is None:
-            raise ValueError("this attention layer attends to the image context; pass one.")
-        h = self.norm(x)
-        return x + self.transformer(h, encoder_hidden_states=context[:, None], return_dict=False)[0]
-
-
-class MRDegradationEmbedding(nn.Module):
-    """DA-CLIP's degradation prompt, added to the time embedding.
-
-    ``linear_out(softmax(linear_2(silu(linear_1(c))), dim=1) * prompt)`` for a degradation
-    context ``c`` of shape ``[B, context_dim]``; ``prompt`` is a learned ``[1, D]`` vector
-    (the original's ``text_mlp``, ``prompt`` and ``prompt_mlp``).
-    """
-
-    def __init__(self, context_dim: int, embed_dim: int) -> None:
-        super().__init__()
-        self.prompt = nn.Parameter(torch.rand(1, embed_dim))
-        self.linear_1 = nn.Linear(context_dim, embed_dim)
-        self.act = nn.SiLU()
-        self.linear_2 = nn.Linear(embed_dim, embed_dim)
-        self.linear_out = nn.Linear(embed_dim, embed_dim)
-
-    def forward(self, context: torch.Tensor) -> torch.Tensor:
-        """Map ``[B, context_dim]`` to ``[B, embed_dim]``."""
-        weights = torch.softmax(self.linear_2(self.act(self.linear_1(context))), dim=1)
-        return self.linear_out(weights * self.prompt)
-
-
-def _make_attention(
-    kind: str, channels: int, heads: int, dim_head: int, context_dim: int | None
-) -> nn.Module:
-    """``"linear"``, ``"full"`` or ``"transformer"`` attention at ``channels`` channels."""
-    if kind == "transformer":
-        assert context_dim is not None
-        return MRContextTransformer(channels, context_dim)
-    if kind == "full":
-        return MRAttention(channels, heads, dim_head)
-    return MRLinearAttention(channels, heads, dim_head)
-
-
-class MRDownBlock(nn.Module):
-    """One encoder level: two residual blocks, attention, then ``out_conv``.
-
-    ``out_conv`` halves the resolution (4x4, stride 2, with bias) when ``downsample``,
-    otherwise it is a 3x3 convolution without bias; either way it maps ``in_channels`` to
-    ``out_channels``. ``attention`` works at ``in_channels`` (linear attention, or DA-CLIP's
-    context transformer).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        temb_channels: int,
-        downsample: bool,
-        attention: nn.Module,
-    ) -> None:
-        super().__init__()
-        self.resnets = nn.ModuleList(
-            [MRResnetBlock(in_channels, in_channels, temb_channels) for _ in range(2)]
-        )
-        self.attention = attention
-        self.downsample = downsample
-        if downsample:
-            self.out_conv = nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1)
-        else:
-            self.out_conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-
-    def forward(
-        self, x: torch.Tensor, temb: torch.Tensor, context: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return ``(output, skip_0, skip_1)``."""
-        skip_0 = self.resnets[0](x, temb)
-        skip_1 = self.attention(self.resnets[1](skip_0, temb), context)
-        return self.out_conv(skip_1), skip_0, skip_1
-
-
-class MRUpBlock(nn.Module):
-    """One decoder level: two skip-concatenating residual blocks, attention, ``out_conv``.
-
-    The block works at ``out_channels`` (the width of the matching encoder level's output);
-    ``out_conv`` maps back to ``in_channels``, preceded by 2x nearest-neighbour upsampling
-    when ``upsample`` (3x3 with bias), or a bias-free 3x3 convolution on the shallowest
-    level. The residual blocks see ``out_channels + in_channels`` channels (one skip each).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        temb_channels: int,
-        upsample: bool,
-        attention: nn.Module,
-    ) -> None:
-        super().__init__()
-        self.resnets = nn.ModuleList(
-            [
-                MRResnetBlock(out_channels + in_channels, out_channels, temb_channels)
-                for _ in range(2)
-            ]
-        )
-        self.attention = attention
-        self.upsample = upsample
-        self.out_conv = nn.Conv2d(out_channels, in_channels, 3, padding=1, bias=upsample)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        skip_0: torch.Tensor,
-        skip_1: torch.Tensor,
-        temb: torch.Tensor,
-        context: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Consume the matching encoder skips (``skip_1`` first, as they were pushed)."""
-        x = self.resnets[0](torch.cat([x, skip_1], dim=1), temb)
-        x = self.resnets[1](torch.cat([x, skip_0], dim=1), temb)
-        x = self.attention(x, context)
-        if self.upsample:
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        return self.out_conv(x)
-
-
-class MRMidBlock(nn.Module):
-    """Bottleneck: residual block, attention (linear, full or transformer), residual block."""
-
-    def __init__(self, channels: int, temb_channels: int, attention: nn.Module) -> None:
-        super().__init__()
-        self.resnets = nn.ModuleList(
-            [MRResnetBlock(channels, channels, temb_channels) for _ in range(2)]
-        )
-        self.attention = attention
-
-    def forward(
-        self, x: torch.Tensor, temb: torch.Tensor, context: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Apply the three layers in order."""
-        x = self.resnets[0](x, temb)
-        x = self.attention(x, context)
-        return self.resnets[1](x, temb)
 
 
 class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
@@ -471,7 +179,7 @@ class MRUNet2DModel(ModelMixin, ConfigMixin, IRSDECheckpointMixin):
         kind = "transformer" if config.use_image_context and deep else "linear"
         if level is None and kind == "linear":
             kind = config.mid_attention
-        return _make_attention(
+        return make_attention(
             kind, channels, config.attention_heads, config.attention_head_dim, config.context_dim
         )
 
