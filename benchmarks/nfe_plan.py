@@ -79,23 +79,25 @@ def build_methods() -> list[Method]:
 
 
 def unipc_methods() -> list[Method]:
-    """MR UniPC (``MRUniPCScheduler``, data parameterization): B(h) = bh1 / bh2, orders 1-3,
-    each with UniPC's rho = 1/2 shortcut (``unipc-bh2-2``) and with the exact single weight
-    (``unipc-exact-bh2-2``, docs/math.md#mr-unipc)."""
+    """MR UniPC (``MRUniPCScheduler``): B(h) = bh1 / bh2, orders 1-3, in the data
+    parameterization (``unipc-bh2-2``) and the noise one (``unipc-noise-bh2-2``), each with
+    UniPC's rho = 1/2 shortcut and with the exact single weight (``unipc-exact-bh2-2``,
+    docs/math.md#mr-unipc)."""
     return [
         Method(
-            key=f"unipc-{prefix}{solver_type}-{order}",
-            label=f"UniPC{mark}-{solver_type}-{order}",
+            key=f"unipc-{prefix}{'' if param == 'data' else 'noise-'}{solver_type}-{order}",
+            label=f"UniPC{mark}-{'' if param == 'data' else 'n-'}{solver_type}-{order}",
             family="unipc",
             overrides=(
                 ("solver_type", solver_type),
-                ("parameterization", "data"),
+                ("parameterization", param),
                 ("solver_order", order),
                 ("single_point_rho", rho),
             ),
             default_nfes=(20, 10, 5),
         )
         for rho, prefix, mark in (("half", "", ""), ("exact", "exact-", "x"))
+        for param in ("data", "noise")
         for solver_type in ("bh1", "bh2")
         for order in (1, 2, 3)
     ]

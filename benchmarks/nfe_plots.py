@@ -26,7 +26,10 @@ def _style(key: str) -> dict[str, Any]:
         return fixed[key]
     if key.startswith("unipc-"):
         *_, solver_type, order = key.split("-")
-        return {"color": "tab:cyan" if solver_type == "bh1" else "tab:pink", "lw": 1.3,
+        noise = "-noise-" in key
+        color = {(False, "bh1"): "tab:cyan", (False, "bh2"): "tab:pink",
+                 (True, "bh1"): "tab:blue", (True, "bh2"): "tab:gray"}[(noise, solver_type)]
+        return {"color": color, "lw": 1.3,
                 "ls": "--" if key.startswith("unipc-exact-") else "-",
                 "marker": {"1": "o", "2": "s", "3": "^"}[order], "ms": 4}
     _, alg, param, order = key.split("-")

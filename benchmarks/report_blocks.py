@@ -282,6 +282,32 @@ def recorded(name: str) -> str:
         entry["command"], entry["setting"])
 
 
+# ---- the paper-setting testbed model (nfe_quality.py on benchmarks/testbed_model) ---------
+
+
+def testbed_quality() -> str:
+    """PSNR / SSIM of the PF-ODE solvers (MR Sampler ODE, MR UniPC) and posterior@100 on the
+    testbed model, then their distance to the converged ODE solution."""
+    from nfe_report import distance_table, ode_method_keys, quality_table
+
+    results = _nfe("testbed")
+    ode = ode_method_keys(results)
+    mrs = [k for k in ode if k.startswith("mrs-ode-")]
+    uni = [k for k in ode if k.startswith("unipc-")]
+    other = [k for k in ("posterior-irsde", "x0-estimate") if k in results["methods"]]
+    ref = results["meta"]["ode_reference"]
+    return "\n\n".join([
+        "PSNR / SSIM, MR Sampler ODE (d = data, n = noise parameterization, order) and"
+        " posterior sampling:", quality_table(results, other + mrs, "average"),
+        "MR UniPC (n = noise parameterization, else data; B(h); order; x = the exact single"
+        " weight):",
+        quality_table(results, uni, "average"),
+        f"RMS distance (8-bit levels) to the converged ODE solution (MR Sampler ODE, data,"
+        f" order 2, NFE {ref['nfe']}, same latents); smallest per row in bold:",
+        distance_table(results, ode, "average"),
+    ])
+
+
 # ---- README headline ----------------------------------------------------------------------
 
 
@@ -323,6 +349,9 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "nfe-k8-setting": functools.partial(nfe_setting, "nfe_k8"),
     "nfe-k8-targets": functools.partial(nfe_targets, "nfe_k8"),
     "nfe-one-vs-eight": nfe_one_vs_eight,
+    "testbed-setting": functools.partial(nfe_setting, "testbed"),
+    "testbed-targets": functools.partial(nfe_targets, "testbed"),
+    "testbed-quality": testbed_quality,
     "restore-speed": restore_speed,
     "restore-networks": restore_networks,
     "restore-commands": restore_commands,

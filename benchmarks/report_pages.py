@@ -32,7 +32,7 @@ import report_blocks
 ROOT = Path(__file__).resolve().parent.parent
 # Files that may hold blocks (docs/reference/ is generated at build time, not here).
 TARGETS = ("README.md", "docs/*.md", "docs/*/*.md", "model_cards/*.md",
-           "diffusers_mrs/default_model/README.md")
+           "diffusers_mrs/default_model/README.md", "benchmarks/testbed_model/README.md")
 BLOCK = re.compile(
     r"(?P<open><!-- report_pages: (?P<name>[\w-]+) -->\n)(?P<body>.*?)"
     r"(?P<close><!-- /report_pages: (?P=name) -->)",

@@ -13,17 +13,18 @@
 #   integrates (IR-SDE itself uses an L1 loss on the reverse-step mean); t drawn on the
 #   continuous interval (0, T] because the solvers evaluate the network between the
 #   integer times;
-#   budget: 120 minutes of wall clock in all, over resumes (--max_minutes), on the CPU with
+#   budget: 150 minutes of wall clock in all, over resumes (--max_minutes), on the CPU with
 #   2 threads; a checkpoint every 10 minutes, the newest 3 kept.
 #
 # Resumable: the same command continues from the newest checkpoint in OUT/checkpoints
-# (--resume latest starts fresh when there is none). A run in progress is kept in the
-# repository at benchmarks/testbed_run/ (see its README): copy it to OUT and run this again. At the end OUT/pipeline is the model
-# (EMA weights, safetensors) that benchmarks load:
+# (--resume latest starts fresh when there is none). At the end OUT/pipeline is the model
+# (EMA weights, safetensors). The finished run is shipped in benchmarks/testbed_model (with
+# its model card); the benchmark of the solvers on it:
 #
-#   python benchmarks/nfe_quality.py --model OUT/pipeline --kinds noise \
-#       --methods 'mrs-ode-*,unipc-*,posterior-irsde' --nfes 2,3,4,5,6,8,10,20,100 \
-#       --ode-reference-nfe 500 --out benchmarks/results/testbed
+#   python benchmarks/nfe_quality.py --model benchmarks/testbed_model --kinds noise \
+#       --crop 64 --draws 2 --nfes 2,3,4,5,6,8,10,20,100 --ode-reference-nfe 500 \
+#       --methods 'mrs-ode-*,unipc-bh*,unipc-noise-bh*,unipc-exact-bh2-*,unipc-exact-noise-bh2-*,posterior-irsde,x0-estimate' \
+#       --threads 1 --out benchmarks/results/testbed
 #
 # Usage: examples/train_paper_testbed.sh [OUT] [extra train_mr_diffusion.py flags...]
 # (default OUT: runs/testbed-irsde-denoise; extra flags override the ones below).
@@ -40,7 +41,7 @@ exec "${PYTHON:-python}" "$here/train_mr_diffusion.py" \
     --architecture unet --nf 16 --depth 3 \
     --patch_size 64 --train_batch_size 8 --learning_rate 3e-4 \
     --lr_scheduler cosine --lr_warmup_steps 100 \
-    --max_train_steps 1000000 --max_minutes 120 \
+    --max_train_steps 1000000 --max_minutes 150 \
     --checkpointing_steps 1000000 --checkpointing_minutes 10 --checkpoints_total_limit 3 \
     --validation_steps 1000000 --validation_minutes 30 --validation_crop 128 \
     --cpu --num_threads 2 --seed 0 \

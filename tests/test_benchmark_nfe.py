@@ -43,8 +43,9 @@ def test_plan_dedupes_identical_runs(nq):
     assert by_cell[("mrs-default", 10)] == by_cell[("mrs-sde-data-2", 10)]
     assert nq.unique_evaluations(runs) == 100 + 10 + 10 + 100 + 10  # post x2 @10, MRS @100/10
     default_plan = nq.plan_runs(nq.build_methods(), config)
-    # + the one-step x0 estimate + MR UniPC (2 rho x 2 B(h) x 3 orders at NFE 20, 10, 5)
-    assert nq.unique_evaluations(default_plan) == 1137 + 1 + 12 * 35
+    # + the one-step x0 estimate + MR UniPC (2 rho x 2 parameterizations x 2 B(h) x 3 orders
+    # at NFE 20, 10, 5)
+    assert nq.unique_evaluations(default_plan) == 1137 + 1 + 24 * 35
 
 
 def test_smoke_end_to_end(nq, tmp_path):

@@ -29,20 +29,22 @@ def nq():
 
 
 def test_unipc_methods_are_planned_like_the_mr_sampler(nq):
-    """bh1/bh2 x orders 1-3, with rho = 1/2 and with the exact single weight, build
-    MRUniPCScheduler on the model's schedule, and run at any
+    """bh1/bh2 x orders 1-3 x data/noise, with rho = 1/2 and with the exact single weight,
+    build MRUniPCScheduler on the model's schedule, and run at any
     NFE (they are not grid baselines)."""
     plan = sys.modules["nfe_plan"]
     config = MRSamplerScheduler(num_train_timesteps=20, prediction_type="v_prediction").config
     methods = nq.select_methods(nq.build_methods(), "unipc-*,mrs-ode-data-2")
     assert [m.key for m in methods] == ["mrs-ode-data-2"] + [
-        f"unipc-{x}{b}-{o}" for x in ("", "exact-") for b in ("bh1", "bh2") for o in (1, 2, 3)]
+        f"unipc-{x}{p}{b}-{o}" for x in ("", "exact-") for p in ("", "noise-")
+        for b in ("bh1", "bh2") for o in (1, 2, 3)]
     for method in methods[1:]:
         sched = plan.make_scheduler(config, method)
         assert isinstance(sched, MRUniPCScheduler)
         assert sched.config.prediction_type == "v_prediction"
         assert sched.config.num_train_timesteps == 20
         assert sched.config.single_point_rho == ("exact" if "exact" in method.key else "half")
+        assert sched.config.parameterization == ("noise" if "noise" in method.key else "data")
     runs = nq.plan_runs(methods, config, nfes=[50, 5])
     assert {r.nfe for r in runs} == {50, 5}  # NFE > T too
     assert len({r.key for r in runs}) == len(runs)  # no two methods share a computation
