@@ -10,9 +10,10 @@ crops, it measures with the pipeline (auto-detected type):
 * PSNR (dB, :mod:`diffusers_mrs.metrics`) of the input; of the network's x0 estimate (one
   network evaluation at t = T, ``x0-estimate`` of ``nfe_plan.py``); of one MR Sampler sample
   at ``--steps`` (the model's default scheduler); of one sample of the 100-step first-order
-  posterior sampler (IR-SDE, ``posterior-irsde`` of ``nfe_plan.py``); and of the mean of
-  ``--samples`` samples (``num_samples=K``) from the default and from the faithful
-  (second-order) MR Sampler, with the ensemble's calibration;
+  posterior sampler (IR-SDE, ``posterior-irsde`` of ``nfe_plan.py``); and, for the claimed
+  types, of one sample and the mean of ``--samples`` samples (``num_samples=K``) from the
+  faithful (second-order) MR Sampler, with the ensemble's calibration (and, with
+  ``--default-ensemble``, the same from the default sampler);
 * which type the degradation encoder detects, on ``--detect-crops`` crops per photo: the
   accuracy on the claimed types and ``clean``, and what unclaimed degradations are taken for;
 
@@ -124,17 +125,17 @@ def ensemble(pipe: Any, lq: torch.Tensor, gt: torch.Tensor, steps: int,
             "error_over_std": calibration}
 
 
-def quality(pipe: Any, lq: torch.Tensor, gt: torch.Tensor, steps: int,
-            k: int) -> dict[str, float | None]:
-    """Mean PSNR of the input, the x0 estimate (1 NFE), one MR Sampler sample at ``steps``,
-    one posterior sample at :data:`POSTERIOR_STEPS` and the K-sample mean (:func:`ensemble`)."""
-    row: dict[str, float | None] = {"input": mean_psnr(lq, gt)}
+def quality(pipe: Any, lq: torch.Tensor, gt: torch.Tensor, steps: int) -> dict[str, float]:
+    """Mean PSNR of the input, the x0 estimate (1 NFE), one posterior sample at
+    :data:`POSTERIOR_STEPS` and one sample of the pipeline's own scheduler at ``steps``."""
+    row = {"input": mean_psnr(lq, gt)}
     with scheduler_overrides(pipe, X0_ESTIMATE) as x0:
         row["x0"] = mean_psnr(one_sample(x0, lq, 1), gt)
     with scheduler_overrides(pipe, POSTERIOR) as posterior:
         row[f"posterior{POSTERIOR_STEPS}"] = mean_psnr(one_sample(posterior, lq,
                                                                   POSTERIOR_STEPS), gt)
-    return {**row, **ensemble(pipe, lq, gt, steps, k)}
+    row["single"] = mean_psnr(one_sample(pipe, lq, steps), gt)
+    return row
 
 
 def evaluate(pipe: Any, photos: dict[str, np.ndarray], args: argparse.Namespace
@@ -144,10 +145,12 @@ def evaluate(pipe: Any, photos: dict[str, np.ndarray], args: argparse.Namespace
     rows: dict[str, Any] = {}
     for kind in [*claimed, CLEAN, *[d for d in DEGRADATION_KINDS if d not in claimed]]:
         lq, gt = photo_crops(photos, kind, args.crops, args.crop, args.seed)
-        row = quality(pipe, lq, gt, args.steps, args.samples)
+        row: dict[str, Any] = quality(pipe, lq, gt, args.steps)
         if kind in claimed:
             with scheduler_overrides(pipe, **FAITHFUL_SAMPLER) as faithful:
                 row["faithful"] = ensemble(faithful, lq, gt, args.steps, args.samples)
+            if args.default_ensemble:
+                row["default_ensemble"] = ensemble(pipe, lq, gt, args.steps, args.samples)
         many, _ = photo_crops(photos, kind, args.detect_crops, args.crop, args.seed + 1)
         names = detect(pipe, many)
         row["detected"] = {n: names.count(n) / len(names) for n in dict.fromkeys(names)}
@@ -198,7 +201,8 @@ def check_targets(result: dict[str, Any], k: int) -> list[tuple[str, float, floa
 
 def samples_of(result: dict[str, Any]) -> int:
     """K of the ensembles in ``result``."""
-    key = next(k for k in next(iter(result["rows"].values())) if k.startswith("mean_of_"))
+    faithful = next(r["faithful"] for r in result["rows"].values() if "faithful" in r)
+    key = next(k for k in faithful if k.startswith("mean_of_"))
     return int(key.removeprefix("mean_of_"))
 
 
@@ -219,15 +223,15 @@ def quality_table(result: dict[str, Any]) -> list[str]:
     k = samples_of(result)
     lines = [f"| type | claimed | input (dB) | x0 estimate, 1 NFE (dB) | MR Sampler @"
              f"{result['meta']['steps']}, one sample (dB) | posterior@{POSTERIOR_STEPS},"
-             f" one sample (dB) | mean of {k} (dB) | detected as |",
+             f" one sample (dB) | mean of {k}, faithful sampler (dB) | detected as |",
              "|---|---|---|---|---|---|---|---|"]
     for kind, r in result["rows"].items():
         detected = ", ".join(f"{n} {p:.0%}" for n, p in
                              sorted(r["detected"].items(), key=lambda item: -item[1]))
+        mean = f"{r['faithful'][f'mean_of_{k}']:.2f}" if "faithful" in r else "-"
         lines.append(f"| {kind} | {'yes' if r['claimed'] else 'no'} | {r['input']:.2f} |"
                      f" {r['x0']:.2f} | {r['single']:.2f} |"
-                     f" {r[f'posterior{POSTERIOR_STEPS}']:.2f} | {r[f'mean_of_{k}']:.2f} |"
-                     f" {detected} |")
+                     f" {r[f'posterior{POSTERIOR_STEPS}']:.2f} | {mean} | {detected} |")
     return lines
 
 
@@ -261,16 +265,19 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def ensemble_table(result: dict[str, Any], k: int) -> list[str]:
-    """Markdown lines: one sample and the mean of K from the default and the faithful sampler."""
+    """Markdown lines: one sample and the mean of K from the faithful sampler, and from the
+    default one where it was measured (``--default-ensemble``)."""
     order = FAITHFUL_SAMPLER["solver_order"]
-    lines = ["", f"Ensembles of {k} from the default sampler and from the faithful one"
-             f" (`solver_order={order}`); calibration: RMS(mean - clean) / RMS(std), which is"
+    lines = ["", f"Ensembles of {k} from the faithful sampler (`solver_order={order}`) and,"
+             " where measured, from the default one;"
+             " calibration: RMS(mean - clean) / RMS(std), which is"
              f" {np.sqrt(1 + 1 / k):.2f} for a calibrated posterior:", "",
              f"| type | sampler | one sample (dB) | mean of {k} (dB) | gain (dB) | calibration |",
              "|---|---|---|---|---|---|"]
     for kind in result["claimed"]:
         row = result["rows"][kind]
-        for name, r in (("default", row), ("faithful", row["faithful"])):
+        pairs = [("default", row.get("default_ensemble")), ("faithful", row["faithful"])]
+        for name, r in ((n, r) for n, r in pairs if r is not None):
             calibration = r["error_over_std"]
             shown = "-" if calibration is None else f"{calibration:.2f}"
             lines.append(f"| {kind} | {name} | {r['single']:.2f} | {r[f'mean_of_{k}']:.2f} |"
@@ -324,7 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crops", type=int, default=1, help="quality crops per held-out photo")
     p.add_argument("--detect-crops", type=int, default=20, help="detection crops per photo")
     p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--samples", type=int, default=8, help="K of the ensemble")
+    p.add_argument("--samples", type=int, default=8, help="K of the ensembles")
+    p.add_argument("--default-ensemble", action="store_true",
+                   help="also the mean of K from the default sampler (K x steps more"
+                        " network evaluations per crop)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
@@ -359,6 +369,7 @@ def measure(pipe: Any, args: argparse.Namespace, argv: Sequence[str] | None) -> 
             Path(args.model).name if args.model else "shipped default model"),
         "photos": list(photos), "crops": args.crops, "crop": args.crop,
         "detect_crops": args.detect_crops, "samples": args.samples, "steps": args.steps,
+        "default_ensemble": args.default_ensemble,
         "posterior_steps": POSTERIOR_STEPS, "seed": args.seed,
         "threads": torch.get_num_threads(), "seconds": time.perf_counter() - start,
         "command": shlex.join(["python", "benchmarks/default_model_eval.py", *words]),

@@ -115,18 +115,21 @@ def test_lowlight_range_measures_what_the_pipeline_returns(evaluation, crops, ph
 
 def test_quality_runs_each_method_at_its_steps_and_restores_the_scheduler(evaluation, photos):
     """x0 estimate: 1 step of the MR Sampler; posterior: 100 steps of MRPosteriorScheduler;
-    then one sample and the ensemble at ``steps`` with the pipeline's own scheduler."""
+    then one sample at ``steps`` with the pipeline's own scheduler; an ensemble is one
+    sample and one call with ``num_samples=K``."""
     pipe = IdentityPipeline()
     original = pipe.scheduler
     lq = torch.rand(2, 3, 16, 16)
     gt = (lq + 0.01).clamp(0, 1)
-    row = evaluation.quality(pipe, lq, gt, steps=10, k=4)
+    row = evaluation.quality(pipe, lq, gt, steps=10)
     assert pipe.steps == [("MRSamplerScheduler", 1), ("MRPosteriorScheduler", 100),
-                          ("MRSamplerScheduler", 10), ("MRSamplerScheduler", 10)]
+                          ("MRSamplerScheduler", 10)]
     assert pipe.scheduler is original
-    for key in ("x0", "posterior100", "single", "mean_of_4"):
+    for key in ("x0", "posterior100", "single"):
         assert row[key] == pytest.approx(row["input"])
-    assert row["error_over_std"] is None
+    ensemble = evaluation.ensemble(pipe, lq, gt, steps=10, k=4)
+    assert ensemble["single"] == ensemble["mean_of_4"] == pytest.approx(row["input"])
+    assert ensemble["error_over_std"] is None  # no spread
 
 
 def test_targets_use_issue_25_thresholds_and_the_faithful_ensemble(evaluation):
@@ -135,7 +138,8 @@ def test_targets_use_issue_25_thresholds_and_the_faithful_ensemble(evaluation):
                 "mean_of_8": mean, "error_over_std": 1.1, "claimed": True}
 
     result = {"claimed": ["noise", "lowlight"], "rows": {
-        "noise": {**row(27.4, 27.6), "detected": {"noise": 1.0}, "faithful": row(25.0, 26.5)},
+        "noise": {**row(27.4, 27.6), "detected": {"noise": 1.0}, "faithful": row(25.0, 26.5),
+                  "default_ensemble": row(27.4, 27.6)},
         "lowlight": {**row(33.5, 33.6), "detected": {"lowlight": 0.9, "clean": 0.1},
                      "faithful": row(30.0, 30.5)},
         "clean": {**row(float("inf"), float("inf")), "detected": {"clean": 1.0}},
@@ -151,9 +155,13 @@ def test_targets_use_issue_25_thresholds_and_the_faithful_ensemble(evaluation):
     value, _, met = checks["detection accuracy, claimed types and clean"]
     assert value == pytest.approx(29 / 30) and met
     table = "\n".join(evaluation.quality_table({**result, "meta": {"steps": 10}}))
-    assert "| noise | yes | 20.00 | 26.00 | 27.40 | 24.00 | 27.60 | noise 100% |" in table
+    assert "| noise | yes | 20.00 | 26.00 | 27.40 | 24.00 | 26.50 | noise 100% |" in table
+    assert "| clean | yes | 20.00 | 26.00 | inf | 24.00 | - | clean 100% |" in table
     ensembles = "\n".join(evaluation.ensemble_table(result, 8))
+    assert "| noise | default | 27.40 | 27.60 | +0.20 | 1.10 |" in ensembles
     assert "| noise | faithful | 25.00 | 26.50 | +1.50 | 1.10 |" in ensembles
+    assert "| lowlight | faithful | 30.00 | 30.50 | +0.50 | 1.10 |" in ensembles
+    assert "| lowlight | default" not in ensembles
 
 
 def test_scheduler_overrides_are_undone(evaluation):
