@@ -249,8 +249,8 @@ def default_model_gains() -> str:
             f" (x0 estimate {r['x0'] - r['input']:+.1f} dB, posterior@100"
             f" {r['posterior100'] - r['input']:+.1f} dB); the mean of {k} from the faithful"
             f" sampler (`solver_order=2`) adds {f[f'mean_of_{k}'] - f['single']:+.1f} dB over"
-            f" its one sample, with a spread that matches the error within the calibration"
-            f" {f['error_over_std']:.2f}{default}.")
+            f" its one sample (calibration {f['error_over_std']:.2f}; 1.06 where the spread"
+            f" matches the error){default}.")
     return "\n".join(lines)
 
 

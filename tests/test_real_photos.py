@@ -199,10 +199,15 @@ def test_a_photo_detected_otherwise_is_also_restored_with_its_kind_forced(bench,
     assert noisy_rows[0]["noise_after"] == noisy_rows[0]["noise_before"]
 
 
-def test_photos_are_downscaled_to_the_pixel_budget(bench, tmp_path):
+def test_larger_photos_are_cropped_to_their_centre(bench, tmp_path):
     path = tmp_path / "big.png"
-    Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(path)
+    pixels = np.random.default_rng(3).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
     small = bench.load_photo(path, 30_000)
-    assert small.shape[2] == 3 and small.shape[0] * small.shape[1] <= 30_000
-    assert small.shape[1] / small.shape[0] == pytest.approx(4 / 3, rel=0.02)
+    h, w = small.shape[:2]
+    assert small.shape[2] == 3 and h * w <= 30_000
+    assert w / h == pytest.approx(4 / 3, rel=0.02)
+    top, left = (300 - h) // 2, (400 - w) // 2
+    np.testing.assert_array_equal(np.round(255 * small).astype(np.uint8),
+                                  pixels[top : top + h, left : left + w])
     assert bench.load_photo(path, 10**6).shape == (300, 400, 3)
