@@ -86,10 +86,10 @@ def measures(kind: str, output: np.ndarray, image: np.ndarray) -> dict[str, floa
             "low_pass_psnr": low_pass_psnr(output, image)}
 
 
-def measure_photo(pipe: Any, name: str, image: np.ndarray, steps: int
+def measure_photo(pipe: Any, name: str, image: np.ndarray, steps: int, forced_too: bool = True
                   ) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
-    """The auto-type row of one photograph, plus a forced row where the detected type is
-    not its kind; and the outputs."""
+    """The auto-type row of one photograph, plus (``forced_too``) a forced row where the
+    detected type is not its kind; and the outputs."""
     from diffusers_mrs.cli.restore import degradation_line
     from diffusers_mrs.restore_settings import degradation_types
 
@@ -106,7 +106,7 @@ def measure_photo(pipe: Any, name: str, image: np.ndarray, steps: int
                      "seconds": time.perf_counter() - start, **measures(kind, output, image)})
         outputs.append(output)
         print(rows[-1], flush=True)
-        if used == EXPECTED_TYPE[kind]:
+        if used == EXPECTED_TYPE[kind] or not forced_too:
             break
     return rows, outputs
 
@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--max-pixels", type=int, default=512 * 512,
                    help="restore only the centre of this many pixels of larger photographs")
+    p.add_argument("--no-forced", action="store_true",
+                   help="only the detected type: no second restoration with the kind forced")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS)
     return p
@@ -214,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pipe.set_progress_bar_config(disable=True)
     start, rows, outputs = time.perf_counter(), [], {}
     for name, image in photos.items():
-        photo_rows, outputs[name] = measure_photo(pipe, name, image, args.steps)
+        photo_rows, outputs[name] = measure_photo(pipe, name, image, args.steps,
+                                                  not args.no_forced)
         rows += photo_rows
     words = sys.argv[1:] if argv is None else list(argv)
     result = {"meta": {

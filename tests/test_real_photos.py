@@ -193,6 +193,9 @@ def test_a_photo_detected_otherwise_is_also_restored_with_its_kind_forced(bench,
     assert forced["type"] == "lowlight" and forced["hue_p90"] < 1e-4
     assert forced["luma_after"] == pytest.approx(1.5 * forced["luma_before"], rel=1e-5)
     assert bench.verdicts(forced) == {"hue median <= 3 deg": True, "hue p90 <= 8 deg": True}
+    only_auto, _ = bench.measure_photo(CleanPipeline(), "lowlight/x", dark, steps=2,
+                                       forced_too=False)
+    assert [r["mode"] for r in only_auto] == ["auto"]
     noisy_rows, _ = bench.measure_photo(CleanPipeline(), "noisy/y", colours.astype(np.float32),
                                         steps=2)
     assert noisy_rows[0]["low_pass_psnr"] == float("inf")
