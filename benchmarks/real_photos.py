@@ -123,9 +123,11 @@ def verdicts(row: dict[str, Any]) -> dict[str, bool]:
 def markdown(result: dict[str, Any]) -> str:
     """``real_photos.md``: the setting, a table per kind, and the lines the CLI prints."""
     m = result["meta"]
+    forced = (" (and forced to the photo's kind where detected otherwise)"
+              if m.get("forced_too", True) else "")
     lines = [f"{m['model_name']} on real photographs (no ground truth), {m['steps']} steps, one"
-             f" sample, type detected (and forced to the photo's kind where detected"
-             f" otherwise); of photographs over {m['max_pixels']:,} pixels, the centre. Command:"
+             f" sample, type detected{forced}; of photographs over {m['max_pixels']:,} pixels,"
+             " the centre. Command:"
              f" `{m['command']}` ({m['threads']} thread(s), {m['seconds'] / 60:.1f} min).", "",
              "Low light (hue angle: YCbCr chroma, pixels with input max channel >= 0.06;"
              " targets median <= 3, p90 <= 8 degrees):", "",
@@ -223,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = {"meta": {
         "model": args.model, "model_name": args.name or (
             Path(args.model).name if args.model else "shipped default model"),
-        "steps": args.steps, "max_pixels": args.max_pixels, "threads": torch.get_num_threads(),
+        "steps": args.steps, "max_pixels": args.max_pixels, "forced_too": not args.no_forced,
+        "threads": torch.get_num_threads(),
         "seconds": time.perf_counter() - start,
         "command": shlex.join(["python", "benchmarks/real_photos.py", *words]),
         "sources": [{k: files[n][k] for k in ("name", "package", "package_version",
