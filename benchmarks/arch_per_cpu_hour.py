@@ -8,7 +8,7 @@ degraded on the fly (``--kinds``, default noise and low light), the default mode
 size (64) and batch (8), v-prediction, continuous t, MSE on the x0 estimate, ``max_sigma``
 10/255, AdamW 3e-4 with a cosine decay over the time budget, EMA. Each trained pipeline
 (EMA weights) then restores random ``--crop`` px crops of the held-out photos (``chelsea``,
-``coffee``, ``flower``: ``held_out_crops`` of ``default_model_eval.py``) with the MR Sampler
+``coffee``, ``flower``: ``bundled_crops`` of ``held_out_crops.py``) with the MR Sampler
 scheduler it was saved with, ``--steps`` steps, one posterior sample per crop.
 
 Per configuration: parameters, training steps done, seconds per step, seconds per network
@@ -49,7 +49,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from default_model_eval import held_out_crops, one_sample
+from default_model_eval import one_sample
+from held_out_crops import bundled_crops
 from nfe_run import seconds_per_forward
 from tqdm.auto import tqdm
 
@@ -158,10 +159,10 @@ def forward_seconds(unet: torch.nn.Module, size: int, repeats: int) -> float:
 def restoration_psnr(pipe: Any, kinds: Sequence[str], args: argparse.Namespace
                      ) -> dict[str, dict[str, float]]:
     """Per kind: mean PSNR of the input and of one sample per held-out crop, and the gain
-    (crop ``i`` draws its noise from seed ``i``, as ``default_model_eval.quality``)."""
+    (crop ``i`` draws its noise from seed ``i``, as ``default_model_eval.one_sample``)."""
     out = {}
     for kind in kinds:
-        lq, gt = held_out_crops(kind, args.crops, args.crop, args.seed)
+        lq, gt = bundled_crops(kind, args.crops, args.crop, args.seed)
         restored = one_sample(pipe, lq, args.steps)
         p_in, p_out = float(np.mean(psnr(lq, gt))), float(np.mean(psnr(restored, gt)))
         out[kind] = {"input": p_in, "output": p_out, "gain": p_out - p_in}

@@ -206,61 +206,61 @@ def tiling_memory() -> str:
 # ---- the default model (default_model_eval.py) -------------------------------------------
 
 
-def _samples(result: dict[str, Any]) -> int:
-    key = next(k for k in result["rows"]["noise"] if k.startswith("mean_of_"))
-    return int(key.removeprefix("mean_of_"))
-
-
 def default_model_quality() -> str:
+    from default_model_eval import quality_table, setting
+
     result = load("default_model.json")
-    k = _samples(result)
-    rows = []
-    for kind, r in result["rows"].items():
-        detected = ", ".join(f"{n} {p:.0%}" for n, p in
-                             sorted(r["detected"].items(), key=lambda item: -item[1]))
-        rows.append([kind, "yes" if r["claimed"] else "no", f"{r['input']:.2f}",
-                     f"{r['single']:.2f}", f"{r[f'mean_of_{k}']:.2f}", detected])
-    return table(["type", "claimed", "input (dB)", "one sample (dB)", f"mean of {k} (dB)",
-                  "detected as"], rows)
+    return setting(result) + "\n\n" + "\n".join(quality_table(result))
 
 
 def default_model_ensembles() -> str:
-    from default_model_eval import ensemble_table
+    from default_model_eval import ensemble_table, samples_of
 
     result = load("default_model.json")
-    return "\n".join(ensemble_table(result, _samples(result)))
+    return "\n".join(ensemble_table(result, samples_of(result)))
 
 
 def default_model_targets() -> str:
-    from default_model_eval import check_targets
+    from default_model_eval import targets_table
 
-    result = load("default_model.json")
-    rows = [[name, f"{value:.3f}", f"{threshold:g}", "yes" if met else "NO"]
-            for name, value, threshold, met in check_targets(result, _samples(result))]
-    return table(["target", "measured", "threshold", "met"], rows)
+    return "\n".join(targets_table(load("default_model.json")))
 
 
 def default_model_lowlight() -> str:
-    rows = [[f"{r['gain']:g}", f"{r['gamma']:g}", f"{r['input']:.2f}", f"{r['single']:.2f}",
-             f"{r['detected_lowlight']:.0%}", f"{r['brightness_ratio']:.2f}"]
-            for r in load("default_model.json")["lowlight_range"]]
-    return table(["gain", "gamma", "input (dB)", "one sample (dB)", "detected as low light",
-                  "brightness"], rows)
+    from default_model_eval import lowlight_table
+
+    return "\n".join(lowlight_table(load("default_model.json")))
 
 
 def default_model_gains() -> str:
+    from default_model_eval import samples_of
+
     result = load("default_model.json")
-    k = _samples(result)
+    k = samples_of(result)
     lines = []
     for kind in result["claimed"]:
         r, f = result["rows"][kind], result["rows"][kind]["faithful"]
+        d = r.get("default_ensemble")
+        default = ("" if d is None else f"; the default sampler's mean of {k} adds"
+                   f" {d[f'mean_of_{k}'] - d['single']:+.1f} dB (calibration"
+                   f" {d['error_over_std']:.2f})")
         lines.append(
-            f"- **{kind}**: one sample gains {r['single'] - r['input']:+.1f} dB over the input;"
-            f" the mean of {k} adds {r[f'mean_of_{k}'] - r['single']:+.1f} dB with the default"
-            f" sampler and {f[f'mean_of_{k}'] - f['single']:+.1f} dB over one sample with the"
-            f" faithful one (`solver_order=2`), whose spread matches the error (calibration"
-            f" {f['error_over_std']:.2f}; the default sampler's: {r['error_over_std']:.2f}).")
+            f"- **{kind}**: one sample gains {r['single'] - r['input']:+.1f} dB over the input"
+            f" (x0 estimate {r['x0'] - r['input']:+.1f} dB, posterior@100"
+            f" {r['posterior100'] - r['input']:+.1f} dB); the mean of {k} from the faithful"
+            f" sampler (`solver_order=2`) adds {f[f'mean_of_{k}'] - f['single']:+.1f} dB over"
+            f" its one sample (calibration {f['error_over_std']:.2f}; 1.06 where the spread"
+            f" matches the error){default}.")
     return "\n".join(lines)
+
+
+# ---- real photographs (real_photos.py) --------------------------------------------------
+
+
+def real_photos() -> str:
+    from real_photos import markdown
+
+    return markdown(load("real_photos.json"))
 
 
 # ---- which network per CPU-hour (arch_per_cpu_hour.py) -----------------------------------
@@ -363,6 +363,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "default-model-targets": default_model_targets,
     "default-model-lowlight": default_model_lowlight,
     "default-model-gains": default_model_gains,
+    "real-photos": real_photos,
     "arch": arch_table,
     **{name.replace("_", "-"): functools.partial(recorded, name)
        for name in ("step_cost", "daclip_speed", "tile_size", "compile_pad", "ensemble_bundled")},
