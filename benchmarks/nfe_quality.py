@@ -60,7 +60,7 @@ from nfe_plan import (
     select_methods,
     unique_evaluations,
 )
-from nfe_plots import plot_grid, plot_psnr_vs_nfe
+from nfe_plots import plot_grid, plot_ode_distance, plot_psnr_vs_nfe
 from nfe_report import markdown_report, read_json, targets_summary, write_json
 from nfe_run import (
     BenchData,
@@ -86,19 +86,21 @@ def write_outputs(
     figures: bool = True,
     grid_photo: str | None = None,
 ) -> dict[str, Any]:
-    """Writes results.json, results.md and (``figures``) psnr_vs_nfe.png and grid.png."""
+    """Writes results.json, results.md and (``figures``) psnr_vs_nfe.png,
+    ode_distance_vs_nfe.png (where distances were measured) and grid.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results = results_dict(state, methods, data, meta)
     write_json(results, out_dir / "results.json")
     (out_dir / "results.md").write_text(markdown_report(results) + "\n", encoding="utf-8")
     if figures:
         plot_psnr_vs_nfe(results, out_dir / "psnr_vs_nfe.png")
+        plot_ode_distance(results, out_dir / "ode_distance_vs_nfe.png")
         plot_grid(data, state.grid_images, out_dir / "grid.png", photo=grid_photo)
     return results
 
 
 def rewrite_report(out_dir: Path) -> int:
-    """``--report-only``: results.md and psnr_vs_nfe.png again from ``results.json``."""
+    """``--report-only``: results.md and the plots again from ``results.json``."""
     path = out_dir / "results.json"
     if not path.is_file():
         print(f"error: {path} does not exist; run the benchmark first", file=sys.stderr)
@@ -106,7 +108,8 @@ def rewrite_report(out_dir: Path) -> int:
     results = read_json(path)
     (out_dir / "results.md").write_text(markdown_report(results) + "\n", encoding="utf-8")
     plot_psnr_vs_nfe(results, out_dir / "psnr_vs_nfe.png")
-    print(f"wrote {out_dir}/results.md and psnr_vs_nfe.png from {path}")
+    plot_ode_distance(results, out_dir / "ode_distance_vs_nfe.png")
+    print(f"wrote {out_dir}/results.md and the plots from {path}")
     return 0
 
 
