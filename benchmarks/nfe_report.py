@@ -382,7 +382,8 @@ def markdown_report(results: dict[str, Any]) -> str:
             out += ["MR Sampler variants (SDE/ODE, d = data, n = noise parameterization,"
                     " order):", "", quality_table(results, variant_keys, kind), ""]
         if unipc_keys:
-            out += ["MR UniPC (B(h), order; data parameterization):", "",
+            out += ["MR UniPC (B(h), order; n = noise parameterization, else data;"
+                    " x = the exact single weight):", "",
                     quality_table(results, unipc_keys, kind), ""]
     out += distance_section(results)
     all_keys = main_keys + variant_keys + unipc_keys

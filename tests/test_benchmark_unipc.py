@@ -83,6 +83,7 @@ def test_ode_distance_end_to_end(nq, tmp_path):
     assert "| NFE | MRS-ODE-d-2 | MRS-ODE-n-1 | UniPC-bh1-2 | UniPC-bh2-3 |" in report
     assert "MR UniPC (B(h), order" in report and "Best UniPC @" not in report  # no NFE 5
     assert (out / "psnr_vs_nfe.png").stat().st_size > 0
+    assert (out / "ode_distance_vs_nfe.png").stat().st_size > 0
 
 
 def test_ode_distance_is_the_rms_difference(nq):
