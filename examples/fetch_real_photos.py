@@ -19,9 +19,9 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import time
 
+from diffusers_mrs.training.photo_sources import fetch_argument_parser
 from diffusers_mrs.training.real_photo_sources import (
     REAL_PHOTOS,
     default_real_photos_dir,
@@ -30,13 +30,7 @@ from diffusers_mrs.training.real_photo_sources import (
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache-dir", default=None,
-                        help=f"cache folder (default {default_real_photos_dir()})")
-    parser.add_argument("--sources", nargs="+", choices=("deb", "python"),
-                        default=["deb", "python"], help="which sources to fetch")
-    parser.add_argument("--refresh", action="store_true",
-                        help="accept files whose SHA-256 changed upstream")
+    parser = fetch_argument_parser(__doc__.split("\n\n")[0], default_real_photos_dir())
     args = parser.parse_args(argv)
     entries = [e for e in REAL_PHOTOS if e.source in args.sources]
     start = time.perf_counter()

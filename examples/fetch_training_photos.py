@@ -22,25 +22,19 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from diffusers_mrs.training.photo_sources import (
     PHOTOS,
     VAL_PHOTO_NAMES,
     default_cache_dir,
+    fetch_argument_parser,
     fetch_photos,
 )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache-dir", default=None,
-                        help=f"cache folder (default {default_cache_dir()})")
-    parser.add_argument("--sources", nargs="+", choices=("deb", "python"),
-                        default=["deb", "python"], help="which sources to fetch")
-    parser.add_argument("--refresh", action="store_true",
-                        help="accept files whose SHA-256 changed upstream")
+    parser = fetch_argument_parser(__doc__.split("\n\n")[0], default_cache_dir())
     args = parser.parse_args(argv)
     entries = [e for e in PHOTOS if e.source in args.sources]
     names = {e.name for e in entries}

@@ -16,6 +16,7 @@ or corrupt. See ``docs/training_data.md``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ __all__ = [
     "PhotoEntry",
     "check_selection",
     "default_cache_dir",
+    "fetch_argument_parser",
     "fetch_photos",
     "load_manifest",
     "photo_paths",
@@ -366,3 +368,16 @@ def photo_paths(cache_dir: str | Path | None = None, split: str = "train") -> li
         raise FileNotFoundError(f"{len(missing)} photos missing from {cache} ({missing[:3]}): "
                                 "run examples/fetch_training_photos.py again")
     return paths
+
+
+def fetch_argument_parser(description: str, default_dir: Path) -> argparse.ArgumentParser:
+    """The options of the photo-fetching commands (``examples/fetch_training_photos.py``,
+    ``examples/fetch_real_photos.py``): ``--cache-dir``, ``--sources`` and ``--refresh``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--cache-dir", default=None,
+                        help=f"cache folder (default {default_dir})")
+    parser.add_argument("--sources", nargs="+", choices=("deb", "python"),
+                        default=["deb", "python"], help="which sources to fetch")
+    parser.add_argument("--refresh", action="store_true",
+                        help="accept files whose SHA-256 changed upstream")
+    return parser
