@@ -116,6 +116,20 @@ class MRSchedulerBase:
     _compatibles: ClassVar[list[str]] = list(MR_SCHEDULERS)
     order = 1
 
+    @staticmethod
+    def _config_from_betas_config(config: dict) -> dict | None:
+        """This class's exact equivalent of a DDPM-style config (``beta_schedule``, no
+        ``theta_schedule``), or None where the class takes such configs as they are."""
+        return None
+
+    @classmethod
+    def from_config(cls, config=None, return_unused_kwargs: bool = False, **kwargs):
+        """Like diffusers' ``from_config``; a DDPM-style config becomes its exact VP
+        equivalent where the class defines one (docs/math.md#shifted-coordinates)."""
+        if config is not None and "beta_schedule" in config and "theta_schedule" not in config:
+            config = cls._config_from_betas_config(dict(config)) or config
+        return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+
     # ---------------------------------------------------------------- construction
     def _build_schedule(self) -> None:
         cfg = self.config

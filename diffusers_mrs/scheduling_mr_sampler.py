@@ -129,14 +129,10 @@ class MRSamplerScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
         self._history: list[torch.Tensor] = []
 
     # ---------------------------------------------------------------- config conversion
-    @classmethod
-    def from_config(cls, config: Any = None, return_unused_kwargs: bool = False, **kwargs):
-        """Like diffusers' ``from_config``; a DDPM-style config (``beta_schedule``, no
-        ``theta_schedule``) becomes its exact VP equivalent
-        (docs/math.md#shifted-coordinates)."""
-        if config is not None and "beta_schedule" in config and "theta_schedule" not in config:
-            config = vp_config_from_betas_config(dict(config))
-        return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+    @staticmethod
+    def _config_from_betas_config(config: dict) -> dict:
+        """The exact VP equivalent of a DDPM-style config."""
+        return vp_config_from_betas_config(config)
 
     # ---------------------------------------------------------------- timesteps
     def set_timesteps(

@@ -131,14 +131,11 @@ class MRUniPCScheduler(MRSchedulerBase, SchedulerMixin, ConfigMixin):
         self._last_y: torch.Tensor | None = None
 
     # ---------------------------------------------------------------- config conversion
-    @classmethod
-    def from_config(cls, config: Any = None, return_unused_kwargs: bool = False, **kwargs):
-        """Like diffusers' ``from_config``; a DDPM-style config (``beta_schedule``, no
-        ``theta_schedule``), such as a ``UniPCMultistepScheduler``'s, becomes its exact VP
-        equivalent (docs/math.md#shifted-coordinates), ``predict_x0`` its parameterization."""
-        if config is not None and "beta_schedule" in config and "theta_schedule" not in config:
-            config = unipc_config_from_betas_config(dict(config))
-        return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+    @staticmethod
+    def _config_from_betas_config(config: dict) -> dict:
+        """The exact VP equivalent of a DDPM-style config such as a
+        ``UniPCMultistepScheduler``'s; ``predict_x0`` becomes the parameterization."""
+        return unipc_config_from_betas_config(config)
 
     # ---------------------------------------------------------------- timesteps
     def set_timesteps(
