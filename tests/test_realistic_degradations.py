@@ -144,3 +144,28 @@ def test_patch_dataset_takes_uint8_images_and_a_degrader() -> None:
         np.testing.assert_array_equal(gt.numpy(), gt_f.numpy())
         np.testing.assert_array_equal(lq.numpy(), lq_f.numpy())
         assert _is_8bit(lq.numpy()) and _is_8bit(gt.numpy())
+
+
+def test_range_overrides_replace_only_their_entry() -> None:
+    """``ranges={"color_gain": (1, 1)}``: low light without a colour cast, the other
+    parameters still drawn from their default ranges; an unknown name is refused."""
+    for seed in range(20):
+        p = sample_realistic_params("lowlight", seed, ranges={"color_gain": (1.0, 1.0)})
+        assert p["color_gain"] == pytest.approx((1.0, 1.0, 1.0))
+        assert LOWLIGHT_RANGES["gain"][0] <= p["gain"] <= LOWLIGHT_RANGES["gain"][1]
+    flat = _flat(0.5, 64)
+    no_noise = {"shot_noise": (1e-12, 1e-12), "read_std": (1e-12, 1e-12),
+                "color_gain": (1.0, 1.0)}
+    out = degrade_realistic(flat, "lowlight", 3, ranges=no_noise)
+    assert np.ptp(out.reshape(-1, 3).mean(axis=0)) == 0.0  # equal channels: no cast
+    with pytest.raises(ValueError, match="colour_gain"):
+        sample_realistic_params("lowlight", 0, ranges={"colour_gain": (1.0, 1.0)})
+
+
+def test_training_images_pass_the_ranges_to_the_degrader(tmp_path) -> None:
+    from diffusers_mrs.training.photo_data import training_images
+
+    with pytest.raises(ValueError, match="photos only"):
+        training_images("bundled", {"color_gain": (1.0, 1.0)})
+    with pytest.raises(ValueError, match="gamma_range"):
+        training_images(f"photos:{tmp_path}", {"gamma_range": (1.0, 1.0)})

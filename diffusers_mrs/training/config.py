@@ -36,6 +36,10 @@ class TrainingConfig:
         "degradations of the bundled data, each entry equally likely (list one twice to draw it"
         " twice as often; \"clean\" is the undegraded photo)", choices=TRAINING_KINDS))
     randomize_degradations: bool = True
+    realistic_ranges: dict[str, Any] = field(default_factory=dict, metadata=_help(
+        "JSON dict replacing ranges of the realistic degradation model (photos only;"
+        " docs/training_data.md#degradation-model), e.g. '{\"color_gain\": [1, 1]}' for"
+        " low light without a colour cast"))
     patch_size: int = 64
     train_batch_size: int = 8
     dataloader_num_workers: int = 0

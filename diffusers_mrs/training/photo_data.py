@@ -9,15 +9,17 @@ fixed held-out split; ``--train_data bundled`` keeps the bundled photos and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..data import DEGRADATION_KINDS, bundled_photos, degrade, make_validation_set
 from .photo_sources import photo_paths
-from .realistic_degradations import degrade_realistic
+from .realistic_degradations import degrade_realistic, realistic_ranges
 
 __all__ = [
     "PHOTOS_SPEC",
@@ -74,14 +76,19 @@ def load_photos(
 
 
 def training_images(
-    train_data: str,
+    train_data: str, ranges: dict[str, Any] | None = None
 ) -> tuple[list[np.ndarray], Callable[..., np.ndarray]]:
     """The clean training images of ``train_data`` and the degradation to apply to them:
     ``bundled`` -> the bundled training photos with :func:`diffusers_mrs.data.degrade`;
-    ``photos[:DIR]`` -> the fetched training split with :func:`.degrade_realistic`."""
+    ``photos[:DIR]`` -> the fetched training split with :func:`.degrade_realistic`, its
+    parameter ranges with ``ranges`` replacing entries of the same name."""
     if train_data == "bundled":
+        if ranges:
+            raise ValueError("realistic_ranges apply to --train_data photos only")
         return list(bundled_photos("train").values()), degrade
-    return list(load_photos(photos_cache_dir(train_data), "train").values()), degrade_realistic
+    realistic_ranges(ranges)  # unknown names fail here, before any photo is loaded
+    photos = list(load_photos(photos_cache_dir(train_data), "train").values())
+    return photos, functools.partial(degrade_realistic, ranges=dict(ranges or {}))
 
 
 def photo_validation_set(

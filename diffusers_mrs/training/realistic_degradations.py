@@ -40,6 +40,7 @@ __all__ = [
     "lowlight",
     "noise",
     "quantize_8bit",
+    "realistic_ranges",
     "sample_realistic_params",
 ]
 
@@ -75,8 +76,22 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float, size: int | 
     return np.exp(rng.uniform(np.log(low), np.log(high), size=size))
 
 
+def realistic_ranges(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:data:`LOWLIGHT_RANGES` and :data:`NOISE_RANGES` in one dict, with ``overrides``
+    (e.g. ``{"color_gain": (1, 1)}``: no colour cast) replacing entries of the same name."""
+    ranges: dict[str, Any] = {**LOWLIGHT_RANGES, **NOISE_RANGES}
+    unknown = sorted(set(overrides or {}) - set(ranges))
+    if unknown:
+        raise ValueError(f"unknown realistic degradation range(s) {unknown}; "
+                         f"expected some of {sorted(ranges)}")
+    return {**ranges, **(overrides or {})}
+
+
 def sample_realistic_params(
-    kind: str, rng: np.random.Generator | int | None = None, randomize: bool = True
+    kind: str,
+    rng: np.random.Generator | int | None = None,
+    randomize: bool = True,
+    ranges: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The parameters of one ``lowlight`` or ``noise`` sample (see the module docstring).
 
@@ -84,19 +99,20 @@ def sample_realistic_params(
         kind: ``"lowlight"`` or ``"noise"``.
         rng: generator or seed of the draw.
         randomize: ``False`` returns :data:`NOMINAL_REALISTIC_PARAMS` ``[kind]``.
+        ranges: replacements for entries of the default ranges (:func:`realistic_ranges`).
     """
     if kind not in REALISTIC_KINDS:
         raise ValueError(f"kind must be one of {REALISTIC_KINDS}, got {kind!r}")
+    r = realistic_ranges(ranges)
     if not randomize:
         return dict(NOMINAL_REALISTIC_PARAMS[kind])
     rng = np.random.default_rng(rng)
     if kind == "noise":
-        q_low, q_high = NOISE_RANGES["jpeg_quality"]
-        jpeg = rng.uniform() < NOISE_RANGES["jpeg_probability"]
+        q_low, q_high = r["jpeg_quality"]
+        jpeg = rng.uniform() < r["jpeg_probability"]
         quality = int(rng.integers(q_low, q_high + 1))
-        return {"std": float(rng.uniform(*NOISE_RANGES["std"])),
+        return {"std": float(rng.uniform(*r["std"])),
                 "jpeg_quality": quality if jpeg else 0}
-    r = LOWLIGHT_RANGES
     return {"gain": float(_log_uniform(rng, *r["gain"])),
             "gamma": float(rng.uniform(*r["gamma"])),
             "color_gain": tuple(float(k) for k in _log_uniform(rng, *r["color_gain"], size=3)),
@@ -133,12 +149,14 @@ def degrade_realistic(
     rng: np.random.Generator | int | None = None,
     randomize: bool = True,
     params: dict[str, Any] | None = None,
+    ranges: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Degrade a clean ``H x W x 3`` image in ``[0, 1]`` (same signature as
     :func:`diffusers_mrs.data.degrade` for NumPy images, so it can be a dataset's degrader).
 
     ``lowlight`` and ``noise`` follow the model of the module docstring (parameters drawn
-    per call unless ``randomize`` is ``False`` or ``params`` are given); ``blur``, ``jpeg``
+    per call, from the default ranges with ``ranges`` replacing entries of the same name,
+    unless ``randomize`` is ``False`` or ``params`` are given); ``blur``, ``jpeg``
     and ``clean`` are :func:`diffusers_mrs.data.degrade`'s. Returns float32 (or the input's
     float dtype).
     """
@@ -150,7 +168,8 @@ def degrade_realistic(
     rng = np.random.default_rng(rng)
     if kind not in REALISTIC_KINDS:
         return degrade(image, kind, rng, randomize=randomize, params=params)
-    p = dict(params) if params is not None else sample_realistic_params(kind, rng, randomize)
+    p = (dict(params) if params is not None
+         else sample_realistic_params(kind, rng, randomize, ranges))
     x = image.astype(np.float64, copy=False)
     out = lowlight(x, rng, p) if kind == "lowlight" else noise(x, rng, p)
     dtype = image.dtype if np.issubdtype(image.dtype, np.floating) else np.float32

@@ -281,7 +281,7 @@ class Trainer(TrainingLoop):
         cfg = self.config
         micro = cfg.train_batch_size * self.accelerator.num_processes
         if cfg.train_data == "bundled" or is_photos_spec(cfg.train_data):
-            images, degrader = training_images(cfg.train_data)
+            images, degrader = training_images(cfg.train_data, cfg.realistic_ranges)
             dataset: Any = DegradedPatchDataset(
                 images, patch_size=cfg.patch_size,
                 kinds=tuple(cfg.kinds), length=micro * cfg.gradient_accumulation_steps * 1000,

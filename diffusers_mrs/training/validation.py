@@ -90,9 +90,11 @@ def evaluate(
         unet.train()
     kinds = [label.split("/", 1)[0] for label in labels]
     p_in, p_out = mean_per_group(psnr(lq, gt), kinds), mean_per_group(psnr(out, gt), kinds)
+    p_x0 = mean_per_group(psnr(x0, gt), kinds)
     metrics = {"psnr_in": p_in["average"], "psnr_out": p_out["average"],
-               "psnr_x0_T": mean_per_group(psnr(x0, gt), kinds)["average"]}
+               "psnr_x0_T": p_x0["average"]}
     for kind in dict.fromkeys(kinds):
         metrics[f"{kind}/psnr_in"] = p_in[kind]
         metrics[f"{kind}/psnr_out"] = p_out[kind]
+        metrics[f"{kind}/psnr_x0_T"] = p_x0[kind]
     return metrics
