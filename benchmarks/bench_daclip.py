@@ -119,5 +119,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         record_table("daclip_speed", columns, rows, script_command(__file__, argv),
                      daclip_setting(params, args.threads, args.repeats))
 
+
 if __name__ == "__main__":
     main()

@@ -111,12 +111,15 @@ def step_setting(device: torch.device, threads: int, shape: tuple[int, ...], dty
             f"{shape} {dtype} tensor, {nfe} steps, median of {repeats}")
 
 
-def measure_variant(algorithm: str, param: str, order: int, tensors, args, device):
-    """``(medians in ms per step, sync count or None)`` of one solver variant."""
+def measure_variant(variant: tuple[str, str, int], tensors: Sequence[torch.Tensor], nfe: int,
+                    repeats: int, device: torch.device) -> tuple[dict[str, float], int | None]:
+    """``(median ms per step of "dpm", "mrs" and "mrs_mu", sync count or None)`` of one
+    solver ``variant`` ``(algorithm, parameterization, order)`` on ``tensors``
+    ``(x, model output, mu)``."""
     x, out, mu = tensors
-    mrs, dpm = make_pair(algorithm, param, order, args.nfe, device)
+    mrs, dpm = make_pair(*variant, nfe, device)
     runs: dict[str, list[float]] = {"dpm": [], "mrs": [], "mrs_mu": []}
-    for _ in range(args.repeats):  # interleaved, so drift hits all three alike
+    for _ in range(repeats):  # interleaved, so drift hits all three alike
         runs["dpm"].append(time_run(dpm, x, out, None, device))
         runs["mrs"].append(time_run(mrs, x, out, None, device))
         runs["mrs_mu"].append(time_run(mrs, x, out, mu, device))
@@ -151,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for (algorithm, param), order in [(k, o) for k in PAIRS for o in (1, 2, 3)]:
         if algorithm == "sde" and order == 3:
             continue  # diffusers has no third-order SDE solver
-        med, syncs = measure_variant(algorithm, param, order, tensors, args, device)
+        med, syncs = measure_variant((algorithm, param, order), tensors, args.nfe,
+                                     args.repeats, device)
         rows.append(step_row(f"{algorithm}-{param} order {order}", med, syncs))
         print(f"{rows[-1][0]:<28}{med['dpm']:>15.3f}{med['mrs']:>10.3f}{med['mrs_mu']:>11.3f}"
               f"{med['mrs'] / med['dpm']:>8.2f}{med['mrs_mu'] / med['dpm']:>10.2f}"
@@ -161,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         setting = step_setting(device, torch.get_num_threads(), shape, args.dtype, args.nfe,
                                args.repeats)
         record_table("step_cost", columns, rows, script_command(__file__, argv), setting)
+
 
 if __name__ == "__main__":
     main()

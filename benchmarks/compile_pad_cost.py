@@ -92,5 +92,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         record_table("compile_pad", COLUMNS, rows, script_command(__file__, argv),
                      pad_setting(args.model, args.steps, args.threads))
 
+
 if __name__ == "__main__":
     main()

@@ -8,10 +8,11 @@ sits in a marked block::
     <!-- /report_pages: NAME -->
 
 and this script rewrites each block from ``benchmarks/results/`` (the ``.json`` files the
-benchmarks write, and ``recorded.json`` for the scripts that only print). It reuses the
-benchmarks' own renderers (``nfe_report``, ``default_model_eval``, ``arch_per_cpu_hour``,
-``bench_restore``) where they exist, so a table reads the same in the docs as in the
-``.md`` the benchmark wrote next to its ``.json``.
+benchmarks write, and ``recorded.json``, where the scripts that only print write their
+table with ``--record``, :mod:`recorded`). It reuses the benchmarks' own renderers
+(``nfe_report``, ``default_model_eval``, ``arch_per_cpu_hour``, ``bench_restore``) where
+they exist, so a table reads the same in the docs as in the ``.md`` the benchmark wrote
+next to its ``.json``.
 
     python benchmarks/report_pages.py            # rewrite every block
     python benchmarks/report_pages.py --check    # exit 1 if any block is out of date

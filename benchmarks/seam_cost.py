@@ -110,5 +110,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         record_table("tile_size", *seam_table(psnr), script_command(__file__, argv),
                      seam_setting(args.model, args.size, args.steps))
 
+
 if __name__ == "__main__":
     main()
