@@ -50,11 +50,11 @@ def rounded(value: float, digits: int) -> float | str:
 
 
 def record_table(name: str, columns: Sequence[str], rows: Sequence[Sequence[Cell]],
-                 command: str, setting: str, path: Path = RECORDED) -> None:
+                 command: str, setting: str, path: Path | None = None) -> None:
     """Writes ``{"command", "setting", "columns", "rows"}`` as entry ``name`` of ``path``
-    (a new file if there is none): an existing entry is replaced in its place, a new one
-    goes last; the other entries and ``about`` are kept as they were. The file is written
-    whole into a temporary file, then renamed onto ``path``.
+    (default :data:`RECORDED`; a new file if there is none): an existing entry is replaced
+    in its place, a new one goes last; the other entries and ``about`` are kept as they
+    were. The file is written whole into a temporary file, then renamed onto ``path``.
 
     Raises:
         ValueError: an empty name, command, setting or column list, no rows, a row whose
@@ -62,6 +62,7 @@ def record_table(name: str, columns: Sequence[str], rows: Sequence[Sequence[Cell
             a finite float; nothing is written.
     """
     _check_table(name, columns, rows, command, setting)
+    path = RECORDED if path is None else Path(path)
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     if not isinstance(data, dict):
         raise ValueError(f"{path} does not hold a JSON object")
