@@ -7,6 +7,11 @@ printing, it calls :func:`record_table` with the table it printed, which replace
 script's one entry ``{"command", "setting", "columns", "rows"}`` in the file and leaves the
 other entries and the ``about`` text as they were. ``report_blocks.recorded`` renders an
 entry into the docs (docs/benchmarks.md).
+
+Every entry comes from one run, so its command is one command line: ``bench_daclip.py
+--sizes 64 256`` measures a column per size, ``ensemble_gain.py --solver-order 1 2`` a row
+per image and sampler, ``bench_step.py --threads 1`` sets the threads that an
+``OMP_NUM_THREADS=1`` prefix used to.
 """
 
 from __future__ import annotations
