@@ -263,6 +263,15 @@ def real_photos() -> str:
     return markdown(load("real_photos.json"))
 
 
+# ---- the v4 candidate's gains against training CPU-hours (training_curve.py) ---------------
+
+
+def training_curve() -> str:
+    from training_curve import markdown
+
+    return markdown(load("v4_candidate/training_curve.json")).rstrip("\n")
+
+
 # ---- which network per CPU-hour (arch_per_cpu_hour.py) -----------------------------------
 
 
@@ -377,6 +386,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "default-model-lowlight": default_model_lowlight,
     "default-model-gains": default_model_gains,
     "real-photos": real_photos,
+    "training-curve": training_curve,
     "arch": arch_table,
     **{name.replace("_", "-"): functools.partial(recorded, name)
        for name in ("step_cost", "daclip_speed", "tile_size", "compile_pad", "ensemble_bundled")},

@@ -169,3 +169,17 @@ def test_training_images_pass_the_ranges_to_the_degrader(tmp_path) -> None:
         training_images("bundled", {"color_gain": (1.0, 1.0)})
     with pytest.raises(ValueError, match="gamma_range"):
         training_images(f"photos:{tmp_path}", {"gamma_range": (1.0, 1.0)})
+
+
+def test_training_images_degrade_with_the_replaced_ranges(monkeypatch) -> None:
+    """The run's degrader draws from the replaced ranges (here: no cast, no sensor noise),
+    and without replacements it is the realistic model itself."""
+    from diffusers_mrs.training import photo_data
+
+    monkeypatch.setattr(photo_data, "load_photos", lambda *a, **k: {"p": np.zeros((8, 8, 3))})
+    assert photo_data.training_images("photos")[1] is degrade_realistic
+    quiet = {"color_gain": (1.0, 1.0), "shot_noise": (1e-12, 1e-12), "read_std": (1e-12, 1e-12)}
+    _, degrader = photo_data.training_images("photos", quiet)
+    for seed in range(5):
+        out = degrader(_flat(0.5, 16), "lowlight", seed)
+        assert np.ptp(out) == 0.0  # one level on every channel: no cast, no noise

@@ -88,7 +88,9 @@ def training_images(
         return list(bundled_photos("train").values()), degrade
     realistic_ranges(ranges)  # unknown names fail here, before any photo is loaded
     photos = list(load_photos(photos_cache_dir(train_data), "train").values())
-    return photos, functools.partial(degrade_realistic, ranges=dict(ranges or {}))
+    if not ranges:
+        return photos, degrade_realistic
+    return photos, functools.partial(degrade_realistic, ranges=dict(ranges))
 
 
 def photo_validation_set(
