@@ -72,6 +72,10 @@ NOMINAL_REALISTIC_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Both kinds' ranges in one dict, what :func:`realistic_ranges` overrides.
+_DEFAULT_RANGES: dict[str, Any] = {**LOWLIGHT_RANGES, **NOISE_RANGES}
+
+
 def _log_uniform(rng: np.random.Generator, low: float, high: float, size: int | None = None):
     return np.exp(rng.uniform(np.log(low), np.log(high), size=size))
 
@@ -79,12 +83,11 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float, size: int | 
 def realistic_ranges(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """:data:`LOWLIGHT_RANGES` and :data:`NOISE_RANGES` in one dict, with ``overrides``
     (e.g. ``{"color_gain": (1, 1)}``: no colour cast) replacing entries of the same name."""
-    ranges: dict[str, Any] = {**LOWLIGHT_RANGES, **NOISE_RANGES}
-    unknown = sorted(set(overrides or {}) - set(ranges))
+    unknown = sorted(set(overrides or {}) - set(_DEFAULT_RANGES))
     if unknown:
         raise ValueError(f"unknown realistic degradation range(s) {unknown}; "
-                         f"expected some of {sorted(ranges)}")
-    return {**ranges, **(overrides or {})}
+                         f"expected some of {sorted(_DEFAULT_RANGES)}")
+    return {**_DEFAULT_RANGES, **(overrides or {})}
 
 
 def sample_realistic_params(
@@ -103,7 +106,7 @@ def sample_realistic_params(
     """
     if kind not in REALISTIC_KINDS:
         raise ValueError(f"kind must be one of {REALISTIC_KINDS}, got {kind!r}")
-    r = realistic_ranges(ranges)
+    r = realistic_ranges(ranges) if ranges else _DEFAULT_RANGES  # per sample: no copy
     if not randomize:
         return dict(NOMINAL_REALISTIC_PARAMS[kind])
     rng = np.random.default_rng(rng)
