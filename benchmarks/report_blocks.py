@@ -263,6 +263,12 @@ def real_photos() -> str:
     return markdown(load("real_photos.json"))
 
 
+def hue_reference(path: str = "hue_reference.json") -> str:
+    from hue_reference import markdown
+
+    return markdown(load(path)).rstrip("\n")
+
+
 # ---- the v4 candidate's gains against training CPU-hours (training_curve.py) ---------------
 
 
@@ -386,6 +392,9 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "default-model-lowlight": default_model_lowlight,
     "default-model-gains": default_model_gains,
     "real-photos": real_photos,
+    "hue-reference": hue_reference,
+    "hue-reference-candidate": functools.partial(hue_reference,
+                                                 "v4_candidate/hue_reference.json"),
     "training-curve": training_curve,
     "arch": arch_table,
     **{name.replace("_", "-"): functools.partial(recorded, name)

@@ -104,6 +104,20 @@ def test_low_pass_psnr_ignores_fine_noise_and_sees_offsets(metrics):
     assert metrics.low_pass_psnr(image + 0.01, image) == pytest.approx(40.0, abs=1e-6)
 
 
+def test_low_pass_hue_sees_a_rotation_and_averages_sensor_noise_away(metrics, colours):
+    """A hue rotation is linear in RGB, so it survives the blur; noise on a flat colour
+    turns per-pixel hues at random, and the blur averages that away."""
+    turned = rotate_hue(colours, 20.0)
+    stats = metrics.low_pass_hue_angle_stats(turned, colours)
+    assert stats["hue_median_low_pass"] == pytest.approx(20.0, abs=1e-6)
+    assert stats["hue_p90_low_pass"] == pytest.approx(20.0, abs=1e-6)
+    flat = np.full((64, 64, 3), [0.12, 0.10, 0.08])
+    noisy = flat + np.random.default_rng(4).normal(0, 4 / 255, flat.shape)
+    per_pixel = metrics.hue_angle_stats(flat, noisy)["hue_median"]
+    low_pass = metrics.low_pass_hue_angle_stats(flat, noisy)["hue_median_low_pass"]
+    assert per_pixel > 15.0 and low_pass < 3.0
+
+
 # ---- fetching ----------------------------------------------------------------------------
 
 
@@ -191,6 +205,7 @@ def test_a_photo_detected_otherwise_is_also_restored_with_its_kind_forced(bench,
     assert auto["printed"] == ("lowlight/x: no supported degradation found (noise, lowlight)"
                                " (p=0.90), written unchanged")
     assert forced["type"] == "lowlight" and forced["hue_p90"] < 1e-4
+    assert forced["hue_p90_low_pass"] < 1e-4
     assert forced["luma_after"] == pytest.approx(1.5 * forced["luma_before"], rel=1e-5)
     assert bench.verdicts(forced) == {"hue median <= 3 deg": True, "hue p90 <= 8 deg": True}
     only_auto, _ = bench.measure_photo(CleanPipeline(), "lowlight/x", dark, steps=2,
