@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 from example_images import EXAMPLES, EXAMPLES_DIR, clean_reference
-from held_out_crops import held_out_photos, photo_crops
+from held_out_crops import held_out_photos, photo_crops, require_held_out_photos
 from nfe_plan import Method, build_methods, make_scheduler
 
 from diffusers_mrs import MRRestorationPipeline
@@ -383,10 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
     if not args.figure_only:
-        try:  # a missing photo cache fails here, before the model loads
-            held_out_photos(args.photos)
-        except FileNotFoundError as err:
-            raise SystemExit(f"error: {err}") from None
+        require_held_out_photos(args.photos)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     pipe = MRRestorationPipeline.from_pretrained(args.model)

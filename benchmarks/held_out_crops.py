@@ -26,7 +26,8 @@ from diffusers_mrs.data import TRAINING_KINDS, VAL_PHOTO_NAMES, degrade, load_bu
 from diffusers_mrs.training.photo_data import load_photos
 from diffusers_mrs.training.realistic_degradations import degrade_realistic
 
-__all__ = ["MARGIN", "bundled_crops", "held_out_photos", "photo_crops", "to_tensor"]
+__all__ = ["MARGIN", "bundled_crops", "held_out_photos", "photo_crops", "require_held_out_photos",
+           "to_tensor"]
 
 #: Pixels degraded around each crop and cut away afterwards, so that blur and JPEG see the
 #: crop's surroundings as they would in the whole photo.
@@ -42,6 +43,15 @@ def held_out_photos(cache_dir: str | Path | None = None) -> dict[str, np.ndarray
     """The held-out photographs, ``{name: uint8 H x W x 3}``, read once per cache folder
     (:func:`diffusers_mrs.training.photo_data.load_photos`, long side 1280)."""
     return dict(_held_out_photos(None if cache_dir is None else str(cache_dir)))
+
+
+def require_held_out_photos(cache_dir: str | Path | None = None) -> dict[str, np.ndarray]:
+    """:func:`held_out_photos`, or ``SystemExit`` naming what is missing: a script calls it
+    first, so that a missing photo cache stops it before any model loads."""
+    try:
+        return held_out_photos(cache_dir)
+    except FileNotFoundError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

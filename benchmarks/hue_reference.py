@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from held_out_crops import held_out_photos, photo_crops
+from held_out_crops import held_out_photos, photo_crops, require_held_out_photos
 from real_photo_metrics import hue_angles
 
 from diffusers_mrs.atomic_files import write_atomic
@@ -175,10 +175,7 @@ def load_model(path: str | None) -> Any | None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
-    try:  # a missing photo cache fails here, before the model loads
-        held_out_photos(args.photos)
-    except FileNotFoundError as err:
-        raise SystemExit(f"error: {err}") from None
+    require_held_out_photos(args.photos)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     pipe = load_model(args.model)

@@ -64,3 +64,10 @@ def test_every_fixed_setting_has_every_low_light_parameter(bench):
     fixed = [p for p in bench.SETTINGS.values() if p is not None]
     assert fixed and all(set(p) == names for p in fixed)
     assert None in bench.SETTINGS.values()
+
+
+def test_a_missing_photo_cache_stops_it_before_any_model_loads(bench, tmp_path):
+    with pytest.raises(SystemExit, match="error:"):
+        bench.main(["--photos", str(tmp_path / "none"), "--model", str(tmp_path / "no-model"),
+                    "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
