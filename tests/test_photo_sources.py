@@ -57,7 +57,10 @@ class FakeRegistry:
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> FakeRegistry:
+def registry(tmp_path: Path, monkeypatch) -> FakeRegistry:
+    """The fake packages; the fake entries stand in for the shipped selection, against
+    which ``photo_paths`` checks a cache's training split."""
+    monkeypatch.setattr(ps, "PHOTOS", FAKE_ENTRIES)
     return FakeRegistry(tmp_path / "packages")
 
 
@@ -131,7 +134,7 @@ def test_the_shipped_selection_is_photographs_with_licenses() -> None:
     assert all(e.license and e.copyright for e in ps.PHOTOS)
     assert {Path(e.path).suffix for e in ps.PHOTOS} <= {".jpg", ".png"}
     train = names - set(ps.VAL_PHOTO_NAMES)
-    assert len(ps.VAL_PHOTO_NAMES) == 7 and len(train) == 24
+    assert len(ps.VAL_PHOTO_NAMES) == 7 and len(train) == 38
     # a stereo pair is never split between training and validation
     assert {"skimage/motorcycle_left", "skimage/motorcycle_right"} <= train
 
@@ -234,3 +237,74 @@ def test_the_split_follows_the_selection_not_the_old_manifest(tmp_path, registry
                             progress=False)
     assert registry.calls == []  # verified, not fetched again
     assert [r["split"] for r in manifest["photos"]] == ["val", "train", "train", "train"]
+
+
+HELD_OUT = ("skimage/chelsea", "skimage/coffee", "sklearn/flower", "mate/LadyBird", "mate/Storm",
+            "plasma/EveningGlow", "plasma/Path")
+LOMIRI_LICENSES = {"CC-BY-4.0", "CC-BY-SA-4.0", "CC-BY-SA-3.0", "CC0-1.0"}
+
+
+def test_the_lomiri_photographs_train_with_their_licenses() -> None:
+    lomiri = [e for e in ps.PHOTOS if e.name.startswith("lomiri/")]
+    assert len(lomiri) == 14
+    assert ps.VAL_PHOTO_NAMES == HELD_OUT  # the held-out split did not change
+    for e in lomiri:
+        assert e.source == "deb" and e.package in {"lomiri-wallpapers-16.04",
+                                                   "lomiri-wallpapers-20.04"}
+        stem = e.name.removeprefix("lomiri/")
+        assert e.path.startswith(f"usr/share/backgrounds/{stem}_by_") and e.path.endswith(".jpg")
+        assert e.license in LOMIRI_LICENSES and e.copyright
+    renders = {"lomiri/Fossa", "lomiri/Infinite-Sea", "lomiri/Painting-Colors", "lomiri/umang",
+               "lomiri/analogpattern", "lomiri/warty-final-ubuntu"}
+    assert not {e.name for e in lomiri} & renders
+    licenses = {e.name: (e.package, e.license) for e in lomiri}
+    assert licenses["lomiri/Kleiber"] == ("lomiri-wallpapers-20.04", "CC-BY-SA-3.0")
+    assert licenses["lomiri/seeding"] == ("lomiri-wallpapers-16.04", "CC0-1.0")
+
+
+def _old_cache(cache: Path) -> None:
+    """A cache as fetched before the Lomiri photographs joined: its manifest lists the others."""
+    records = []
+    for e in ps.PHOTOS:
+        if e.name.startswith("lomiri/"):
+            continue
+        path = cache / e.cache_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((40, 50, 3), 128, np.uint8)).save(path)
+        records.append({"name": e.name, "source": e.source, "package": e.package,
+                        "file": e.cache_file,
+                        "split": "val" if e.name in HELD_OUT else "train"})
+    (cache / "manifest.json").write_text(json.dumps({"format": 1, "photos": records}))
+
+
+def test_an_old_cache_still_validates_but_must_be_fetched_again_to_train(tmp_path) -> None:
+    cache = tmp_path / "old"
+    _old_cache(cache)
+    val = [f"{p.parent.name}/{p.stem}" for p in photo_paths(cache, "val")]
+    assert sorted(val) == sorted(HELD_OUT) and list(load_photos(cache, "val")) == val
+    refetch = r"14 training photograph\(s\) .*lomiri/Bridge.*fetch_training_photos\.py"
+    for split in ("train", "all"):
+        with pytest.raises(FileNotFoundError, match=refetch):
+            photo_paths(cache, split)
+    with pytest.raises(FileNotFoundError, match=refetch):
+        training_images(f"photos:{cache}")
+
+
+def test_a_fetch_adds_only_the_photographs_a_cache_lacks(tmp_path, registry) -> None:
+    cache = tmp_path / "cache"
+    old_selection = [e for e in FAKE_ENTRIES if e.name != "wall/Leaf"]
+    fetch_photos(cache, old_selection, FAKE_VAL, registry.providers, progress=False)
+    assert [p.stem for p in photo_paths(cache, "val")] == ["Hill"]
+    with pytest.raises(FileNotFoundError, match=r"1 training photograph\(s\) .*\(wall/Leaf\)"):
+        photo_paths(cache, "train")
+    registry.calls.clear()
+    _fetch(cache, registry)
+    assert registry.calls == ["other-wallpapers"]
+    assert [p.stem for p in photo_paths(cache, "train")] == ["Sea", "Leaf", "cat"]
+
+
+def test_a_python_only_cache_trains_on_its_own_source(tmp_path, registry) -> None:
+    cache = tmp_path / "cache"
+    python_only = [e for e in FAKE_ENTRIES if e.source == "python"]
+    fetch_photos(cache, python_only, (), registry.providers, progress=False)
+    assert [p.stem for p in photo_paths(cache, "train")] == ["cat"]

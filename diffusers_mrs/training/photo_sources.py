@@ -1,8 +1,9 @@
 """Real training photographs that a fresh machine gets from the package registries.
 
 The selection is the explicit list :data:`PHOTOS`: high-resolution photographs from Debian's
-wallpaper packages (``mate-backgrounds``, ``plasma-workspace-wallpapers``; fetched with
-``apt-get download`` and unpacked with ``dpkg -x``, nothing installed) and the natural
+wallpaper packages (``mate-backgrounds``, ``plasma-workspace-wallpapers``,
+``lomiri-wallpapers-16.04``, ``lomiri-wallpapers-20.04``; fetched with ``apt-get download``
+and unpacked with ``dpkg -x``, nothing installed) and the natural
 photographs that scikit-image and scikit-learn ship. Renders, drawings, abstract art and
 micrographs are left out; every entry names its package, the file inside it and the license
 from the package's copyright file. :data:`VAL_PHOTO_NAMES` is the fixed held-out split.
@@ -90,6 +91,12 @@ def _plasma(name: str, author: str) -> PhotoEntry:
                       f"2014 KDE Visual Design Group (photograph: {author})")
 
 
+def _lomiri(file: str, license_: str, holder: str, release: str = "16.04") -> PhotoEntry:
+    # debian/copyright gives each file its own stanza; the name is the file's stem up to "_by_".
+    return PhotoEntry(f"lomiri/{file.split('_by_')[0]}", "deb", f"lomiri-wallpapers-{release}",
+                      f"usr/share/backgrounds/{file}.jpg", license_, holder)
+
+
 def _python(name: str, package: str, file: str, license_: str, holder: str) -> PhotoEntry:
     return PhotoEntry(name, "python", package, file, license_, holder)
 
@@ -97,7 +104,11 @@ def _python(name: str, package: str, file: str, license_: str, holder: str) -> P
 #: The selected photographs. Left out as not photographs: mate-backgrounds' abstract/ and
 #: desktop/ folders (Elephants is a painting), plasma's renders and drawings (Altai, Autumn,
 #: Canopee, Cascade, Cluster, Elarun, Flow, FlyingKonqui, Honeywave, IceCold, Kay, Kokkini,
-#: MilkyWay, Opal, PastelHills, Patak, SafeLanding, Shell, Volna); scikit-image's
+#: MilkyWay, Opal, PastelHills, Patak, SafeLanding, Shell, Volna); lomiri's renders and
+#: drawings (16.04: umang_by_Abhishek_Mudgal, and analogpattern_by_Peter_Nerlich, a texture
+#: close-up under an added colour gradient; 20.04: Fossa_by_Jasper_Roks,
+#: Infinite-Sea_by_Aury88, Painting-Colors_by__herobrine7gamer; lomiri-wallpapers:
+#: warty-final-ubuntu.png, lomiri-default-background.png); scikit-image's
 #: hubble_deep_field, retina, immunohistochemistry, skin (telescope and micrographs), its
 #: drawings, and its grayscale images.
 PHOTOS: tuple[PhotoEntry, ...] = (
@@ -124,6 +135,20 @@ PHOTOS: tuple[PhotoEntry, ...] = (
     _plasma("OneStandsOut", "Risto Saukonpää"),
     _plasma("Path", "Risto Saukonpää"),
     _plasma("summer_1am", "Risto Saukonpää"),
+    _lomiri("Bridge_by_Sander_Klootwijk", "CC-BY-SA-4.0", "2018. Sander Klootwijk"),
+    _lomiri("Dragonfly_by_Bolly", "CC-BY-SA-4.0", '"Bolly", 2018'),
+    _lomiri("Kleiber_by_Lukas_Baubkus", "CC-BY-SA-3.0", "2021, Lukas Baubkus", "20.04"),
+    _lomiri("Picture_0B_by_freespace", "CC-BY-4.0", 'Trevor "Freespace", 2018'),
+    _lomiri("Picture_1A_by_freespace", "CC-BY-4.0", 'Trevor "Freespace", 2018'),
+    _lomiri("Wine_by_Jakkub_Mede", "CC-BY-4.0", "Jakub Mede, 2018"),
+    _lomiri("aitzgorri_by_Aitzol_Berasategi", "CC-BY-4.0", "Aitzol Berasategi, 2018"),
+    _lomiri("free_by_Peter_Nerlich", "CC-BY-SA-4.0", "Peter Nerlich, 2018"),
+    _lomiri("friends_by_Aitzol_Berasategi", "CC-BY-4.0", "Aitzol Berasategi, 2018"),
+    _lomiri("greentock_by_Peter_Nerlich", "CC-BY-SA-4.0", "Peter Nerlich, 2018"),
+    _lomiri("life_by_Aitzol_Berasategi", "CC-BY-4.0", "Aitzol Berasategi, 2018"),
+    _lomiri("picosdeeuropa_by_Aitzol_Berasategi", "CC-BY-4.0", "Aitzol Berasategi, 2018"),
+    _lomiri("seeding_by_Clements_Engelhardt", "CC0-1.0", "Clemens Engelhardt, 2018"),
+    _lomiri("sunset_by_Aitzol_Berasategi", "CC-BY-4.0", "Aitzol Berasategi, 2018"),
     _python("skimage/astronaut", "scikit-image", "astronaut.png", "public domain", "NASA"),
     _python("skimage/rocket", "scikit-image", "rocket.jpg", "public domain", "SpaceX"),
     _python("skimage/chelsea", "scikit-image", "chelsea.png", "CC0", "Stefan van der Walt"),
@@ -348,11 +373,21 @@ def fetch_photos(
     return manifest
 
 
+def _lacking_training_photos(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The training photographs of :data:`PHOTOS` that a manifest lacks, among the sources
+    (``deb``, ``python``) it was fetched from: those added to the selection after the fetch."""
+    have = {r["name"] for r in records}
+    sources = {r["source"] for r in records}
+    return [e.name for e in PHOTOS if e.source in sources and e.name not in have
+            and e.name not in VAL_PHOTO_NAMES]
+
+
 def photo_paths(cache_dir: str | Path | None = None, split: str = "train") -> list[Path]:
     """The cached files of one split (``"train"``, ``"val"`` or ``"all"``), in manifest order.
 
-    Raises ``FileNotFoundError`` naming the fetch command if the cache has no manifest or a
-    listed file is missing.
+    Raises ``FileNotFoundError`` naming the fetch command if the cache has no manifest, a
+    listed file is missing, or (``"train"``, ``"all"``) the manifest predates training
+    photographs of :data:`PHOTOS`; the held-out split of such a cache still loads.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -362,6 +397,14 @@ def photo_paths(cache_dir: str | Path | None = None, split: str = "train") -> li
         raise FileNotFoundError(
             f"no photos in {cache}: run `python examples/fetch_training_photos.py "
             f"--cache-dir {cache}` first")
+    lacking = _lacking_training_photos(records) if split != "val" else []
+    if lacking:
+        names = ", ".join(lacking[:3]) + (", ..." if len(lacking) > 3 else "")
+        raise FileNotFoundError(
+            f"{cache} was fetched before {len(lacking)} training photograph(s) joined the "
+            f"selection ({names}): run `python "
+            f"examples/fetch_training_photos.py --cache-dir {cache}`, which fetches only "
+            "the missing ones")
     paths = [cache / r["file"] for r in records if split in ("all", r["split"])]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
