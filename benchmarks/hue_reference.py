@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 from held_out_crops import held_out_photos, photo_crops, require_held_out_photos
-from real_photo_metrics import hue_angles
+from real_photo_metrics import LOW_PASS_SIGMA, blur_pair, hue_angles
 
 from diffusers_mrs.atomic_files import write_atomic
 from diffusers_mrs.metrics import psnr
@@ -58,7 +58,6 @@ SETTINGS: dict[str, dict[str, Any] | None] = {
                                   "shot_noise": 2e-4, "read_std": 0.5 / 255.0},
     "drawn from the training distribution": None,
 }
-LOW_PASS_SIGMA = 3.0
 
 
 def _hwc(image: torch.Tensor) -> np.ndarray:
@@ -69,14 +68,9 @@ def angle_stats(outputs: torch.Tensor, inputs: torch.Tensor) -> dict[str, float]
     """Median and 90th percentile (degrees) of the hue angles of ``outputs`` against
     ``inputs`` (``N x 3 x H x W`` in [0, 1]) over all crops' pixels with signal, per pixel
     and after a Gaussian blur of :data:`LOW_PASS_SIGMA` px of both (``*_low_pass``)."""
-    from skimage.filters import gaussian
-
-    def blur(image: np.ndarray) -> np.ndarray:
-        return gaussian(image, sigma=LOW_PASS_SIGMA, channel_axis=-1)
-
     pairs = [(_hwc(o), _hwc(i)) for o, i in zip(outputs, inputs, strict=True)]
     pixel = np.concatenate([hue_angles(o, i) for o, i in pairs])
-    low_pass = np.concatenate([hue_angles(blur(o), blur(i)) for o, i in pairs])
+    low_pass = np.concatenate([hue_angles(*blur_pair(o, i, LOW_PASS_SIGMA)) for o, i in pairs])
     return {"median": float(np.median(pixel)), "p90": float(np.percentile(pixel, 90)),
             "median_low_pass": float(np.median(low_pass)),
             "p90_low_pass": float(np.percentile(low_pass, 90))}

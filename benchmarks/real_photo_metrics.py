@@ -33,6 +33,7 @@ import numpy as np
 
 __all__ = [
     "SIGNAL_THRESHOLD",
+    "blur_pair",
     "hue_angle_stats",
     "hue_angles",
     "low_pass_hue_angle_stats",
@@ -92,11 +93,11 @@ def low_pass_hue_angle_stats(output: np.ndarray, reference: np.ndarray,
     ``_low_pass``: ``hue_median_low_pass``, ``hue_p90_low_pass``,
     ``signal_share_low_pass``."""
     _check_pair(output, reference)
-    stats = hue_angle_stats(*_blurred(output, reference, sigma), threshold)
+    stats = hue_angle_stats(*blur_pair(output, reference, sigma), threshold)
     return {f"{key}_low_pass": value for key, value in stats.items()}
 
 
-def _blurred(output: np.ndarray, reference: np.ndarray, sigma: float
+def blur_pair(output: np.ndarray, reference: np.ndarray, sigma: float
              ) -> tuple[np.ndarray, np.ndarray]:
     """Both images (float64) blurred by a Gaussian of ``sigma`` px in each channel."""
     from skimage.filters import gaussian
@@ -122,7 +123,7 @@ def low_pass_psnr(output: np.ndarray, reference: np.ndarray,
     from skimage.metrics import peak_signal_noise_ratio
 
     _check_pair(output, reference)
-    blurred = _blurred(output, reference, sigma)
+    blurred = blur_pair(output, reference, sigma)
     if np.array_equal(*blurred):
         return float("inf")
     return float(peak_signal_noise_ratio(blurred[1], blurred[0], data_range=1.0))
