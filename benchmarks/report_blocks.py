@@ -269,6 +269,12 @@ def hue_reference(path: str = "hue_reference.json") -> str:
     return markdown(load(path)).rstrip("\n")
 
 
+def x0_per_t() -> str:
+    from x0_per_t import markdown
+
+    return markdown(load("v4_candidate/x0_per_t.json")).rstrip("\n")
+
+
 # ---- the v4 candidate's gains against training CPU-hours (training_curve.py) ---------------
 
 
@@ -393,9 +399,11 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "default-model-gains": default_model_gains,
     "real-photos": real_photos,
     "hue-reference": hue_reference,
+    "hue-reference-stage2": functools.partial(hue_reference, "v4_stage2/hue_reference.json"),
     "hue-reference-candidate": functools.partial(hue_reference,
                                                  "v4_candidate/hue_reference.json"),
     "training-curve": training_curve,
+    "x0-per-t": x0_per_t,
     "arch": arch_table,
     **{name.replace("_", "-"): functools.partial(recorded, name)
        for name in ("step_cost", "daclip_speed", "tile_size", "compile_pad", "ensemble_bundled")},
