@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: one PSNR, the package's.
+"""What the benchmark scripts share: one PSNR, the package's, and one way to write a result.
 
 The scripts import their siblings by module name (``from _common import image_psnr``,
 ``from example_images import ...``): a script started as ``python benchmarks/NAME.py`` has
@@ -8,12 +8,17 @@ its own folder first on ``sys.path``, and the tests import a script with that fo
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 
+from diffusers_mrs.atomic_files import write_atomic
 from diffusers_mrs.metrics import psnr
 
-__all__ = ["image_psnr"]
+__all__ = ["image_psnr", "write_result"]
 
 
 def image_psnr(restored: torch.Tensor | np.ndarray, reference: torch.Tensor | np.ndarray) -> float:
@@ -36,3 +41,13 @@ def _as_batch(image: torch.Tensor | np.ndarray) -> torch.Tensor:
     if isinstance(image, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
     return image if image.ndim == 4 else image[None]
+
+
+def write_result(out: Path, stem: str, result: dict[str, Any], markdown: str) -> None:
+    """Writes ``out/<stem>.json`` (``result``) and ``out/<stem>.md`` (``markdown``), each
+    atomically (a failed write leaves the earlier file whole), and prints the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in ((f"{stem}.json", json.dumps(result, indent=2) + "\n"),
+                       (f"{stem}.md", markdown)):
+        write_atomic(out / name, lambda f, text=text: f.write(text.encode()))
+    print(markdown)

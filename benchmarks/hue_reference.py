@@ -25,9 +25,6 @@ Outputs (``--out``, default ``benchmarks/results/``): ``hue_reference.json`` and
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,10 +32,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import write_result
 from held_out_crops import held_out_photos, photo_crops, require_held_out_photos
 from real_photo_metrics import LOW_PASS_SIGMA, blur_pair, hue_angles
+from recorded import script_command
 
-from diffusers_mrs.atomic_files import write_atomic
 from diffusers_mrs.metrics import psnr
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -175,18 +173,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     pipe = load_model(args.model)
     start = time.perf_counter()
     rows = measure(args, pipe)
-    words = sys.argv[1:] if argv is None else list(argv)
     meta = {"model": args.model, "model_name": args.name or (
                 Path(args.model).name if args.model else None),
             "crops": args.crops, "crop": args.crop, "steps": args.steps, "seed": args.seed,
             "seconds": time.perf_counter() - start,
-            "command": shlex.join(["python", "benchmarks/hue_reference.py", *words])}
+            "command": script_command(__file__, argv)}
     result = {"meta": meta, "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("hue_reference.json", json.dumps(result, indent=2) + "\n"),
-                       ("hue_reference.md", markdown(result))):
-        write_atomic(args.out / name, lambda f, text=text: f.write(text.encode()))
-    print(markdown(result))
+    write_result(args.out, "hue_reference", result, markdown(result))
     return 0
 
 

@@ -18,18 +18,16 @@ Section: docs/training_data.md#the-v4-candidate-and-the-training-curve.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from _common import write_result
 from held_out_crops import photo_crops, require_held_out_photos
+from recorded import script_command
 
-from diffusers_mrs.atomic_files import write_atomic
 from diffusers_mrs.metrics import psnr
 from diffusers_mrs.training.objective import predict_x0
 
@@ -132,15 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     rows = measure(models, args.kinds, args)
-    words = sys.argv[1:] if argv is None else list(argv)
     meta = {"times": list(TIMES), "crops": args.crops, "crop": args.crop, "seed": args.seed,
-            "command": shlex.join(["python", "benchmarks/x0_per_t.py", *words])}
+            "command": script_command(__file__, argv)}
     result = {"meta": meta, "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("x0_per_t.json", json.dumps(result, indent=2) + "\n"),
-                       ("x0_per_t.md", markdown(result))):
-        write_atomic(args.out / name, lambda f, text=text: f.write(text.encode()))
-    print(markdown(result))
+    write_result(args.out, "x0_per_t", result, markdown(result))
     return 0
 
 

@@ -11,7 +11,7 @@ import torch
 from helpers import benchmark_module
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-SIBLINGS = ("hue_reference", "held_out_crops", "real_photo_metrics")
+SIBLINGS = ("hue_reference", "held_out_crops", "real_photo_metrics", "_common", "recorded")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 from helpers import benchmark_module, tiny_pipeline
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-SIBLINGS = ("x0_per_t", "held_out_crops")
+SIBLINGS = ("x0_per_t", "held_out_crops", "_common", "recorded")
 
 
 @pytest.fixture(scope="module")
