@@ -39,12 +39,13 @@ TIMES = (100.0, 70.0, 50.0, 30.0, 20.0, 10.0, 5.0, 2.0)
 def x0_psnr_at(pipe: Any, lq: torch.Tensor, gt: torch.Tensor, kind: str, t: float,
                sampler_start: bool = False) -> float:
     """Mean PSNR (dB) of the network's x0 estimate from ``x_t`` noised from ``gt`` at ``t``;
-    with ``sampler_start``, from the samplers' start ``mu + init_noise_sigma * noise`` at
-    ``t``, which lacks the forward process's ``alpha_T (x0 - mu)``."""
+    with ``sampler_start``, from the pipeline's own start (``prepare_latents``: ``mu +
+    init_noise_sigma * noise``) at ``t``, which lacks the forward process's
+    ``alpha_T (x0 - mu)``."""
     noise = torch.randn(gt.shape, generator=torch.Generator().manual_seed(int(t)))
     times = torch.full((gt.shape[0],), float(t))
     if sampler_start:
-        x_t = lq + pipe.scheduler.init_noise_sigma * noise
+        x_t = pipe.prepare_latents(lq, None, noise=noise)
     else:
         x_t = pipe.scheduler.add_noise(gt, noise, times, mu=lq)
     extra = {}
