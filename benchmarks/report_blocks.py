@@ -400,6 +400,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "real-photos": real_photos,
     "hue-reference": hue_reference,
     "hue-reference-stage2": functools.partial(hue_reference, "v4_stage2/hue_reference.json"),
+    "hue-reference-stage3": functools.partial(hue_reference, "v4_stage3/hue_reference.json"),
     "hue-reference-candidate": functools.partial(hue_reference,
                                                  "v4_candidate/hue_reference.json"),
     "training-curve": training_curve,

@@ -18,6 +18,7 @@ from diffusers_mrs.training import (
     Trainer,
     TrainingConfig,
     denoising_loss,
+    from_sampler_start,
     parse_args,
     predict_x0,
     sample_timesteps,
@@ -93,6 +94,30 @@ def test_targets_convert_back_to_x0(ptype: str, mode: str) -> None:
     x0_hat = predict_x0(sched, target, x_t, t, mu)
     # epsilon at large t divides by alpha_T = 0.005, so allow float32 round-off growth
     torch.testing.assert_close(x0_hat, x0, atol=2e-3 if ptype == "epsilon" else 1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("ptype", ["sample", "v_prediction"])
+def test_sampler_start_rows_are_what_the_samplers_start_from(ptype: str) -> None:
+    """The moved rows are at t = T with ``x_T = mu + sigma_T noise`` exactly (the pipeline's
+    start, no ``alpha_T (x0 - mu)``), their targets still convert back to x0, and the other
+    rows are the forward process's, untouched."""
+    g = torch.Generator().manual_seed(1)
+    sched = _scheduler(ptype)
+    x0, mu = torch.rand(64, 3, 4, 4, generator=g), torch.rand(64, 3, 4, 4, generator=g)
+    noise = torch.randn(64, 3, 4, 4, generator=g)
+    t = sample_timesteps(64, 100, "continuous", generator=g)
+    x_t = sched.add_noise(x0, noise, t, mu=mu)
+    torch.manual_seed(0)
+    t2, x2, noise2 = from_sampler_start(sched, x0, mu, noise, t, x_t, 0.5)
+    moved = t2 == 100
+    assert 10 < int(moved.sum()) < 54
+    sigma_T = sched.init_noise_sigma
+    torch.testing.assert_close(x2[moved], mu[moved] + sigma_T * noise[moved])
+    assert torch.equal(x2[~moved], x_t[~moved]) and torch.equal(noise2[~moved], noise[~moved])
+    target = training_target(sched, x0, noise2, t2, mu)
+    torch.testing.assert_close(predict_x0(sched, target, x2, t2, mu), x0, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="sampler_start_fraction"):
+        from_sampler_start(sched, x0, mu, noise, t, x_t, 1.5)
 
 
 def test_velocity_target_formula() -> None:

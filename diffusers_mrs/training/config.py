@@ -78,6 +78,10 @@ class TrainingConfig:
         '"target": compare network outputs with their targets; "x0": compare the implied x0'
         " estimates with the clean image (the restoration objective, docs/math.md"
         "#training-objective)"))
+    sampler_start_fraction: float = field(default=0.0, metadata=_help(
+        "fraction of each batch trained at t = T from the samplers' start mu + sigma_T noise,"
+        " without the forward process's alpha_T (x0 - mu) that no sampler has (docs/math.md"
+        "#sampler-start)"))
     loss_weighting: Literal["none", "sqrt", "relative"] = field(default="none", metadata=_help(
         '"relative" divides each sample\'s loss by that of its degraded input, "sqrt" by its'
         ' square root; both bias the learned posterior towards mu, "none" does not'))

@@ -3,7 +3,8 @@
 ``x_t = scheduler.add_noise(x0, noise, t, mu=lq)`` with ``t`` uniform on the integers
 ``1..T`` (as IR-SDE) or on ``(0, T]``; the network's target by ``prediction_type``
 (docs/math.md#prediction-types) and the loss on the target or on the implied x0 estimate,
-optionally weighted per sample (docs/math.md#training-objective).
+optionally weighted per sample (docs/math.md#training-objective). A fraction of each batch
+may be trained from the samplers' start instead (:func:`from_sampler_start`).
 """
 
 from __future__ import annotations
@@ -101,6 +102,33 @@ LOSS_TYPES = ("mse", "l1")
 LOSS_WEIGHTINGS = {"none": 0.0, "sqrt": 0.5, "relative": 1.0}
 
 
+def from_sampler_start(
+    scheduler: Any,
+    x0: torch.Tensor,
+    mu: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    x_t: torch.Tensor,
+    fraction: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Move a random ``fraction`` of the batch to the samplers' start (docs/math.md
+    #sampler-start): ``t = T`` and ``x_T = mu + sigma_T noise``, without the forward
+    process's ``alpha_T (x0 - mu)``, which no sampler has. Returns ``(t, x_t, noise)`` with
+    ``noise`` replaced by the one these ``x_t`` imply,
+    ``(x_t - mu - alpha_t (x0 - mu)) / sigma_t``, so each target still converts back to
+    ``x0`` exactly. Rows are chosen on the device (no host sync)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"sampler_start_fraction must be in [0, 1], got {fraction}")
+    T = float(scheduler.config.num_train_timesteps)
+    start = torch.rand(timesteps.shape, device=timesteps.device) < fraction
+    t = torch.where(start, torch.full_like(timesteps, T), timesteps)
+    alpha, sigma = schedule_alpha_sigma(scheduler, t, x0)
+    rows = start.view((-1,) + (1,) * (x0.ndim - 1))
+    x_t = torch.where(rows, (mu + sigma * noise).to(x_t.dtype), x_t)
+    implied = (x_t.float() - mu - alpha * (x0 - mu)) / sigma
+    return t, x_t, torch.where(rows, implied.to(noise.dtype), noise)
+
+
 def check_loss_names(loss_type: str, weighting: str) -> None:
     """Raises ``ValueError`` naming the argument if either name is unknown."""
     if loss_type not in LOSS_TYPES:
@@ -165,10 +193,12 @@ def denoising_loss(
     loss_type: str = "mse",
     loss_weighting: str = "none",
     sample_weights: torch.Tensor | None = None,
+    sampler_start_fraction: float = 0.0,
     **unet_kwargs: Any,
 ) -> torch.Tensor:
     """One batch's loss: draw ``t`` and noise, noise ``gt`` towards ``mu = lq``
-    (docs/math.md#forward-process), run the network (``unet_kwargs``, e.g. a
+    (docs/math.md#forward-process), move ``sampler_start_fraction`` of the batch to the
+    samplers' start (:func:`from_sampler_start`), run the network (``unet_kwargs``, e.g. a
     ``degradation_context``, go to it), and compare its output with the target
     (``loss_space="target"``) or its implied x0 with ``gt`` (``"x0"``)."""
     if loss_space not in LOSS_SPACES:
@@ -177,6 +207,9 @@ def denoising_loss(
     T = int(scheduler.config.num_train_timesteps)
     t = sample_timesteps(gt.shape[0], T, timestep_sampling, device=gt.device)
     x_t = scheduler.add_noise(gt, noise, t, mu=lq)
+    if sampler_start_fraction:
+        t, x_t, noise = from_sampler_start(scheduler, gt, lq, noise, t, x_t,
+                                           sampler_start_fraction)
     pred = unet(x_t, t, lq, **unet_kwargs).sample
     if loss_space == "x0":
         pred, target = predict_x0(scheduler, pred, x_t, t, lq), gt

@@ -108,6 +108,9 @@ class Trainer(TrainingLoop):
         if config.max_train_steps < 1:
             raise ValueError(f"max_train_steps must be at least 1, got {config.max_train_steps}")
         check_loss_names(config.loss_type, config.loss_weighting)
+        if not 0.0 <= config.sampler_start_fraction <= 1.0:
+            raise ValueError("sampler_start_fraction must be in [0, 1], got "
+                             f"{config.sampler_start_fraction}")
         check_architecture(config, model_cls)
         require_training_packages()
         if model_cls is None:
@@ -354,7 +357,8 @@ class Trainer(TrainingLoop):
         module: the plain network's calls, or the degradation-aware model's ``forward``."""
         cfg = self.config
         options = {"timestep_sampling": cfg.timestep_sampling, "loss_space": cfg.loss_space,
-                   "loss_type": cfg.loss_type, "loss_weighting": cfg.loss_weighting}
+                   "loss_type": cfg.loss_type, "loss_weighting": cfg.loss_weighting,
+                   "sampler_start_fraction": cfg.sampler_start_fraction}
         if labels is None:
             return {"loss": denoising_loss(self.unet, self.scheduler, lq, gt, **options)}
         return self.unet(lq, gt, labels, self.scheduler, self.type_weights,
