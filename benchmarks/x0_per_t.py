@@ -56,12 +56,12 @@ def x0_psnr_at(pipe: Any, lq: torch.Tensor, gt: torch.Tensor, kind: str, t: floa
     return float(np.mean(psnr(x0, gt)))
 
 
-def measure(models: dict[str, str], kinds: Sequence[str], args: argparse.Namespace
-            ) -> list[dict[str, Any]]:
-    """One row per model and kind: the PSNR of the x0 estimate at every time of ``TIMES``."""
+def measure(models: dict[str, str], kinds: Sequence[str], photos: Any,
+            args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One row per model and kind: the PSNR of the x0 estimate at every time of ``TIMES``, on
+    crops of the held-out ``photos``."""
     from diffusers_mrs import MRRestorationPipeline
 
-    photos = require_held_out_photos(args.photos)
     crops = {k: photo_crops(photos, k, args.crops, args.crop, args.seed) for k in kinds}
     rows = []
     for name, path in models.items():
@@ -127,10 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     models = parse_models(args.model)
     if args.crops < 1 or args.crop < 16:
         raise SystemExit("--crops must be >= 1 and --crop >= 16")
-    require_held_out_photos(args.photos)
+    photos = require_held_out_photos(args.photos)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    rows = measure(models, args.kinds, args)
+    rows = measure(models, args.kinds, photos, args)
     meta = {"times": list(TIMES), "crops": args.crops, "crop": args.crop, "seed": args.seed,
             "command": script_command(__file__, argv)}
     result = {"meta": meta, "rows": rows}

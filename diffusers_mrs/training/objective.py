@@ -117,8 +117,7 @@ def from_sampler_start(
     ``noise`` replaced by the one these ``x_t`` imply,
     ``(x_t - mu - alpha_t (x0 - mu)) / sigma_t``, so each target still converts back to
     ``x0`` exactly. Rows are chosen on the device (no host sync)."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"sampler_start_fraction must be in [0, 1], got {fraction}")
+    check_sampler_start_fraction(fraction)
     T = float(scheduler.config.num_train_timesteps)
     start = torch.rand(timesteps.shape, device=timesteps.device) < fraction
     t = torch.where(start, torch.full_like(timesteps, T), timesteps)
@@ -127,6 +126,12 @@ def from_sampler_start(
     x_t = torch.where(rows, (mu + sigma * noise).to(x_t.dtype), x_t)
     implied = (x_t.float() - mu - alpha * (x0 - mu)) / sigma
     return t, x_t, torch.where(rows, implied.to(noise.dtype), noise)
+
+
+def check_sampler_start_fraction(fraction: float) -> None:
+    """Raises ``ValueError`` naming the option unless ``0 <= fraction <= 1``."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"sampler_start_fraction must be in [0, 1], got {fraction}")
 
 
 def check_loss_names(loss_type: str, weighting: str) -> None:

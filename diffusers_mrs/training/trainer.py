@@ -64,7 +64,12 @@ from .degradation_aware import (
 from .device import pin_host_memory
 from .extras import require_training_packages
 from .loop import Clock, RunningMeans, TrainingLoop
-from .objective import PREDICTION_TYPES, check_loss_names, denoising_loss
+from .objective import (
+    PREDICTION_TYPES,
+    check_loss_names,
+    check_sampler_start_fraction,
+    denoising_loss,
+)
 from .photo_data import is_photos_spec, training_images, validation_set
 from .run_state import load_run_state, save_run_state
 from .trackers import flat_config, make_trackers
@@ -108,9 +113,7 @@ class Trainer(TrainingLoop):
         if config.max_train_steps < 1:
             raise ValueError(f"max_train_steps must be at least 1, got {config.max_train_steps}")
         check_loss_names(config.loss_type, config.loss_weighting)
-        if not 0.0 <= config.sampler_start_fraction <= 1.0:
-            raise ValueError("sampler_start_fraction must be in [0, 1], got "
-                             f"{config.sampler_start_fraction}")
+        check_sampler_start_fraction(config.sampler_start_fraction)
         check_architecture(config, model_cls)
         require_training_packages()
         if model_cls is None:
