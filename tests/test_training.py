@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -118,6 +119,31 @@ def test_sampler_start_rows_are_what_the_samplers_start_from(ptype: str) -> None
     torch.testing.assert_close(predict_x0(sched, target, x2, t2, mu), x0, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="sampler_start_fraction"):
         from_sampler_start(sched, x0, mu, noise, t, x_t, 1.5)
+
+
+def test_x0_weight_cap_spans_x0_and_target_losses() -> None:
+    """For v-prediction the x0 loss weighted by ``1 / c_t^2`` is the target loss: an
+    unbounded cap gives exactly the target loss, cap 1 the plain x0 loss, and a finite cap
+    lies between them; a cap below 1, or one with the target loss, raises."""
+    sched = _scheduler("v_prediction")
+    g = torch.Generator().manual_seed(3)
+    lq, gt = torch.rand(16, 3, 4, 4, generator=g), torch.rand(16, 3, 4, 4, generator=g)
+
+    def net(x_t, t, mu):  # any fixed function of the inputs stands in for the network
+        return SimpleNamespace(sample=0.3 * x_t - 0.1 * mu + 1e-3 * t.view(-1, 1, 1, 1))
+
+    def loss(**options):
+        torch.manual_seed(0)
+        return denoising_loss(net, sched, lq, gt, timestep_sampling="continuous", **options)
+
+    target, x0 = loss(loss_space="target"), loss(loss_space="x0")
+    torch.testing.assert_close(loss(loss_space="x0", x0_weight_cap=float("inf")), target)
+    assert torch.equal(loss(loss_space="x0", x0_weight_cap=1.0), x0)
+    assert x0 < loss(loss_space="x0", x0_weight_cap=10.0) < target
+    with pytest.raises(ValueError, match="x0_weight_cap"):
+        loss(loss_space="x0", x0_weight_cap=0.5)
+    with pytest.raises(ValueError, match="x0_weight_cap"):
+        loss(loss_space="target", x0_weight_cap=10.0)
 
 
 def test_velocity_target_formula() -> None:

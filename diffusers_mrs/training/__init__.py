@@ -38,6 +38,7 @@ from .objective import (
     schedule_alpha_sigma,
     training_loss,
     training_target,
+    x0_loss_weight,
 )
 from .trainer import Trainer, train
 from .validation import evaluate
@@ -61,6 +62,7 @@ __all__ = [
     "train",
     "training_loss",
     "training_target",
+    "x0_loss_weight",
 ]
 
 

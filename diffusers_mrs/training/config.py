@@ -82,6 +82,10 @@ class TrainingConfig:
         "fraction of each batch trained at t = T from the samplers' start mu + sigma_T noise,"
         " without the forward process's alpha_T (x0 - mu) that no sampler has (docs/math.md"
         "#sampler-start)"))
+    x0_weight_cap: float = field(default=1.0, metadata=_help(
+        "with loss_space x0: weight each sample's loss by min(1 / c_t^2, cap), c_t = sigma_t /"
+        " max_sigma; 1 keeps the x0 loss, a large cap approaches the v_prediction target loss"
+        " (docs/math.md#training-objective)"))
     loss_weighting: Literal["none", "sqrt", "relative"] = field(default="none", metadata=_help(
         '"relative" divides each sample\'s loss by that of its degraded input, "sqrt" by its'
         ' square root; both bias the learned posterior towards mu, "none" does not'))

@@ -128,6 +128,27 @@ def from_sampler_start(
     return t, x_t, torch.where(rows, implied.to(noise.dtype), noise)
 
 
+def x0_loss_weight(scheduler: Any, timesteps: torch.Tensor, cap: float) -> torch.Tensor:
+    """Per-sample weight ``min(1 / c_t^2, cap)`` (``[B]``) of the x0 loss, ``c_t = sigma_t /
+    max_sigma`` (docs/math.md#training-objective). For ``v_prediction`` the x0 loss times
+    ``1 / c_t^2`` is the target loss, so ``cap = 1`` keeps the x0 loss, ``cap = inf`` gives
+    the target loss, and a cap in between gives the target's weight to the times where
+    ``c_t^2 >= 1 / cap`` and at most ``cap`` times the x0 weight to the small times below."""
+    _, sigma = schedule_alpha_sigma(scheduler, timesteps.float(), timesteps.float())
+    c_squared = (sigma / float(scheduler.config.max_sigma)).square()
+    return c_squared.reciprocal().clamp(max=cap)
+
+
+def check_x0_weight_cap(cap: float, loss_space: str) -> None:
+    """Raises ``ValueError`` naming the option unless ``cap >= 1``, and unless the loss it
+    weights is the x0 loss where ``cap > 1``."""
+    if not cap >= 1.0:
+        raise ValueError(f"x0_weight_cap must be at least 1 (1: the plain x0 loss), got {cap}")
+    if cap != 1.0 and loss_space != "x0":
+        raise ValueError("x0_weight_cap weights the x0 loss: it needs loss_space 'x0', "
+                         f"got {loss_space!r}")
+
+
 def check_sampler_start_fraction(fraction: float) -> None:
     """Raises ``ValueError`` naming the option unless ``0 <= fraction <= 1``."""
     if not 0.0 <= fraction <= 1.0:
@@ -199,15 +220,18 @@ def denoising_loss(
     loss_weighting: str = "none",
     sample_weights: torch.Tensor | None = None,
     sampler_start_fraction: float = 0.0,
+    x0_weight_cap: float = 1.0,
     **unet_kwargs: Any,
 ) -> torch.Tensor:
     """One batch's loss: draw ``t`` and noise, noise ``gt`` towards ``mu = lq``
     (docs/math.md#forward-process), move ``sampler_start_fraction`` of the batch to the
     samplers' start (:func:`from_sampler_start`), run the network (``unet_kwargs``, e.g. a
     ``degradation_context``, go to it), and compare its output with the target
-    (``loss_space="target"``) or its implied x0 with ``gt`` (``"x0"``)."""
+    (``loss_space="target"``) or its implied x0 with ``gt`` (``"x0"``, each sample weighted
+    by :func:`x0_loss_weight` when ``x0_weight_cap > 1``)."""
     if loss_space not in LOSS_SPACES:
         raise ValueError(f"loss_space must be one of {LOSS_SPACES}, got {loss_space!r}")
+    check_x0_weight_cap(x0_weight_cap, loss_space)
     noise = torch.randn_like(gt)
     T = int(scheduler.config.num_train_timesteps)
     t = sample_timesteps(gt.shape[0], T, timestep_sampling, device=gt.device)
@@ -218,6 +242,9 @@ def denoising_loss(
     pred = unet(x_t, t, lq, **unet_kwargs).sample
     if loss_space == "x0":
         pred, target = predict_x0(scheduler, pred, x_t, t, lq), gt
+        if x0_weight_cap != 1.0:
+            weight = x0_loss_weight(scheduler, t, x0_weight_cap)
+            sample_weights = weight if sample_weights is None else sample_weights * weight
     else:
         target = training_target(scheduler, gt, noise, t, lq)
     return training_loss(pred, target, lq, gt, loss_type, loss_weighting,

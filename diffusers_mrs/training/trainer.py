@@ -68,6 +68,7 @@ from .objective import (
     PREDICTION_TYPES,
     check_loss_names,
     check_sampler_start_fraction,
+    check_x0_weight_cap,
     denoising_loss,
 )
 from .photo_data import is_photos_spec, training_images, validation_set
@@ -114,6 +115,7 @@ class Trainer(TrainingLoop):
             raise ValueError(f"max_train_steps must be at least 1, got {config.max_train_steps}")
         check_loss_names(config.loss_type, config.loss_weighting)
         check_sampler_start_fraction(config.sampler_start_fraction)
+        check_x0_weight_cap(config.x0_weight_cap, config.loss_space)
         check_architecture(config, model_cls)
         require_training_packages()
         if model_cls is None:
@@ -361,7 +363,8 @@ class Trainer(TrainingLoop):
         cfg = self.config
         options = {"timestep_sampling": cfg.timestep_sampling, "loss_space": cfg.loss_space,
                    "loss_type": cfg.loss_type, "loss_weighting": cfg.loss_weighting,
-                   "sampler_start_fraction": cfg.sampler_start_fraction}
+                   "sampler_start_fraction": cfg.sampler_start_fraction,
+                   "x0_weight_cap": cfg.x0_weight_cap}
         if labels is None:
             return {"loss": denoising_loss(self.unet, self.scheduler, lq, gt, **options)}
         return self.unet(lq, gt, labels, self.scheduler, self.type_weights,
