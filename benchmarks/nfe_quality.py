@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="N > 0: also score every run's ode_distance, its RMS distance to the"
                         " converged PF-ODE solution (MR Sampler ODE, data, order 2, at N steps,"
                         " same latents), e.g. 500 (default 0: off)")
+    p.add_argument("--timestep-spacing", default=None,
+                   help="replace the model's timestep_spacing (e.g. logsnr, linspace) before"
+                        " planning, to compare time grids (default: the model's own)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--grid-photo", default="flower",
@@ -202,7 +205,10 @@ def run(args: argparse.Namespace) -> int:
     nfes = _int_list(args.nfes) or (list(NFE_LIST) if args.full else None)
     try:
         pipe = load_pipeline(args.model, args.device)
-    except FileNotFoundError as err:
+        if args.timestep_spacing:
+            pipe.scheduler = type(pipe.scheduler).from_config(
+                pipe.scheduler.config, timestep_spacing=args.timestep_spacing)
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     runs = plan_runs(methods, pipe.scheduler.config, nfes)

@@ -120,6 +120,16 @@ def nfe_one_vs_eight() -> str:
                  _one_vs_eight_rows())
 
 
+def nfe_grids() -> str:
+    """The shipped model's sweep beside the same weights on the log-SNR grid (v4/nfe_logsnr)."""
+    rows = []
+    for label, name in (("uniform in t (shipped)", "."), ("uniform in log-SNR", "v4/nfe_logsnr")):
+        results = _nfe(name)
+        rows.append([label] + [" / ".join(f"{_psnr(results, key, n):.2f}" for n in (10, 5, 100))
+                               for key in ("mrs-default", "mrs-sde-data-2")])
+    return table(["grid", "MRS default @10 / @5 / @100", "MRS-SDE-d-2 @10 / @5 / @100"], rows)
+
+
 # ---- speed end to end (bench_restore.py) ------------------------------------------------
 
 
@@ -257,10 +267,10 @@ def default_model_gains() -> str:
 # ---- real photographs (real_photos.py) --------------------------------------------------
 
 
-def real_photos() -> str:
+def real_photos(path: str = "real_photos.json") -> str:
     from real_photos import markdown
 
-    return markdown(load("real_photos.json"))
+    return markdown(load(path))
 
 
 def hue_reference(path: str = "hue_reference.json") -> str:
@@ -281,7 +291,7 @@ def x0_per_t() -> str:
 def training_curve() -> str:
     from training_curve import markdown
 
-    return markdown(load("v4_candidate/training_curve.json")).rstrip("\n")
+    return markdown(load("v4/training_curve.json")).rstrip("\n")
 
 
 # ---- which network per CPU-hour (arch_per_cpu_hour.py) -----------------------------------
@@ -398,7 +408,10 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "default-model-lowlight": default_model_lowlight,
     "default-model-gains": default_model_gains,
     "real-photos": real_photos,
+    "real-photos-forced": functools.partial(real_photos, "v4/real_photos.json"),
+    "nfe-grids": nfe_grids,
     "hue-reference": hue_reference,
+    "hue-reference-v3": functools.partial(hue_reference, "v3/hue_reference.json"),
     "hue-reference-stage2": functools.partial(hue_reference, "v4_stage2/hue_reference.json"),
     "hue-reference-stage3": functools.partial(hue_reference, "v4_stage3/hue_reference.json"),
     "hue-reference-candidate": functools.partial(hue_reference,

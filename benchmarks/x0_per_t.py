@@ -8,8 +8,8 @@ where it is degradation-aware) predicts x0, and the PSNR of that prediction (cla
 [0, 1]) against the clean crop is averaged over the crops. Noise for time ``t`` comes from
 seed ``t``, so every model sees the same ``x_t``.
 
-    python benchmarks/x0_per_t.py --model v3=diffusers_mrs/default_model \
-        --model "v4 candidate=benchmarks/default_v4_candidate" --threads 1
+    python benchmarks/x0_per_t.py --model v4=diffusers_mrs/default_model \
+        --model "my model=runs/my_model/pipeline-final" --threads 1
 
 Outputs (``--out``, default ``benchmarks/results/``): ``x0_per_t.json`` and ``x0_per_t.md``.
 Section: docs/training_data.md#the-v4-candidate-and-the-training-curve.

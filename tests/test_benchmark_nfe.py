@@ -158,6 +158,15 @@ def test_draws_below_one_is_refused_before_any_work(nq, capsys):
     assert "--samples must be >= 1" in capsys.readouterr().err
 
 
+def test_timestep_spacing_replaces_the_models_grid(nq, capsys):
+    """``--timestep-spacing`` re-plans with another time grid; a name that is none is refused
+    before any work, naming the option."""
+    assert nq.main(["--timestep-spacing", "linspace", "--methods", "mrs-default", "--nfes",
+                    "10", "--dry-run"]) == 0
+    assert nq.main(["--timestep-spacing", "uniform-ish", "--dry-run"]) == 2
+    assert "timestep_spacing" in capsys.readouterr().err
+
+
 def test_samples_scores_the_pipelines_ensemble_mean(nq):
     """``--samples 3``: each output is the pipeline's mean of 3 samples from the image's seed."""
     from diffusers_mrs import MRRestorationPipeline
