@@ -12,7 +12,7 @@ seed ``t``, so every model sees the same ``x_t``.
         --model "my model=runs/my_model/pipeline-final" --threads 1
 
 Outputs (``--out``, default ``benchmarks/results/``): ``x0_per_t.json`` and ``x0_per_t.md``.
-Section: docs/training_data.md#the-v4-candidate-and-the-training-curve.
+Section: docs/training_data.md#v4-and-the-training-curve.
 """
 
 from __future__ import annotations
