@@ -74,6 +74,8 @@ from nfe_run import (
     seconds_per_forward,
 )
 
+from diffusers_mrs.timestep_schedules import TIMESTEP_SPACINGS
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
@@ -197,6 +199,10 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             print(f"error: --{name} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
             return 2
+    if args.timestep_spacing and args.timestep_spacing not in TIMESTEP_SPACINGS:
+        print(f"error: --timestep-spacing: timestep_spacing must be one of"
+              f" {TIMESTEP_SPACINGS}, got {args.timestep_spacing!r}", file=sys.stderr)
+        return 2
     if args.ode_reference_nfe < 0:
         print(f"error: --ode-reference-nfe must be >= 0, got {args.ode_reference_nfe}",
               file=sys.stderr)
@@ -205,12 +211,12 @@ def run(args: argparse.Namespace) -> int:
     nfes = _int_list(args.nfes) or (list(NFE_LIST) if args.full else None)
     try:
         pipe = load_pipeline(args.model, args.device)
-        if args.timestep_spacing:
-            pipe.scheduler = type(pipe.scheduler).from_config(
-                pipe.scheduler.config, timestep_spacing=args.timestep_spacing)
-    except (FileNotFoundError, ValueError) as err:
+    except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.timestep_spacing:
+        pipe.scheduler = type(pipe.scheduler).from_config(
+            pipe.scheduler.config, timestep_spacing=args.timestep_spacing)
     runs = plan_runs(methods, pipe.scheduler.config, nfes)
     data = load_data(args.kinds.split(","), args.crop, args.seed, args.draws)
 
